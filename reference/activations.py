@@ -1,0 +1,215 @@
+"""Elementwise activations, softmax and log-softmax.
+
+Every function here is written to stay accurate where the naive formula loses
+digits (sigmoid' at +-30 is exp(-30), not 1 - 0.99999...), because the oracle
+is the exact answer the frameworks are judged against.
+"""
+
+import math
+
+import numpy as np
+
+from .spec import require
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+# NumPy has no erfc; math.erfc is accurate to the last bits, and GELU inputs are small.
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _sigmoid(x):
+    """sigma(x) = 1 / (1 + e^-x), evaluated without overflow on either side."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _sigmoid_prime(x):
+    """sigma'(x) = e^-|x| / (1 + e^-|x|)^2: no cancellation at saturation."""
+    e = np.exp(-np.abs(x))
+    return e / (1.0 + e) ** 2
+
+
+def _kink_mask(x, at_zero):
+    """Where the right-hand branch of a kink at 0 applies: x > 0, or x >= 0 if ``at_zero == "right"``."""
+    require(at_zero in ("left", "right"), "at_zero", f"expected 'left' or 'right', got {at_zero!r}")
+    return x >= 0 if at_zero == "right" else x > 0
+
+
+def relu(x):
+    """ReLU: y = max(x, 0).
+
+    Gradient: gx = g * [x > 0].  At x = 0 the gradient is 0 (both frameworks).
+    """
+    return np.maximum(x, 0.0), x
+
+
+def relu_vjp(x, g):
+    return {"x": g * (x > 0)}
+
+
+def leaky_relu(x, negative_slope, at_zero="left"):
+    """Leaky ReLU: y = x if x > 0 else slope * x.
+
+    Gradient: gx = g * (1 if x > 0 else slope). At x = 0 the derivative is
+    ``slope`` (``at_zero="left"``) or 1 (``"right"``); frameworks choose.
+    """
+    pos = _kink_mask(x, at_zero)
+    return np.where(x > 0, x, negative_slope * x), (pos, negative_slope)
+
+
+def leaky_relu_vjp(res, g):
+    pos, slope = res
+    return {"x": g * np.where(pos, 1.0, slope)}
+
+
+def elu(x, alpha, at_zero="left"):
+    """ELU: y = x if x > 0 else alpha (e^x - 1).
+
+    Gradient: gx = g * (1 if x > 0 else alpha e^x). At x = 0 the left
+    derivative is alpha, the right one 1 (``at_zero`` picks).
+    """
+    pos = _kink_mask(x, at_zero)
+    neg = alpha * np.expm1(np.minimum(x, 0.0))
+    return np.where(x > 0, x, neg), (pos, alpha * np.exp(np.minimum(x, 0.0)))
+
+
+def elu_vjp(res, g):
+    pos, neg_slope = res
+    return {"x": g * np.where(pos, 1.0, neg_slope)}
+
+
+def selu(x, at_zero="left"):
+    """SELU: y = scale * (x if x > 0 else alpha (e^x - 1)), fixed alpha and scale.
+
+    Gradient: gx = g * scale * (1 if x > 0 else alpha e^x). At x = 0 the left
+    derivative is scale*alpha, the right one scale (``at_zero`` picks).
+    """
+    y, (pos, neg_slope) = elu(x, SELU_ALPHA, at_zero)
+    return SELU_SCALE * y, (pos, neg_slope)
+
+
+def selu_vjp(res, g):
+    return {"x": SELU_SCALE * elu_vjp(res, g)["x"]}
+
+
+def gelu(x, approximate):
+    """GELU: y = x Phi(x) (``approximate="none"``) or its tanh form.
+
+    exact: gx = g (Phi(x) + x phi(x)),  phi(x) = e^{-x^2/2} / sqrt(2 pi),
+           with Phi(x) = erfc(-x / sqrt 2) / 2 (1 + erf would cancel for x << 0).
+    tanh:  y = x/2 (1 + tanh u),  u = sqrt(2/pi) (x + 0.044715 x^3),
+           gx = g (1/2 (1 + tanh u) + x/2 (1 - tanh^2 u) u').
+    Smooth everywhere.
+    """
+    require(approximate in ("none", "tanh"), "approximate", f"expected 'none' or 'tanh', got {approximate!r}")
+    if approximate == "none":
+        cdf = 0.5 * _erfc(-x / math.sqrt(2.0))
+        pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+        return x * cdf, cdf + x * pdf
+    u = _SQRT_2_OVER_PI * (x + _GELU_TANH_C * x**3)
+    t = np.tanh(u)
+    du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * x**2)
+    return 0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * _sech2(u) * du
+
+
+def gelu_vjp(dydx, g):
+    return {"x": g * dydx}
+
+
+def _sech2(u):
+    """sech^2(u) = 1 - tanh^2(u), computed without cancellation for large |u|."""
+    e = np.exp(-2.0 * np.abs(u))
+    return 4.0 * e / (1.0 + e) ** 2
+
+
+def sigmoid(x):
+    """Logistic sigmoid: y = 1 / (1 + e^-x).
+
+    Gradient: gx = g sigma(x) (1 - sigma(x)), evaluated as e^-|x| / (1 + e^-|x|)^2.
+    Smooth everywhere.
+    """
+    return _sigmoid(x), x
+
+
+def sigmoid_vjp(x, g):
+    return {"x": g * _sigmoid_prime(x)}
+
+
+def tanh(x):
+    """Hyperbolic tangent: y = tanh x.
+
+    Gradient: gx = g (1 - tanh^2 x) = g sech^2 x. Smooth everywhere.
+    """
+    return np.tanh(x), x
+
+
+def tanh_vjp(x, g):
+    return {"x": g * _sech2(x)}
+
+
+def softplus(x, beta, threshold):
+    """Softplus: y = log(1 + e^{beta x}) / beta, and y = x once beta x > threshold.
+
+    Gradient: gx = g sigma(beta x) on the curve, g on the linear part (PyTorch's
+    ``threshold``; beta x == threshold is still on the curve).
+    """
+    require(beta > 0, "beta", f"must be > 0, got {beta}")
+    z = beta * x
+    curve = (np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))) / beta
+    linear = z > threshold
+    return np.where(linear, x, curve), (z, linear)
+
+
+def softplus_vjp(res, g):
+    z, linear = res
+    return {"x": g * np.where(linear, 1.0, _sigmoid(z))}
+
+
+def silu(x):
+    """SiLU (swish): y = x sigma(x).
+
+    Gradient: gx = g (sigma(x) + x sigma(x) (1 - sigma(x))). Smooth everywhere.
+    """
+    return x * _sigmoid(x), x
+
+
+def silu_vjp(x, g):
+    return {"x": g * (_sigmoid(x) + x * _sigmoid_prime(x))}
+
+
+def _check_axis(x, axis):
+    require(-x.ndim <= axis < x.ndim, "axis", f"out of range for x of rank {x.ndim}: {axis}")
+
+
+def softmax(x, axis):
+    """Softmax along ``axis``: y_i = e^{x_i} / sum_j e^{x_j}.
+
+    Gradient: gx = y (g - sum_j g_j y_j) along the axis. Smooth everywhere.
+    """
+    _check_axis(x, axis)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    y = e / e.sum(axis=axis, keepdims=True)
+    return y, (y, axis)
+
+
+def softmax_vjp(res, g):
+    y, axis = res
+    return {"x": y * (g - (g * y).sum(axis=axis, keepdims=True))}
+
+
+def log_softmax(x, axis):
+    """Log-softmax along ``axis``: y_i = x_i - log sum_j e^{x_j}.
+
+    Gradient: gx = g - softmax(x) sum_j g_j along the axis. Smooth everywhere.
+    """
+    _check_axis(x, axis)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    return y, (np.exp(y), axis)
+
+
+def log_softmax_vjp(res, g):
+    p, axis = res
+    return {"x": g - p * g.sum(axis=axis, keepdims=True)}

@@ -1,0 +1,139 @@
+"""The vocabulary of the catalogue: how a layer declares what it takes.
+
+Plain data only (no hypothesis here: ``reference/`` is NumPy-only). The test
+strategies in ``tests/strategies.py`` turn these declarations into hypothesis
+strategies; validation turns them into clear errors.
+
+A layer declares
+  * ``dims``: free sizes (``Int``) or whole shapes (``Shape``), drawn first;
+  * ``attrs``: hyperparameters (``Int``, ``Float``, ``Choice``), or a function
+    of the drawn dims returning one of those (an axis depends on the rank);
+  * ``arrays``: named inputs and parameters, each with a shape computed from the
+    dims and attrs, a value domain (``Real`` or ``Labels``), and whether the
+    gradient is checked for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable
+
+
+def require(ok: bool, field_name: str, message: str) -> None:
+    """Raise ``ValueError("field: message")`` unless ``ok``: the one way the oracle rejects input."""
+    if not ok:
+        raise ValueError(f"{field_name}: {message}")
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer in ``[lo, hi]``; ``like`` names another dim it equals on purpose
+    now and then (square weights, equal widths)."""
+
+    lo: int
+    hi: int
+    like: str | None = None
+
+
+@dataclass(frozen=True)
+class Float:
+    """A float in ``[lo, hi]``; ``edges`` are values worth drawing on purpose."""
+
+    lo: float
+    hi: float
+    edges: tuple = ()
+
+
+@dataclass(frozen=True, init=False)
+class Choice:
+    """One of a few values (strings, booleans, special numbers)."""
+
+    values: tuple
+
+    def __init__(self, *values):
+        object.__setattr__(self, "values", tuple(values))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A whole shape, for layers that work on any rank."""
+
+    min_dims: int = 1
+    max_dims: int = 3
+    min_side: int = 1
+    max_side: int = 5
+
+
+@dataclass(frozen=True)
+class Real:
+    """Real values in ``[lo, hi]``.
+
+    ``edges``: values the strategy mixes in on purpose (kinks, saturation).
+    ``like``: the name of another array of the same shape whose values some
+    elements copy exactly (so ``pred == target`` happens on purpose).
+    ``ties``: draw from a coarse grid sometimes, so equal values meet in one
+    window or reduction.
+    """
+
+    lo: float = -3.0
+    hi: float = 3.0
+    edges: tuple = (0.0,)
+    like: str | None = None
+    ties: bool = False
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Integer class labels in ``[0, dims[classes])``. Never differentiable."""
+
+    classes: str
+
+
+@dataclass(frozen=True)
+class Array:
+    """One named input or parameter of a layer.
+
+    ``shape(dims, attrs)`` gives its shape from the drawn sizes; an ``optional``
+    array (a bias) may be left out of a case, and the layer then runs without it.
+    ``grad=False`` marks real data that gets no gradient (running statistics, a
+    dropout mask); labels never get one.
+    """
+
+    shape: Callable[[SimpleNamespace, dict], tuple]
+    values: Real | Labels = field(default_factory=Real)
+    param: bool = False
+    optional: bool = False
+    grad: bool = True
+
+    @property
+    def differentiable(self) -> bool:
+        return self.grad and isinstance(self.values, Real)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A catalogue entry: the oracle pair plus the space of cases to draw.
+
+    ``forward(**arrays, **attrs) -> (out, residuals)`` and
+    ``vjp(residuals, g) -> {array name: gradient}`` are the oracle (float64).
+    ``loss``: the output is a scalar loss; its cotangent is 1, so the gradient
+    is that of the loss itself.
+    ``conventions``: attributes that are not drawn but chosen by each framework
+    (the derivative taken at a kink, the element a tie routes to), with the
+    oracle's default; an adapter states the value its framework follows.
+    """
+
+    name: str
+    forward: Callable[..., tuple]
+    vjp: Callable[[Any, Any], dict]
+    dims: dict
+    arrays: dict
+    attrs: dict = field(default_factory=dict)
+    loss: bool = False
+    conventions: dict = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        doc = (self.forward.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else self.name
