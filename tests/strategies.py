@@ -1,0 +1,118 @@
+"""Hypothesis strategies built from the catalogue.
+
+``cases(name, dtype)`` draws a whole Case for a layer: dims first, then
+attributes, then arrays and the cotangent. ``edges=True`` (the default) mixes
+in the catalogue's edge values (kinks, saturation, ties, pred == target) on
+purpose; ``edges=False`` draws values in general position, which is what the
+finite-difference check of the oracle needs (a central difference across a
+kink measures nothing).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from reference import LAYERS, Case
+from reference.spec import Choice, Float, Int, Labels, Real, Shape
+
+
+def attribute(spec, *, edges: bool = True) -> st.SearchStrategy:
+    """A strategy for one attribute declared as ``Int``, ``Float`` or ``Choice``."""
+    if isinstance(spec, Choice):
+        return st.sampled_from(spec.values)
+    if isinstance(spec, Int):
+        return st.integers(spec.lo, spec.hi)
+    if isinstance(spec, Float):
+        values = st.floats(spec.lo, spec.hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+        if edges and spec.edges:
+            values = st.one_of(st.sampled_from(spec.edges), values)
+        return values
+    raise TypeError(f"unknown attribute spec {spec!r}")
+
+
+def _size(draw, spec, dims):
+    if isinstance(spec, Shape):
+        return draw(hnp.array_shapes(min_dims=spec.min_dims, max_dims=spec.max_dims,
+                                     min_side=spec.min_side, max_side=spec.max_side))
+    value = draw(st.integers(spec.lo, spec.hi))
+    other = dims.get(spec.like)
+    if other is not None and spec.lo <= other <= spec.hi and draw(st.booleans()):
+        value = other  # equal widths on purpose: square weights
+    return value
+
+
+def _round(a: np.ndarray, dtype: str) -> np.ndarray:
+    """Round to the case dtype. Subnormals become 0: TensorFlow flushes them to
+    zero on CPU, and that is a property of the machine, not of a gradient."""
+    a = a.astype(dtype)
+    return np.where(np.abs(a) < np.finfo(dtype).tiny, np.zeros((), dtype), a)
+
+
+def _real(draw, spec: Real, shape, arrays, *, edges: bool) -> np.ndarray:
+    if not edges:
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        return rng.uniform(spec.lo, spec.hi, size=shape)
+    elements = st.floats(spec.lo, spec.hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+    special = [e for e in spec.edges if spec.lo <= e <= spec.hi]
+    if special:
+        elements = st.one_of(st.sampled_from(special), elements)
+    if spec.ties:  # a coarse grid: equal values inside one window or reduction
+        elements = st.one_of(elements, st.integers(int(np.ceil(spec.lo)), int(spec.hi)).map(float))
+    a = draw(hnp.arrays(np.float64, shape, elements=elements))
+    if spec.like is not None and spec.like in arrays and draw(st.booleans()):
+        mask = draw(hnp.arrays(np.bool_, shape))
+        a = np.where(mask, arrays[spec.like].astype(np.float64), a)
+    return a
+
+
+@st.composite
+def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
+    """Draw a valid Case for catalogue layer ``name`` computed in ``dtype``."""
+    layer = LAYERS[name]
+    dims: dict = {}
+    for dim, spec in layer.dims.items():
+        dims[dim] = _size(draw, spec, dims)
+    d = SimpleNamespace(**dims)
+    attrs = {a: draw(attribute(spec(d) if callable(spec) else spec, edges=edges)) for a, spec in layer.attrs.items()}
+    arrays: dict = {}
+    for arr_name, spec in layer.arrays.items():
+        if spec.optional and not draw(st.booleans()):
+            continue
+        shape = spec.shape(d, attrs)
+        if isinstance(spec.values, Labels):
+            k = getattr(d, spec.values.classes)
+            arrays[arr_name] = draw(hnp.arrays(np.int64, shape, elements=st.integers(0, k - 1)))
+        else:
+            arrays[arr_name] = _round(_real(draw, spec.values, shape, arrays, edges=edges), dtype)
+    return _with_cotangent(name, dtype, attrs, arrays, np.random.default_rng(draw(st.integers(0, 2**32 - 1))))
+
+
+def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
+    """Complete a case with its cotangent g: random and generic, never all-ones
+    (ones through softmax give a zero gradient); 1 for a loss, whose own gradient
+    is checked."""
+    layer = LAYERS[name]
+    as64 = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in arrays.items()}
+    out, _ = layer.forward(**as64, **attrs)
+    g = np.array(1.0) if layer.loss else rng.standard_normal(np.shape(out))
+    return Case(name, dtype, attrs, arrays, _round(np.asarray(g), dtype))
+
+
+def fixed_case(name: str, dtype: str, dims: dict, attrs: dict, *, seed: int = 0) -> Case:
+    """A case of chosen sizes and attributes with values in general position, for
+    benchmarks and examples: no hypothesis, just a seeded generator."""
+    layer = LAYERS[name]
+    d = SimpleNamespace(**dims)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for arr_name, spec in layer.arrays.items():
+        shape = spec.shape(d, attrs)
+        if isinstance(spec.values, Labels):
+            arrays[arr_name] = rng.integers(0, getattr(d, spec.values.classes), size=shape)
+        else:
+            arrays[arr_name] = _round(rng.uniform(spec.values.lo, spec.values.hi, size=shape), dtype)
+    return _with_cotangent(name, dtype, attrs, arrays, rng)

@@ -1,0 +1,51 @@
+"""The suite proves it can fail: a gradient perturbed by a small relative amount
+must be flagged, for every layer, framework and dtype."""
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from adapters.base import Output
+from reports.compare import check, gradient_scale
+from reports.tolerances import known_divergence
+from tests.params import layer_framework_dtype
+from tests.strategies import cases
+
+# Relative to the gradient's scale: ~840 eps in float32, ~4.5e9 eps in float64.
+# Every tolerance, and every bound of a known divergence, must sit below these.
+CANARY = {"float32": 1e-4, "float64": 1e-6}
+
+
+class Perturbed:
+    """An adapter that adds ``rel * scale`` to the largest element of one gradient."""
+
+    def __init__(self, inner, tensor, rel):
+        self.inner, self.tensor, self.rel = inner, tensor, rel
+        self.name = inner.name
+        self.version, self.conventions = inner.version, inner.conventions
+
+    def run(self, case):
+        got = self.inner.run(case)
+        grad = np.array(got.grads[self.tensor], dtype=np.float64)
+        i = np.unravel_index(np.argmax(np.abs(grad)), grad.shape)
+        grad[i] += self.rel * gradient_scale(grad, case.g)
+        return Output(got.out, {**got.grads, self.tensor: grad.astype(got.grads[self.tensor].dtype)})
+
+
+@pytest.mark.parametrize("layer, framework, dtype", layer_framework_dtype())
+@settings(max_examples=3)
+@given(data=st.data())
+def test_perturbed_gradient_is_flagged(layer, framework, dtype, data, adapter_for):
+    adapter = adapter_for(framework)
+    case = data.draw(cases(layer, dtype), label="case")
+    divergence = known_divergence(case, framework)
+    # An unbounded divergence may explain any error in its (narrow) cases: nothing to prove there.
+    assume(divergence is None or divergence.bound is not None)
+    honest = {r["tensor"]: r["status"] for r in check(case, adapter)}
+    passing = sorted(t for t, s in honest.items() if t != "out" and s in ("pass", "known_divergence"))
+    assume(passing)
+    tensor = data.draw(st.sampled_from(passing), label="tensor")
+    rows = {r["tensor"]: r for r in check(case, Perturbed(adapter, tensor, CANARY[dtype]))}
+    assert rows[tensor]["status"] == "fail", (
+        f"{case.describe()}: {tensor} perturbed by {CANARY[dtype]} of its scale was not flagged: {rows[tensor]}")
