@@ -128,6 +128,8 @@ CONVENTIONS: dict[str, Convention] = {
     "selu": Convention({"at_zero": "right"},
                        "SeluGrad branches on out < 0, so x = 0 takes the positive slope `scale` "
                        "(PyTorch takes scale*alpha); measured with tensorflow-cpu 2.21"),
+    # ---- convolution and pooling
+    # ---- normalization, embedding, dropout
 }
 
 

@@ -105,6 +105,8 @@ BUILDERS = {
 
 # Where the math leaves a choice open, what PyTorch does (measured here, see CONVENTIONS.md).
 CONVENTIONS: dict[str, Convention] = {
+    # ---- convolution and pooling
+    # ---- normalization, embedding, dropout
 }
 
 

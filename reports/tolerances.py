@@ -39,6 +39,8 @@ DEFAULT = {
 
 # (layer, framework, dtype) -> Tolerance; "*" matches anything. Most specific wins.
 OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
+    # ---- convolution and pooling
+    # ---- normalization, embedding, dropout
 }
 
 # The oracle against its own central differences (h = 1e-5 in float64): the
@@ -130,6 +132,8 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "TensorFlow's softplus has no threshold: it stays on the curve where PyTorch switches to y = x",
         "at beta x = 20 the outputs differ by log1p(e^-20)/beta = 2e-9/beta, the gradients by sigmoid(-20) = 2e-9; "
         "at threshold 1.5 by 0.2"),
+    # ---- convolution and pooling
+    # ---- normalization, embedding, dropout
 ]
 
 

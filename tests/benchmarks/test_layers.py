@@ -14,6 +14,8 @@ from tests.strategies import fixed_case
 
 # layer -> (dims, attrs) at a size a real network uses, float64.
 BENCH = {
+    # ---- convolution and pooling
+    # ---- normalization, embedding, dropout
 }
 
 MEMBERS = ["oracle", *ADAPTERS]
