@@ -43,8 +43,8 @@ class Adapter(Protocol):
 
     def version(self) -> str: ...
 
-    def conventions(self, layer: str) -> dict:
-        """Values of the layer's convention attributes this framework follows."""
+    def convention(self, layer: str) -> Convention | None:
+        """The values of the layer's convention attributes this framework follows, and why."""
 
     def run(self, case: Case) -> Output:
         """Forward and backward through the framework; raise NotApplicable when the

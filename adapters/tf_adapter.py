@@ -125,6 +125,9 @@ BUILDERS = {
 
 # Where the math leaves a choice open, what TensorFlow does (measured here, see CONVENTIONS.md).
 CONVENTIONS: dict[str, Convention] = {
+    "leaky_relu": Convention({"at_zero": "left"}, "LeakyReluGrad tests x > 0, so x = 0 takes alpha; measured"),
+    "elu": Convention({"at_zero": "left"},
+                      "keras ELU is where(x > 0, elu(x), alpha * elu(x)), so x = 0 takes alpha; measured"),
     "selu": Convention({"at_zero": "right"},
                        "SeluGrad branches on out < 0, so x = 0 takes the positive slope `scale` "
                        "(PyTorch takes scale*alpha); measured with tensorflow-cpu 2.21"),
@@ -146,9 +149,8 @@ class TensorFlowAdapter:
     def version(self):
         return f"{tf().__version__} (keras {keras().__version__})"
 
-    def conventions(self, layer):
-        c = CONVENTIONS.get(layer)
-        return dict(c.values) if c else {}
+    def convention(self, layer):
+        return CONVENTIONS.get(layer)
 
     def run(self, case: Case) -> Output:
         if case.layer not in BUILDERS:

@@ -105,6 +105,9 @@ BUILDERS = {
 
 # Where the math leaves a choice open, what PyTorch does (measured here, see CONVENTIONS.md).
 CONVENTIONS: dict[str, Convention] = {
+    "leaky_relu": Convention({"at_zero": "left"}, "backward tests x > 0, so x = 0 takes the slope; measured"),
+    "elu": Convention({"at_zero": "left"}, "elu_backward tests x <= 0, so x = 0 takes alpha; measured"),
+    "selu": Convention({"at_zero": "left"}, "selu shares elu_backward: x = 0 takes scale*alpha; measured"),
     # ---- convolution and pooling
     # ---- normalization, embedding, dropout
 }
@@ -123,9 +126,8 @@ class TorchAdapter:
     def version(self):
         return str(torch().__version__)
 
-    def conventions(self, layer):
-        c = CONVENTIONS.get(layer)
-        return dict(c.values) if c else {}
+    def convention(self, layer):
+        return CONVENTIONS.get(layer)
 
     def run(self, case: Case) -> Output:
         if case.layer not in BUILDERS:

@@ -88,7 +88,7 @@ _elementwise("gelu", act.gelu, act.gelu_vjp, Real(-10.0, 10.0, edges=(0.0, -6.0,
 _elementwise("sigmoid", act.sigmoid, act.sigmoid_vjp, SATURATING)
 _elementwise("tanh", act.tanh, act.tanh_vjp, Real(-20.0, 20.0, edges=(0.0, -10.0, 10.0)))
 _elementwise("softplus", act.softplus, act.softplus_vjp, SATURATING,
-             attrs={"beta": Float(0.25, 4.0, edges=(1.0, 2.0)), "threshold": Float(1.0, 30.0, edges=(20.0,))})
+             attrs={"beta": Float(0.25, 4.0, edges=(1.0, 2.0)), "threshold": Float(1.0, 30.0, edges=(2.0, 20.0))})
 _elementwise("silu", act.silu, act.silu_vjp, SATURATING)
 for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
                           ("log_softmax", act.log_softmax, act.log_softmax_vjp)):

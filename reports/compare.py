@@ -40,7 +40,7 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
     finite = np.isfinite(expected) & np.isfinite(actual)
     same_special = (np.isnan(expected) & np.isnan(actual)) | (np.isinf(expected) & (expected == actual))
     bad_special = int((~finite & ~same_special).sum())
-    diff = np.abs(actual - expected)[finite]
+    diff = np.abs(actual[finite] - expected[finite])
     max_abs = float(diff.max()) if diff.size else 0.0
     scale = max(float(np.abs(expected[finite]).max(initial=0.0)), floor)
     # Below the smallest normal number there is nothing to compare: TensorFlow's CPU
@@ -51,15 +51,23 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
     if bad_special:
         detail = f"{bad_special} position(s) non-finite in only one of framework/oracle"
     elif max_abs > atol:
-        worst = np.unravel_index(int(np.argmax(np.where(finite, np.abs(actual - expected), -1))), expected.shape)
+        errors = np.full(expected.shape, -1.0)
+        errors[finite] = diff
+        worst = np.unravel_index(int(np.argmax(errors)), expected.shape)
         detail = f"worst at {tuple(int(i) for i in worst)}: framework {actual[worst]:.9g}, oracle {expected[worst]:.9g}"
     return {"ok": not bad_special and max_abs <= atol, "max_abs_err": max_abs, "max_rel_err": rel,
             "err_eps": rel / EPS[dtype], "scale": scale, "atol": atol, "detail": detail}
 
 
+def conventions(adapter, layer: str) -> dict:
+    """The convention values a framework follows for a layer ({} where it follows the oracle's defaults)."""
+    c = adapter.convention(layer)
+    return dict(c.values) if c else {}
+
+
 def _base_row(case: Case, adapter, tensor: str, shape) -> dict:
     tol = tolerance_for(case.layer, adapter.name, case.dtype)
-    conv = adapter.conventions(case.layer)
+    conv = conventions(adapter, case.layer)
     return {"layer": case.layer, "framework": adapter.name, "framework_version": adapter.version(),
             "dtype": case.dtype, "case": case.id, "tensor": tensor, "shape": str(tuple(shape)),
             "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan, "scale": np.nan,
@@ -75,7 +83,7 @@ def check(case: Case, adapter) -> list[dict]:
     Raises ``ValueError`` only for an invalid case, before the framework runs.
     """
     validate(case)
-    ref = evaluate(case, adapter.conventions(case.layer))
+    ref = evaluate(case, conventions(adapter, case.layer))
     expected = {"out": ref.out, **ref.grads}
     rows = [_base_row(case, adapter, name, value.shape) for name, value in expected.items()]
     try:

@@ -37,7 +37,7 @@ def frame(rows) -> pd.DataFrame:
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in set(COLUMNS) - set(NUMERIC):
-        df[col] = df[col].fillna("").astype(str)
+        df[col] = df[col].astype("string").fillna("").astype(str)
     return df.drop_duplicates(ROW_KEY, keep="last").sort_values(ROW_KEY, kind="stable").reset_index(drop=True)
 
 
@@ -75,6 +75,20 @@ def divergence_table(df: pd.DataFrame) -> pd.DataFrame:
     } for d in KNOWN_DIVERGENCES])
 
 
+def convention_table(df: pd.DataFrame) -> pd.DataFrame:
+    """For every layer x framework in the run: the convention it follows at the
+    points the math leaves open, and the evidence."""
+    from adapters import ADAPTERS
+
+    rows = []
+    for (layer, fw), _ in df.groupby(["layer", "framework"]):
+        c = ADAPTERS[fw].convention(layer) if fw in ADAPTERS else None
+        if c is not None:
+            rows.append({"layer": layer, "framework": fw,
+                         "convention": ", ".join(f"{k}={v}" for k, v in c.values.items()), "reason": c.reason})
+    return pd.DataFrame(rows, columns=["layer", "framework", "convention", "reason"])
+
+
 def _styled(df: pd.DataFrame, status_col: str, caption: str) -> str:
     if df.empty:
         return f"<h2>{html.escape(caption)}</h2><p>None.</p>"
@@ -83,6 +97,11 @@ def _styled(df: pd.DataFrame, status_col: str, caption: str) -> str:
               .map(lambda v: f"background-color: {COLOURS.get(v, '')}", subset=[status_col])
               .set_table_attributes('class="grid"'))
     return f"<h2>{html.escape(caption)}</h2>" + styler.to_html()
+
+
+def _table(df: pd.DataFrame, caption: str) -> str:
+    body = df.style.hide(axis="index").set_table_attributes('class="grid"').to_html() if not df.empty else "<p>None.</p>"
+    return f"<h2>{html.escape(caption)}</h2>" + body
 
 
 def write_report(rows, out_dir: Path, *, worst: int = 40) -> Written:
@@ -109,6 +128,7 @@ table.grid th{{background:#f4f4f4}} code{{font-size:12px}}</style></head><body>
 <code>scale = max(max|oracle tensor|, floor)</code>, the floor being max|cotangent| for a gradient and the largest input magnitude for the output; <code>err_eps</code> is the error in units of the
 dtype's eps relative to that scale. Statuses: {', '.join(STATUSES)}.</p>
 {_styled(summary, 'verdict', 'Summary: layer x framework x dtype')}
+{_table(convention_table(df), 'Conventions: what each framework does where the math leaves a choice')}
 {_styled(divergences.assign(status=lambda d: 'known_divergence'), 'status', 'Known divergences (reason and measured behaviour)')}
 {_styled(bad[shown + ['reproduce']], 'status', 'Every check that did not pass (with its reproduction)')}
 {_styled(worst_pass[shown], 'status', f'The {worst} largest errors that passed')}

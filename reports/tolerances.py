@@ -49,9 +49,10 @@ OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
 NUMERICAL = Tolerance(1e-6, "central differences in float64, h=1e-5: truncation h^2 f''' plus rounding eps |f| / h")
 
 
-def tolerance_for(layer: str, framework: str, dtype: str) -> Tolerance:
+def tolerance_for(layer: str, framework: str, dtype: str, overrides: dict | None = None) -> Tolerance:
+    """The tolerance for one layer x framework x dtype: the most specific override, else the default."""
     best, best_score = DEFAULT[dtype], -1
-    for (lay, fw, dt), tol in OVERRIDES.items():
+    for (lay, fw, dt), tol in (OVERRIDES if overrides is None else overrides).items():
         if all(k in ("*", v) for k, v in ((lay, layer), (fw, framework), (dt, dtype))):
             score = (lay != "*") * 4 + (fw != "*") * 2 + (dt != "*")
             if score > best_score:

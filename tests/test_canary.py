@@ -23,7 +23,7 @@ class Perturbed:
     def __init__(self, inner, tensor, rel):
         self.inner, self.tensor, self.rel = inner, tensor, rel
         self.name = inner.name
-        self.version, self.conventions = inner.version, inner.conventions
+        self.version, self.convention = inner.version, inner.convention
 
     def run(self, case):
         got = self.inner.run(case)

@@ -1,0 +1,121 @@
+"""The comparison itself: statuses, NaN/Inf agreement, errors that become rows."""
+
+import numpy as np
+import pytest
+
+from adapters.base import NotApplicable, Output
+from reference import Case, evaluate
+from reports.compare import check, tensor_errors
+from reports.tolerances import DEFAULT, EPS, KNOWN_DIVERGENCES, OVERRIDES, Tolerance, tolerance_for
+
+
+def relu_case(x):
+    x = np.asarray(x, dtype=np.float64)
+    return Case("relu", "float64", {}, {"x": x}, np.linspace(-1.0, 2.0, x.size).reshape(x.shape))
+
+
+class Scripted:
+    """A fake framework that returns the oracle's answer, edited by ``edit``."""
+
+    name, convention = "scripted", staticmethod(lambda layer: None)
+
+    def __init__(self, edit=lambda out, grads: (out, grads)):
+        self.edit = edit
+
+    def version(self):
+        return "1.0"
+
+    def run(self, case):
+        ref = evaluate(case)
+        out, grads = self.edit(ref.out.copy(), {k: v.copy() for k, v in ref.grads.items()})
+        return Output(out, grads)
+
+
+def statuses(rows):
+    return {r["tensor"]: r["status"] for r in rows}
+
+
+def test_exact_answer_passes_with_zero_error():
+    rows = check(relu_case([[1.0, -2.0, 0.0]]), Scripted())
+    assert statuses(rows) == {"out": "pass", "x": "pass"}
+    assert all(r["max_abs_err"] == 0.0 for r in rows)
+
+
+def test_error_just_above_tolerance_fails_and_just_below_passes():
+    case = relu_case([[1.0, 2.0, 3.0]])
+    atol = DEFAULT["float64"].rtol * 2.0  # scale: max|gx| = max|g| = 2
+
+    def nudge(by):
+        return Scripted(lambda out, g: (out, {"x": g["x"] + np.array([[by, 0, 0]])}))
+
+    assert statuses(check(case, nudge(0.5 * atol)))["x"] == "pass"
+    assert statuses(check(case, nudge(2.0 * atol)))["x"] == "fail"
+
+
+@pytest.mark.parametrize("expected, actual, ok", [
+    ([np.nan, 1.0], [np.nan, 1.0], True),        # NaN where the oracle has NaN: agreement
+    ([np.nan, 1.0], [0.0, 1.0], False),          # the framework lost a NaN
+    ([0.0, 1.0], [np.nan, 1.0], False),          # the framework made a NaN
+    ([np.inf, 1.0], [np.inf, 1.0], True),
+    ([np.inf, 1.0], [-np.inf, 1.0], False),
+    ([1.0, 1.0], [1.0, np.inf], False),
+])
+def test_non_finite_values_are_compared_position_by_position(expected, actual, ok):
+    m = tensor_errors(np.array(expected), np.array(actual), 0.0, "float64", 1e-10)
+    assert m["ok"] is ok
+
+
+def test_shape_mismatch_fails_with_both_shapes():
+    m = tensor_errors(np.zeros((2, 3)), np.zeros((3, 2)), 0.0, "float64", 1e-10)
+    assert not m["ok"] and "(3, 2)" in m["detail"] and "(2, 3)" in m["detail"]
+
+
+def test_a_framework_crash_becomes_error_rows_and_does_not_raise():
+    def boom(out, grads):
+        raise RuntimeError("kernel exploded")
+
+    rows = check(relu_case([[1.0]]), Scripted(boom))
+    assert statuses(rows) == {"out": "error", "x": "error"}
+    assert all("kernel exploded" in r["detail"] for r in rows)
+
+
+def test_a_missing_gradient_is_an_error_row():
+    rows = check(relu_case([[1.0]]), Scripted(lambda out, grads: (out, {})))
+    assert statuses(rows) == {"out": "pass", "x": "error"}
+
+
+def test_not_applicable_is_a_row_with_the_reason():
+    def inexpressible(out, grads):
+        raise NotApplicable("no such padding here")
+
+    rows = check(relu_case([[1.0]]), Scripted(inexpressible))
+    assert statuses(rows) == {"out": "not_applicable", "x": "not_applicable"}
+    assert rows[0]["detail"] == "no such padding here"
+
+
+def test_rows_carry_the_report_schema():
+    row = check(relu_case([[1.0, -1.0]]), Scripted())[1]
+    for column in ["layer", "framework", "framework_version", "dtype", "case", "tensor", "shape",
+                   "max_abs_err", "max_rel_err", "err_eps", "atol", "rtol", "status", "detail", "reproduce"]:
+        assert column in row
+    assert row["err_eps"] == row["max_rel_err"] / EPS["float64"]
+
+
+def test_every_override_and_divergence_names_a_catalogue_layer_and_gives_a_reason():
+    from adapters import ADAPTERS
+    from reference import DTYPES, LAYERS
+
+    for (layer, fw, dtype), tol in OVERRIDES.items():
+        assert layer in (*LAYERS, "*") and fw in (*ADAPTERS, "*") and dtype in (*DTYPES, "*")
+        assert tol.reason and tol.rtol < DEFAULT[dtype if dtype != "*" else "float32"].rtol * 1e4
+    for d in KNOWN_DIVERGENCES:
+        assert d.layer in LAYERS and d.framework in (*ADAPTERS, "*") and d.dtype in (*DTYPES, "*")
+        assert d.reason and d.measured
+
+
+def test_the_most_specific_override_wins():
+    general, specific = Tolerance(1e-5, "any framework"), Tolerance(2e-5, "torch only")
+    table = {("dense", "*", "float32"): general, ("dense", "torch", "float32"): specific}
+    assert tolerance_for("dense", "torch", "float32", table) is specific
+    assert tolerance_for("dense", "tensorflow", "float32", table) is general
+    assert tolerance_for("dense", "torch", "float64", table) is DEFAULT["float64"]

@@ -1,0 +1,74 @@
+"""The report files: schema, summary counts, merging, and rows arriving from xdist workers."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.__main__ import main as merge_main
+from reports.compare import COLUMNS
+from reports.render import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def row(case, tensor="x", status="pass", layer="relu", framework="torch", err=1e-12, reproduce=""):
+    return {"layer": layer, "framework": framework, "framework_version": "9.9", "dtype": "float64",
+            "case": case, "tensor": tensor, "shape": "(2,)", "max_abs_err": err, "max_rel_err": err,
+            "err_eps": err / 2.2e-16, "scale": 1.0, "atol": 1e-10, "rtol": 1e-10, "status": status,
+            "detail": "" if status == "pass" else "worst at (0,)", "convention": "",
+            "tolerance_reason": "default", "attrs": "relu[float64](x(2,))", "reproduce": reproduce}
+
+
+def test_report_files_have_the_schema_and_count_statuses(tmp_path):
+    rows = [row("a"), row("a", "out"), row("b", status="fail", err=1e-3, reproduce="python -m reports.replay b.npz"),
+            row("c", layer="dense", status="error", err=np.nan), row("c", framework="tensorflow")]
+    write_report(rows, tmp_path)
+    grads = pd.read_csv(tmp_path / "gradients.csv")
+    assert list(grads.columns) == COLUMNS
+    assert len(grads) == 5
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["layer", "framework"])
+    assert summary.loc[("relu", "torch"), "cases"] == 2
+    assert summary.loc[("relu", "torch"), "fail"] == 1 and summary.loc[("relu", "torch"), "verdict"] == "fail"
+    assert summary.loc[("dense", "torch"), "error"] == 1
+    assert summary.loc[("relu", "tensorflow"), "verdict"] == "pass"
+    page = (tmp_path / "report.html").read_text()
+    assert "Summary" in page and "python -m reports.replay b.npz" in page
+
+
+def test_merge_keeps_each_row_once(tmp_path, capsys):
+    first, second, out = tmp_path / "shard1", tmp_path / "shard2", tmp_path / "merged"
+    write_report([row("a"), row("b")], first)
+    write_report([row("b"), row("c", status="fail", err=1.0)], second)
+    assert merge_main([str(first), str(second), "--out", str(out)]) == 0
+    merged = pd.read_csv(out / "gradients.csv")
+    assert sorted(merged["case"]) == ["a", "b", "c"]
+    assert (out / "summary.csv").exists() and (out / "report.html").exists()
+
+
+def test_merge_rejects_a_directory_without_results(tmp_path):
+    with pytest.raises(SystemExit):
+        merge_main([str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def _run_suite(report_dir: Path, *extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-m", "pytest", "tests/test_gradients.py", "-q", "-p", "no:cacheprovider",
+           "-k", "relu- or tanh-", "--hypothesis-profile", "ci", "--report-dir", str(report_dir), *extra]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return pd.read_csv(report_dir / "gradients.csv")
+
+
+def test_rows_from_xdist_workers_all_arrive_once(tmp_path):
+    pytest.importorskip("xdist")
+    serial = _run_suite(tmp_path / "serial")
+    parallel = _run_suite(tmp_path / "parallel", "-n", "2")
+    key = ["layer", "framework", "dtype", "case", "tensor"]
+    assert not parallel.duplicated(key).any()
+    assert set(map(tuple, parallel[key].values)) == set(map(tuple, serial[key].values))
+    assert set(parallel["framework"]) == set(serial["framework"]) and len(serial) > 0
