@@ -23,11 +23,14 @@ COLUMNS = ["layer", "framework", "framework_version", "dtype", "case", "tensor",
            "convention", "tolerance_reason", "attrs", "reproduce"]
 
 
-def gradient_scale(values, g) -> float:
-    """The scale a gradient's error is measured against: max(max|values|, max|g|)."""
+def scale_of(values, floor) -> float:
+    """The scale an error is measured against: max(max|finite values|, max|floor|).
+
+    The floor is the cotangent g for a gradient and the inputs for the output
+    (see tolerances.py)."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
-    return max(float(np.abs(finite).max(initial=0.0)), float(np.abs(np.asarray(g)).max(initial=0.0)))
+    return max(float(np.abs(finite).max(initial=0.0)), float(np.abs(np.asarray(floor)).max(initial=0.0)))
 
 
 def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype: str, rtol: float) -> dict:
@@ -42,7 +45,7 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
     bad_special = int((~finite & ~same_special).sum())
     diff = np.abs(actual[finite] - expected[finite])
     max_abs = float(diff.max()) if diff.size else 0.0
-    scale = max(float(np.abs(expected[finite]).max(initial=0.0)), floor)
+    scale = scale_of(expected, floor)
     # Below the smallest normal number there is nothing to compare: TensorFlow's CPU
     # kernels flush subnormal results to zero.
     atol = max(rtol * scale, float(np.finfo(dtype).tiny))
@@ -96,8 +99,8 @@ def check(case: Case, adapter) -> list[dict]:
     actual = {"out": got.out, **got.grads}
     # Gradients are judged against the cotangent's size as a floor, the forward output
     # against the inputs' size: rounding the inputs alone moves it by eps of them.
-    floors = {"out": max((gradient_scale(a, 0.0) for a in case.arrays.values() if a.dtype.kind == "f"), default=0.0)}
-    g_size = gradient_scale(0.0, case.g)
+    floors = {"out": max((scale_of(a, 0.0) for a in case.arrays.values() if a.dtype.kind == "f"), default=0.0)}
+    g_size = scale_of(0.0, case.g)
     for r in rows:
         if r["tensor"] not in actual:
             r.update(status="error", detail=f"{adapter.name} returned no gradient for {r['tensor']}")

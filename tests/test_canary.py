@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from adapters.base import Output
-from reports.compare import check, gradient_scale
+from reports.compare import check, scale_of
 from reports.tolerances import known_divergence
 from tests.params import layer_framework_dtype
 from tests.strategies import cases
@@ -29,7 +29,7 @@ class Perturbed:
         got = self.inner.run(case)
         grad = np.array(got.grads[self.tensor], dtype=np.float64)
         i = np.unravel_index(np.argmax(np.abs(grad)), grad.shape)
-        grad[i] += self.rel * gradient_scale(grad, case.g)
+        grad[i] += self.rel * scale_of(grad, case.g)
         return Output(got.out, {**got.grads, self.tensor: grad.astype(got.grads[self.tensor].dtype)})
 
 
