@@ -92,9 +92,211 @@ def _mean_loss(name, **kwargs):
 
 
 # ---- builders: convolution and pooling ---------------------------------------
+# Keras on CPU is channels-last: inputs NCHW -> NHWC (NCL -> NLC), kernels
+# (O, I/G, kH, kW) -> HWIO, transposed kernels (I, O/G, kH, kW) -> (kH, kW, O, I);
+# outputs and kernel gradients go back. Explicit padding that Keras layers
+# cannot say is done first, as a user would: ZeroPadding1D/2D for convolutions
+# and counted average pooling, tf.pad(-inf) before max pooling.
+
+from reference.conv import resolve_padding, same_pads  # noqa: E402  (the oracle's rule for 'same': one formula)
+
+_NHWC, _NCHW, _HWIO_TO_OIHW = [0, 2, 3, 1], [0, 3, 1, 2], [3, 2, 0, 1]
+
+
+def _transposed(perm):
+    return lambda v: tf().transpose(v, perm)
+
+
+def _conv_layer(layer, x, t, kernel_perm):
+    """Build a Keras conv layer for x, load the canonical W (permuted) and b."""
+    layer.build(tuple(x.shape))
+    layer.kernel.assign(tf().transpose(t["W"], kernel_perm))
+    params = {"W": (layer.kernel, _transposed(_inverse(kernel_perm)))}
+    if "b" in t:
+        layer.bias.assign(t["b"])
+        params["b"] = (layer.bias, _same)
+    return params
+
+
+def _inverse(perm):
+    return [perm.index(i) for i in range(len(perm))]
+
+
+def _conv(t, a, dtype, cls, pad_cls, stride, dilation, explicit):
+    """Conv1D/Conv2D on channels-last x. Keras refuses strides > 1 with
+    dilation_rate > 1 (raises ValueError); the same map is the stride-1 dilated
+    convolution subsampled every stride-th output, which is what this runs then."""
+    rank = len(stride)
+    x = tf().transpose(t["x"], [0, *range(2, rank + 2), 1])
+    W = t["W"]
+    kernel = tuple(W.shape[2:])
+    mode = a["padding"]
+    pads = resolve_padding(mode, explicit, tuple(t["x"].shape[2:]), kernel, stride, dilation)
+    subsample = max(stride) > 1 and max(dilation) > 1
+    if mode == "explicit" or (subsample and mode == "same"):
+        if any(sum(p) for p in pads):
+            x = pad_cls(pads if rank == 2 else pads[0], data_format="channels_last", dtype=dtype)(x)
+        mode = "valid"
+    layer = cls(filters=W.shape[0], kernel_size=kernel, strides=(1,) * rank if subsample else stride, padding=mode,
+                data_format="channels_last", dilation_rate=dilation, groups=a["groups"], activation=None,
+                use_bias="b" in t, dtype=dtype)
+    params = _conv_layer(layer, x, t, [*range(2, rank + 2), 1, 0])
+    y = layer(x)
+    if subsample:
+        y = y[(slice(None), *(slice(None, None, s) for s in stride))]
+    return tf().transpose(y, [0, rank + 1, *range(1, rank + 1)]), params
+
+
+def conv2d(t, a, dtype):
+    return _conv(t, a, dtype, keras().layers.Conv2D, keras().layers.ZeroPadding2D, (a["stride_h"], a["stride_w"]),
+                 (a["dilation_h"], a["dilation_w"]), ((a["pad_top"], a["pad_bottom"]), (a["pad_left"], a["pad_right"])))
+
+
+def conv1d(t, a, dtype):
+    return _conv(t, a, dtype, keras().layers.Conv1D, keras().layers.ZeroPadding1D, (a["stride"],), (a["dilation"],),
+                 ((a["pad_left"], a["pad_right"]),))
+
+
+def conv_transpose2d(t, a, dtype):
+    """Conv2DTranspose('valid', explicit output_padding) then Cropping2D(pad): PyTorch's
+    padding p crops p from both sides of the full output (Keras' 'same' crops
+    differently once output_padding is given)."""
+    L = keras().layers
+    if a["groups"] > 1:
+        raise NotApplicable("keras.layers.Conv2DTranspose has no groups argument")
+    stride, dilation = (a["stride_h"], a["stride_w"]), (a["dilation_h"], a["dilation_w"])
+    if max(stride) > 1 and max(dilation) > 1:
+        raise NotApplicable("keras.layers.Conv2DTranspose refuses strides > 1 with dilation_rate > 1 (ValueError)")
+    x, W = tf().transpose(t["x"], _NHWC), t["W"]
+    layer = L.Conv2DTranspose(filters=W.shape[1], kernel_size=tuple(W.shape[2:]), strides=stride, padding="valid",
+                              output_padding=(a["output_pad_h"], a["output_pad_w"]), data_format="channels_last",
+                              dilation_rate=dilation, activation=None, use_bias="b" in t, dtype=dtype)
+    params = _conv_layer(layer, x, t, [2, 3, 1, 0])
+    y = layer(x)
+    if a["pad_h"] or a["pad_w"]:
+        y = L.Cropping2D(((a["pad_h"],) * 2, (a["pad_w"],) * 2), data_format="channels_last", dtype=dtype)(y)
+    return tf().transpose(y, _NCHW), params
+
+
+def _pool_setup(t, a):
+    kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
+    sizes = tuple(t["x"].shape[2:])
+    pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), sizes, kernel, stride, (1, 1))
+    tf_same = tuple(same_pads(n, k, s, 1) for n, k, s in zip(sizes, kernel, stride))
+    return tf().transpose(t["x"], _NHWC), kernel, stride, pads, tf_same
+
+
+def max_pool2d(t, a, dtype):
+    x, kernel, stride, pads, _ = _pool_setup(t, a)
+    mode = a["padding"]
+    if mode == "explicit":  # -inf padding: no Keras layer pads with it
+        if any(sum(p) for p in pads):
+            x = tf().pad(x, [[0, 0], *pads, [0, 0]], constant_values=float("-inf"))
+        mode = "valid"
+    y = keras().layers.MaxPooling2D(pool_size=kernel, strides=stride, padding=mode, data_format="channels_last",
+                                    dtype=dtype)(x)
+    return tf().transpose(y, _NCHW)
+
+
+def avg_pool2d(t, a, dtype):
+    """AveragePooling2D('same') leaves padded cells out of the count; counting them
+    is ZeroPadding2D then 'valid' pooling (the zeros are cells)."""
+    x, kernel, stride, pads, tf_same = _pool_setup(t, a)
+    mode = a["padding"]
+    if mode != "valid" and any(sum(p) for p in pads):
+        if a["count_include_pad"]:
+            x = keras().layers.ZeroPadding2D(pads, data_format="channels_last", dtype=dtype)(x)
+            mode = "valid"
+        elif mode == "explicit":
+            if pads != tf_same:
+                raise NotApplicable(f"AveragePooling2D leaves padding out of the count only as 'same' padding "
+                                    f"{tf_same}; explicit padding {pads} has no Keras form")
+            mode = "same"
+    elif mode == "explicit":
+        mode = "valid"
+    y = keras().layers.AveragePooling2D(pool_size=kernel, strides=stride, padding=mode,
+                                        data_format="channels_last", dtype=dtype)(x)
+    return tf().transpose(y, _NCHW)
+
+
+def global_avg_pool2d(t, a, dtype):
+    x = tf().transpose(t["x"], _NHWC)
+    return keras().layers.GlobalAveragePooling2D(data_format="channels_last", keepdims=False, dtype=dtype)(x)
+
 
 
 # ---- builders: normalization, embedding, dropout -----------------------------
+
+def _batch_norm_layer(t, a, dtype):
+    """keras BatchNormalization on channels axis 1 (the canonical layout, no transpose),
+    holding gamma and beta. momentum only moves the moving statistics, which neither
+    the output nor a gradient reads; it is passed anyway (0.9 here is PyTorch's 0.1)."""
+    layer = keras().layers.BatchNormalization(axis=1, momentum=0.9, epsilon=a["eps"], center=True, scale=True,
+                                              dtype=dtype)
+    layer.build(t["x"].shape)
+    layer.gamma.assign(t["gamma"])
+    layer.beta.assign(t["beta"])
+    return layer, {"gamma": (layer.gamma, _same), "beta": (layer.beta, _same)}
+
+
+def batch_norm(t, a, dtype):
+    layer, params = _batch_norm_layer(t, a, dtype)
+    return layer(t["x"], training=True), params
+
+
+def batch_norm_inference(t, a, dtype):
+    layer, params = _batch_norm_layer(t, a, dtype)
+    layer.moving_mean.assign(t["running_mean"])
+    layer.moving_variance.assign(t["running_var"])
+    return layer(t["x"], training=False), params
+
+
+def _affine(layer, t):
+    """Optional gamma/beta into a layer built with scale/center exactly when they are given."""
+    params = {}
+    if "gamma" in t:
+        layer.gamma.assign(t["gamma"])
+        params["gamma"] = (layer.gamma, _same)
+    if "beta" in t:
+        layer.beta.assign(t["beta"])
+        params["beta"] = (layer.beta, _same)
+    return params
+
+
+def layer_norm(t, a, dtype):
+    x = t["x"]
+    axes = list(range(x.ndim - a["axes"], x.ndim))
+    layer = keras().layers.LayerNormalization(axis=axes, epsilon=a["eps"], center="beta" in t, scale="gamma" in t,
+                                              rms_scaling=False, dtype=dtype)
+    layer.build(x.shape)
+    params = _affine(layer, t)
+    return layer(x), params
+
+
+def group_norm(t, a, dtype):
+    x = t["x"]
+    layer = keras().layers.GroupNormalization(groups=a["groups"], axis=1, epsilon=a["eps"], center="beta" in t,
+                                              scale="gamma" in t, dtype=dtype)
+    layer.build(x.shape)
+    params = _affine(layer, t)
+    return layer(x), params
+
+
+def embedding(t, a, dtype):
+    v, d = t["W"].shape
+    layer = keras().layers.Embedding(input_dim=v, output_dim=d, mask_zero=False, dtype=dtype)
+    layer.build(t["ids"].shape)
+    layer.embeddings.assign(t["W"])
+    # The gradient is an IndexedSlices (one slice per lookup); run() densifies it (duplicates summed).
+    return layer(t["ids"]), {"W": (layer.embeddings, _same)}
+
+
+def dropout(t, a, dtype):
+    # keras.layers.Dropout draws its own mask (stateless_dropout) and cannot take one.
+    # It computes x * (mask / (1 - rate)) in the layer's dtype; this line is that formula,
+    # bit for bit (measured: Dropout(rate, seed)(x, training=True) equals it exactly,
+    # float32 and float64).
+    return t["x"] * (t["mask"] / (1.0 - a["p"]))
 
 
 BUILDERS = {
@@ -120,7 +322,19 @@ BUILDERS = {
         keras().losses.BinaryCrossentropy, t["targets"], t["logits"], dt, from_logits=True,
         label_smoothing=0.0, reduction="sum_over_batch_size"),
     # ---- convolution and pooling
+    "conv1d": conv1d,
+    "conv2d": conv2d,
+    "conv_transpose2d": conv_transpose2d,
+    "max_pool2d": max_pool2d,
+    "avg_pool2d": avg_pool2d,
+    "global_avg_pool2d": global_avg_pool2d,
     # ---- normalization, embedding, dropout
+    "batch_norm": batch_norm,
+    "batch_norm_inference": batch_norm_inference,
+    "layer_norm": layer_norm,
+    "group_norm": group_norm,
+    "embedding": embedding,
+    "dropout": dropout,
 }
 
 # Where the math leaves a choice open, what TensorFlow does (measured here, see CONVENTIONS.md).
@@ -132,7 +346,19 @@ CONVENTIONS: dict[str, Convention] = {
                        "SeluGrad branches on out < 0, so x = 0 takes the positive slope `scale` "
                        "(PyTorch takes scale*alpha); measured with tensorflow-cpu 2.21"),
     # ---- convolution and pooling
+    "max_pool2d": Convention({"tie": "first"},
+                             "the first maximum in row-major window order gets the gradient (MaxPoolGrad, float32 and "
+                             "float64, valid and same padding); measured with tensorflow-cpu 2.21: matches tie=first in all "
+                             "98 of 150 drawn cases where first and last differ. NaN (not drawn) is inconsistent: the forward "
+                             "output skips NaN ([[nan, 5], [1, 2]] -> 5) but the gradient goes to the first cell when that "
+                             "cell is NaN (to the nan, not the 5), else to the first strict maximum (NaN never compares "
+                             "greater)"),
     # ---- normalization, embedding, dropout
+    "dropout": Convention({}, "inverted dropout, x * (mask / (1 - rate)); keras Dropout cannot take a given mask, "
+                              "the builder applies its formula, measured bit-identical to Dropout's output"),
+    "batch_norm": Convention({}, "training mode normalizes with the biased batch variance (tf.nn.moments, two-pass) "
+                                 "and stores that biased variance in moving_variance; N * prod(spatial) == 1 gives "
+                                 "y = beta, gx = 0; measured"),
 }
 
 

@@ -6,6 +6,6 @@ NumPy only, float64 inside. Entry points: ``LAYERS`` (the catalogue),
 
 from .case import DTYPES, Case, load
 from .catalogue import LAYERS
-from .oracle import Result, differentiable, evaluate, validate
+from .oracle import Result, condition, differentiable, evaluate, validate
 
-__all__ = ["DTYPES", "LAYERS", "Case", "Result", "differentiable", "evaluate", "load", "validate"]
+__all__ = ["DTYPES", "LAYERS", "Case", "Result", "condition", "differentiable", "evaluate", "load", "validate"]

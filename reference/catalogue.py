@@ -12,10 +12,16 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from . import activations as act
+from . import conv as cv
 from . import dense as dn
+from . import dropout as dr
+from . import embedding as em
 from . import losses as ls
 from . import models as md
+from . import norm as nm
+from . import pooling as pl
 from .spec import Array, Choice, Float, Int, Labels, Layer, Real, Shape
+from .spec import Mask
 
 LAYERS: dict[str, Layer] = {}
 
@@ -41,7 +47,8 @@ def S(*names):
 
 
 # Saturation is an edge: sigmoid(+-30) is 1 - 1e-13 in float64 and exactly 1 in float32.
-SATURATING = Real(-40.0, 40.0, edges=(0.0, -30.0, 30.0, 1.0, -1.0))
+# So is a hair from the kink: exp(-1e-7) - 1 keeps one digit in float32.
+SATURATING = Real(-40.0, 40.0, edges=(0.0, -30.0, 30.0, 1.0, -1.0, 1e-7, -1e-7))
 ANY_SHAPE = {"shape": Shape(min_dims=1, max_dims=4, max_side=4)}
 
 # ---- dense and composites -------------------------------------------------
@@ -132,5 +139,201 @@ register(Layer(
 ))
 
 # ---- convolution and pooling -----------------------------------------------
+# Sizes are drawn so every case is valid without filtering: the output size
+# (OH, OW), a kernel, and a slack of spare rows are drawn, and the input size is
+# derived from them (``_in_size``). OH = 1 with no slack makes the kernel as
+# large as the padded input. The padding mode is drawn as a dim (``pad_mode``)
+# so that the explicit amounts are 0 unless the mode is "explicit": a case never
+# carries numbers the layer ignores.
+
+def _drawn(dim):
+    """An attribute equal to a drawn dim (another attribute's range depends on it)."""
+    return lambda d: Choice(getattr(d, dim))
+
+
+def _padding_mode(d):
+    return Choice(cv.PADDINGS[d.pad_mode])
+
+
+def _explicit_pad(hi):
+    """An explicit padding amount in [0, hi(d)], or 0 unless the drawn mode is "explicit"."""
+    return lambda d: Int(0, hi(d) if cv.PADDINGS[d.pad_mode] == "explicit" else 0)
+
+
+def _in_size(out, slack, kernel, stride, dilation, padding, before, after):
+    """An input length giving about ``out`` windows: exactly ``out`` for 'same'
+    (ceil(in / stride) = out while slack < stride) and for 'valid'/'explicit'
+    when padding is smaller than the dilated kernel; never below 1."""
+    if padding == "same":
+        return (out - 1) * stride + 1 + slack
+    return max(1, (out - 1) * stride + dilation * (kernel - 1) + 1 - before - after + slack)
+
+
+PAD_MODE = Int(0, len(cv.PADDINGS) - 1)
+POOL_VALUES = Real(-3.0, 3.0, edges=(0.0,), ties=True)  # ties: equal values inside one window
+
+register(Layer(
+    "conv2d", cv.conv2d, cv.conv2d_vjp,
+    dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+          "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "OH": Int(1, 3), "OW": Int(1, 3),
+          "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE},
+    attrs={"stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 2), "dilation_w": Int(1, 2),
+           "groups": _drawn("G"), "padding": _padding_mode,
+           "pad_top": _explicit_pad(lambda d: 2), "pad_bottom": _explicit_pad(lambda d: 2),
+           "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
+    arrays={
+        "x": Array(lambda d, a: (d.N, d.G * d.Cg,
+                                 _in_size(d.OH, d.slack_h, d.kH, a["stride_h"], a["dilation_h"], a["padding"],
+                                          a["pad_top"], a["pad_bottom"]),
+                                 _in_size(d.OW, d.slack_w, d.kW, a["stride_w"], a["dilation_w"], a["padding"],
+                                          a["pad_left"], a["pad_right"]))),
+        "W": Array(lambda d, a: (d.G * d.Og, d.Cg, d.kH, d.kW), param=True),
+        "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
+    },
+))
+
+register(Layer(
+    "conv1d", cv.conv1d, cv.conv1d_vjp,
+    dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+          "k": Int(1, 4), "OL": Int(1, 4), "slack": Int(0, 1), "pad_mode": PAD_MODE},
+    attrs={"stride": Int(1, 3), "dilation": Int(1, 3), "groups": _drawn("G"), "padding": _padding_mode,
+           "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
+    arrays={
+        "x": Array(lambda d, a: (d.N, d.G * d.Cg, _in_size(d.OL, d.slack, d.k, a["stride"], a["dilation"],
+                                                           a["padding"], a["pad_left"], a["pad_right"]))),
+        "W": Array(lambda d, a: (d.G * d.Og, d.Cg, d.k), param=True),
+        "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
+    },
+))
+
+# The output is (H - 1) s - 2 pad + d (k - 1) + output_pad + 1: pad <= (k - 1) // 2
+# keeps it non-empty for every stride and dilation; output_pad < stride (both frameworks).
+register(Layer(
+    "conv_transpose2d", cv.conv_transpose2d, cv.conv_transpose2d_vjp,
+    dims={"N": Int(1, 3), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+          "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "H": Int(1, 3), "W": Int(1, 3),
+          "sH": Int(1, 3), "sW": Int(1, 3, like="sH")},
+    attrs={"stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": Int(1, 2), "dilation_w": Int(1, 2),
+           "groups": _drawn("G"),
+           "pad_h": lambda d: Int(0, (d.kH - 1) // 2), "pad_w": lambda d: Int(0, (d.kW - 1) // 2),
+           "output_pad_h": lambda d: Int(0, d.sH - 1), "output_pad_w": lambda d: Int(0, d.sW - 1)},
+    arrays={
+        "x": Array(lambda d, a: (d.N, d.G * d.Cg, d.H, d.W)),
+        "W": Array(lambda d, a: (d.G * d.Cg, d.Og, d.kH, d.kW), param=True),
+        "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
+    },
+))
+
+# Pooling: explicit padding is symmetric and at most half the kernel (PyTorch's
+# rule, which keeps a cell of x in every window); 'same' may pad one side more.
+POOL_DIMS = {"N": Int(1, 3), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
+             "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE}
+POOL_ATTRS = {"kernel_h": _drawn("kH"), "kernel_w": _drawn("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
+              "padding": _padding_mode,
+              "pad_h": _explicit_pad(lambda d: d.kH // 2), "pad_w": _explicit_pad(lambda d: d.kW // 2)}
+
+
+def _pooled(values):
+    return Array(lambda d, a: (d.N, d.C,
+                               _in_size(d.OH, d.slack_h, d.kH, a["stride_h"], 1, a["padding"], a["pad_h"], a["pad_h"]),
+                               _in_size(d.OW, d.slack_w, d.kW, a["stride_w"], 1, a["padding"], a["pad_w"], a["pad_w"])),
+                 values)
+
+
+register(Layer(
+    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS, attrs=POOL_ATTRS,
+    arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first"},
+))
+
+register(Layer(
+    "avg_pool2d", pl.avg_pool2d, pl.avg_pool2d_vjp, dims=POOL_DIMS,
+    attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False)},
+    arrays={"x": _pooled(Real())},
+))
+
+register(Layer(
+    "global_avg_pool2d", pl.global_avg_pool2d, pl.global_avg_pool2d_vjp,
+    dims={"N": Int(1, 3), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
+    arrays={"x": Array(S("N", "C", "H", "W"))},
+))
+
 
 # ---- normalization, embedding, dropout --------------------------------------
+
+# Inputs to a normalization: ties, and now and then a (nearly) constant array, so
+# a reduction sees a zero or tiny variance and eps decides the result.
+NORM_X = Real(-3.0, 3.0, edges=(0.0,), ties=True, spread=(0.0, 1e-4, 1e-2))
+NORM_EPS = Float(1e-5, 1e-1, edges=(1e-5, 1e-3))
+# (N, C, *spatial): no spatial axes (N, C), one (N, C, L) or two (N, C, H, W).
+CHANNELS = {"N": Int(1, 4), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
+AFFINE = {"gamma": Array(S("C"), param=True), "beta": Array(S("C"), param=True)}
+
+register(Layer(
+    "batch_norm", nm.batch_norm, nm.batch_norm_vjp, condition=nm.conditioning(nm.batch_norm),
+    dims=CHANNELS, attrs={"eps": NORM_EPS},
+    arrays={"x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE},
+))
+
+register(Layer(
+    "batch_norm_inference", nm.batch_norm_inference, nm.batch_norm_inference_vjp,
+    dims=CHANNELS, attrs={"eps": NORM_EPS},
+    arrays={
+        "x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE,
+        "running_mean": Array(S("C"), grad=False),
+        "running_var": Array(S("C"), Real(1e-4, 4.0, edges=(1e-4, 1.0)), grad=False),
+    },
+))
+
+
+def _trailing(d, attrs):
+    """The shape of the last ``attrs["axes"]`` axes of x: layer norm's gamma and beta."""
+    return d.shape[len(d.shape) - attrs["axes"]:]
+
+
+register(Layer(
+    "layer_norm", nm.layer_norm, nm.layer_norm_vjp, condition=nm.conditioning(nm.layer_norm),
+    dims={"shape": Shape(min_dims=1, max_dims=3, max_side=4)},
+    attrs={"axes": lambda d: Int(1, len(d.shape)), "eps": NORM_EPS},
+    arrays={
+        "x": Array(S("shape"), NORM_X),
+        "gamma": Array(_trailing, param=True, optional=True),
+        "beta": Array(_trailing, param=True, optional=True),
+    },
+))
+
+# Groups and channels per group are drawn, so groups always divides the channels.
+GROUPED = {"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 3),
+           "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
+
+
+def _grouped_x(d, attrs):
+    return (d.N, d.G * d.Cg, *d.spatial)
+
+
+def _grouped_c(d, attrs):
+    return (d.G * d.Cg,)
+
+
+register(Layer(
+    "group_norm", nm.group_norm, nm.group_norm_vjp, condition=nm.conditioning(nm.group_norm),
+    dims=GROUPED,
+    attrs={"groups": lambda d: Choice(d.G), "eps": NORM_EPS},
+    arrays={
+        "x": Array(_grouped_x, NORM_X),
+        "gamma": Array(_grouped_c, param=True, optional=True),
+        "beta": Array(_grouped_c, param=True, optional=True),
+    },
+))
+
+# A small vocabulary and up to 16 lookups: repeated indices in most cases (V = 1: all equal).
+register(Layer(
+    "embedding", em.embedding, em.embedding_vjp,
+    dims={"N": Int(1, 4), "L": Int(1, 4), "V": Int(1, 5), "D": Int(1, 4)},
+    arrays={"ids": Array(S("N", "L"), Labels("V")), "W": Array(S("V", "D"), param=True)},
+))
+
+register(Layer(
+    "dropout", dr.dropout, dr.dropout_vjp, dims=ANY_SHAPE,
+    attrs={"p": Float(0.0, 0.9, edges=(0.0, 0.5))},
+    arrays={"x": Array(S("shape")), "mask": Array(S("shape"), Mask("p"), grad=False)},
+))

@@ -62,6 +62,14 @@ def validate(case: Case) -> Layer:
     return layer
 
 
+def condition(case: Case) -> float:
+    """The case's condition number kappa >= 1 (1 for layers that declare none)."""
+    layer = layer_of(case)
+    if layer.condition is None:
+        return 1.0
+    return max(1.0, float(layer.condition(**_as_float64(case), **case.attrs)))
+
+
 def evaluate(case: Case, conventions: dict | None = None) -> Result:
     """The exact answer for the case's (already rounded) numbers, in float64.
 

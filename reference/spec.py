@@ -74,6 +74,11 @@ class Real:
     elements copy exactly (so ``pred == target`` happens on purpose).
     ``ties``: draw from a coarse grid sometimes, so equal values meet in one
     window or reduction.
+    ``spread``: relative widths worth drawing on purpose for a (nearly) constant
+    array: now and then the whole array is ``c + s (hi - lo) / 2 * u`` for one
+    ``c`` in ``[lo, hi]``, ``s`` from ``spread`` and ``u`` in ``[-1, 1]``, so every
+    reduction sees a tiny variance (``s = 0``: exactly equal values). The
+    values stay within ``[lo, hi]``.
     """
 
     lo: float = -3.0
@@ -81,6 +86,17 @@ class Real:
     edges: tuple = (0.0,)
     like: str | None = None
     ties: bool = False
+    spread: tuple = ()
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A 0/1 keep-mask in the case dtype: each element is dropped (0) with the
+    probability named by attribute ``rate``, kept (1) otherwise; a rate of 0
+    keeps everything. Never differentiable: it is drawn data, like a seed.
+    The strategy mixes in all-kept and all-dropped masks on purpose."""
+
+    rate: str
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,7 @@ class Array:
     """
 
     shape: Callable[[SimpleNamespace, dict], tuple]
-    values: Real | Labels = field(default_factory=Real)
+    values: Real | Labels | Mask = field(default_factory=Real)
     param: bool = False
     optional: bool = False
     grad: bool = True
@@ -122,6 +138,10 @@ class Layer:
     ``conventions``: attributes that are not drawn but chosen by each framework
     (the derivative taken at a kink, the element a tie routes to), with the
     oracle's default; an adapter states the value its framework follows.
+    ``condition(**arrays, **attrs) -> kappa``: for a layer whose rounding error
+    depends on the data, how much one rounding of the inputs is amplified in its
+    output and gradients (a normalization of nearly equal values far from 0).
+    The comparison allows kappa times the usual error, and the report shows kappa.
     """
 
     name: str
@@ -132,6 +152,7 @@ class Layer:
     attrs: dict = field(default_factory=dict)
     loss: bool = False
     conventions: dict = field(default_factory=dict)
+    condition: Callable[..., float] | None = None
 
     @property
     def summary(self) -> str:

@@ -13,13 +13,13 @@ import traceback
 import numpy as np
 
 from adapters.base import NotApplicable
-from reference import Case, evaluate, validate
+from reference import Case, condition, evaluate, validate
 
-from .tolerances import EPS, known_divergence, tolerance_for
+from .tolerances import EPS, divergence_tag, known_divergence, tolerance_for
 
 STATUSES = ("pass", "fail", "known_divergence", "not_applicable", "error")
 COLUMNS = ["layer", "framework", "framework_version", "dtype", "case", "tensor", "shape",
-           "max_abs_err", "max_rel_err", "err_eps", "scale", "atol", "rtol", "status", "detail",
+           "max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "status", "detail",
            "convention", "tolerance_reason", "attrs", "reproduce"]
 
 
@@ -33,9 +33,10 @@ def scale_of(values, floor) -> float:
     return max(float(np.abs(finite).max(initial=0.0)), float(np.abs(np.asarray(floor)).max(initial=0.0)))
 
 
-def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype: str, rtol: float) -> dict:
+def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype: str, rtol: float,
+                  condition: float = 1.0) -> dict:
     """Errors of one tensor, NaN-aware: a non-finite value agrees only with the same
-    non-finite value at the same position."""
+    non-finite value at the same position. Passes when max error <= rtol * condition * scale."""
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -45,10 +46,10 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
     bad_special = int((~finite & ~same_special).sum())
     diff = np.abs(actual[finite] - expected[finite])
     max_abs = float(diff.max()) if diff.size else 0.0
-    scale = scale_of(expected, floor)
-    # Below the smallest normal number there is nothing to compare: TensorFlow's CPU
-    # kernels flush subnormal results to zero.
-    atol = max(rtol * scale, float(np.finfo(dtype).tiny))
+    # Below the smallest normal number there is nothing to compare (TensorFlow's CPU
+    # kernels flush subnormal results to zero): the scale never lets atol fall under it.
+    scale = max(scale_of(expected, floor), float(np.finfo(dtype).tiny) / (rtol * condition))
+    atol = rtol * condition * scale
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
     detail = ""
     if bad_special:
@@ -59,7 +60,7 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
         worst = np.unravel_index(int(np.argmax(errors)), expected.shape)
         detail = f"worst at {tuple(int(i) for i in worst)}: framework {actual[worst]:.9g}, oracle {expected[worst]:.9g}"
     return {"ok": not bad_special and max_abs <= atol, "max_abs_err": max_abs, "max_rel_err": rel,
-            "err_eps": rel / EPS[dtype], "scale": scale, "atol": atol, "detail": detail}
+            "err_eps": rel / EPS[dtype], "scale": scale, "condition": condition, "atol": atol, "detail": detail}
 
 
 def conventions(adapter, layer: str) -> dict:
@@ -74,7 +75,7 @@ def _base_row(case: Case, adapter, tensor: str, shape) -> dict:
     return {"layer": case.layer, "framework": adapter.name, "framework_version": adapter.version(),
             "dtype": case.dtype, "case": case.id, "tensor": tensor, "shape": str(tuple(shape)),
             "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan, "scale": np.nan,
-            "atol": np.nan, "rtol": tol.rtol, "status": "pass", "detail": "",
+            "condition": np.nan, "atol": np.nan, "rtol": tol.rtol, "status": "pass", "detail": "",
             "convention": ", ".join(f"{k}={v}" for k, v in conv.items()),
             "tolerance_reason": tol.reason, "attrs": case.describe(), "reproduce": ""}
 
@@ -101,12 +102,13 @@ def check(case: Case, adapter) -> list[dict]:
     # against the inputs' size: rounding the inputs alone moves it by eps of them.
     floors = {"out": max((scale_of(a, 0.0) for a in case.arrays.values() if a.dtype.kind == "f"), default=0.0)}
     g_size = scale_of(0.0, case.g)
+    kappa = condition(case)
     for r in rows:
         if r["tensor"] not in actual:
             r.update(status="error", detail=f"{adapter.name} returned no gradient for {r['tensor']}")
             continue
         floor = floors.get(r["tensor"], g_size)
-        m = tensor_errors(expected[r["tensor"]], actual[r["tensor"]], floor, case.dtype, r["rtol"])
+        m = tensor_errors(expected[r["tensor"]], actual[r["tensor"]], floor, case.dtype, r["rtol"], kappa)
         ok = m.pop("ok")
         r.update(m, status="pass" if ok else "fail")
     return _known(rows, case, adapter)
@@ -121,5 +123,5 @@ def _known(rows: list[dict], case: Case, adapter) -> list[dict]:
         return rows
     for r in rows:
         if r["status"] in ("fail", "error") and div.explains(r):
-            r.update(status="known_divergence", detail=f"{div.reason} [measured: {div.measured}] {r['detail']}".strip())
+            r.update(status="known_divergence", detail=f"[known divergence {divergence_tag(div)}] {r['detail']}".strip())
     return rows

@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from .compare import COLUMNS, STATUSES
-from .tolerances import KNOWN_DIVERGENCES
+from .tolerances import KNOWN_DIVERGENCES, divergence_tag
 
 KEY = ["layer", "framework", "dtype"]
-NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "atol", "rtol"]
+NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol"]
 ROW_KEY = ["layer", "framework", "dtype", "case", "tensor"]
 COLOURS = {"pass": "#d8f0d8", "fail": "#f6c6c6", "error": "#f0b0d8",
            "known_divergence": "#fbe3b4", "not_applicable": "#e4e4e4"}
@@ -53,6 +53,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         worst_rel_err=("max_rel_err", "max"),
         worst_err_eps=("err_eps", "max"),
         rtol=("rtol", "max"),
+        max_condition=("condition", "max"),
         convention=("convention", "last"),
     )
     out = agg.join(counts).reset_index()
@@ -60,7 +61,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     out.loc[out["not_applicable"] == out["checks"], "verdict"] = "not_applicable"
     out.loc[out["known_divergence"] > 0, "verdict"] = "known_divergence"
     out.loc[(out["fail"] + out["error"]) > 0, "verdict"] = "fail"
-    cols = KEY + ["verdict", "cases", "checks", *STATUSES, "worst_rel_err", "worst_err_eps", "rtol",
+    cols = KEY + ["verdict", "cases", "checks", *STATUSES, "worst_rel_err", "worst_err_eps", "rtol", "max_condition",
                   "convention", "framework_version"]
     return out[cols]
 
@@ -69,9 +70,9 @@ def divergence_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every recorded divergence with how many rows it explained in this run."""
     kd = df[df["status"] == "known_divergence"]
     return pd.DataFrame([{
-        "layer": d.layer, "framework": d.framework, "dtype": d.dtype, "reason": d.reason,
-        "measured": d.measured,
-        "rows_explained": int(((kd["layer"] == d.layer) & (kd["detail"].str.startswith(d.reason))).sum()),
+        "divergence": divergence_tag(d), "reason": d.reason, "measured": d.measured,
+        "bound": "any error" if d.bound is None else f"max_rel_err <= {d.bound:g}",
+        "rows_explained": int(kd["detail"].str.startswith(f"[known divergence {divergence_tag(d)}]").sum()),
     } for d in KNOWN_DIVERGENCES])
 
 
@@ -116,7 +117,7 @@ def write_report(rows, out_dir: Path, *, worst: int = 40) -> Written:
     versions = ", ".join(f"{fw} {v}" for fw, v in df.groupby("framework")["framework_version"].last().items())
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     shown = ["layer", "framework", "dtype", "tensor", "shape", "status", "max_abs_err", "max_rel_err",
-             "err_eps", "atol", "rtol", "detail", "attrs"]
+             "err_eps", "condition", "atol", "rtol", "detail", "attrs"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>gradparity report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:110em}}
 table.grid{{border-collapse:collapse;font-size:13px}} table.grid td,table.grid th{{border:1px solid #ccc;padding:3px 6px}}
@@ -125,7 +126,7 @@ table.grid th{{background:#f4f4f4}} code{{font-size:12px}}</style></head><body>
 <p>{len(df)} tensor checks over {df['case'].nunique()} cases; {html.escape(versions or 'no framework ran')}; {stamp}.</p>
 <p>Each check compares a framework's output or gradient with the NumPy oracle evaluated in float64 on the same
 (rounded) numbers. It passes when <code>max |framework - oracle| &le; atol = rtol &times; scale</code>, with
-<code>scale = max(max|oracle tensor|, floor)</code>, the floor being max|cotangent| for a gradient and the largest input magnitude for the output; <code>err_eps</code> is the error in units of the
+<code>scale = max(max|oracle tensor|, floor)</code> and <code>atol = rtol &times; condition &times; scale</code>, the floor being max|cotangent| for a gradient and the largest input magnitude for the output; <code>err_eps</code> is the error in units of the
 dtype's eps relative to that scale. Statuses: {', '.join(STATUSES)}.</p>
 {_styled(summary, 'verdict', 'Summary: layer x framework x dtype')}
 {_table(convention_table(df), 'Conventions: what each framework does where the math leaves a choice')}
@@ -140,5 +141,5 @@ dtype's eps relative to that scale. Statuses: {', '.join(STATUSES)}.</p>
     seen = set(zip(df["layer"], df["framework"]))
     unused = [d for _, d in zip(divergences["rows_explained"], KNOWN_DIVERGENCES)
               if _ == 0 and any(d.layer == lay and d.framework in ("*", fw) for lay, fw in seen)]
-    return Written(text, [f"known divergence {d.layer}/{d.framework}/{d.dtype} explained no row in this run: "
+    return Written(text, [f"known divergence {divergence_tag(d)} explained no row in this run: "
                           f"is it still true? ({d.reason[:80]})" for d in unused])

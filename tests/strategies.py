@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from reference import LAYERS, Case
-from reference.spec import Choice, Float, Int, Labels, Real, Shape
+from reference.spec import Choice, Float, Int, Labels, Mask, Real, Shape
 
 
 def attribute(spec, *, edges: bool = True) -> st.SearchStrategy:
@@ -63,10 +63,33 @@ def _real(draw, spec: Real, shape, arrays, *, edges: bool) -> np.ndarray:
     if spec.ties:  # a coarse grid: equal values inside one window or reduction
         elements = st.one_of(elements, st.integers(int(np.ceil(spec.lo)), int(spec.hi)).map(float))
     a = draw(hnp.arrays(np.float64, shape, elements=elements))
+    if spec.spread and draw(st.booleans()):  # (nearly) constant: a tiny variance on purpose
+        a = _nearly_constant(spec, draw(st.sampled_from(spec.spread)), draw(elements),
+                             np.random.default_rng(draw(st.integers(0, 2**32 - 1))), shape)
     if spec.like is not None and spec.like in arrays and draw(st.booleans()):
         mask = draw(hnp.arrays(np.bool_, shape))
         a = np.where(mask, arrays[spec.like].astype(np.float64), a)
     return a
+
+
+def _nearly_constant(spec: Real, spread: float, center: float, rng, shape) -> np.ndarray:
+    """``center + spread (hi - lo) / 2 * u``, ``u`` uniform in [-1, 1], kept in [lo, hi]."""
+    offsets = spread * (spec.hi - spec.lo) / 2 * rng.uniform(-1.0, 1.0, size=shape)
+    return np.clip(center + offsets, spec.lo, spec.hi)
+
+
+def _mask(draw, spec: Mask, shape, attrs, *, edges: bool) -> np.ndarray:
+    """0/1 keep-mask: all kept when the rate is 0; else each element kept with
+    probability 1 - rate, plus all-kept and all-dropped masks on purpose."""
+    rate = attrs[spec.rate]
+    if rate == 0:
+        return np.ones(shape)
+    if edges:
+        pick = draw(st.sampled_from(["random", "random", "kept", "dropped"]))
+        if pick != "random":
+            return np.full(shape, 1.0 if pick == "kept" else 0.0)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return (rng.random(shape) >= rate).astype(np.float64)
 
 
 @st.composite
@@ -86,6 +109,8 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
         if isinstance(spec.values, Labels):
             k = getattr(d, spec.values.classes)
             arrays[arr_name] = draw(hnp.arrays(np.int64, shape, elements=st.integers(0, k - 1)))
+        elif isinstance(spec.values, Mask):
+            arrays[arr_name] = _round(_mask(draw, spec.values, shape, attrs, edges=edges), dtype)
         else:
             arrays[arr_name] = _round(_real(draw, spec.values, shape, arrays, edges=edges), dtype)
     return _with_cotangent(name, dtype, attrs, arrays, np.random.default_rng(draw(st.integers(0, 2**32 - 1))))
@@ -113,6 +138,8 @@ def fixed_case(name: str, dtype: str, dims: dict, attrs: dict, *, seed: int = 0)
         shape = spec.shape(d, attrs)
         if isinstance(spec.values, Labels):
             arrays[arr_name] = rng.integers(0, getattr(d, spec.values.classes), size=shape)
+        elif isinstance(spec.values, Mask):
+            arrays[arr_name] = _round((rng.random(shape) >= attrs[spec.values.rate]).astype(np.float64), dtype)
         else:
             arrays[arr_name] = _round(rng.uniform(spec.values.lo, spec.values.hi, size=shape), dtype)
     return _with_cotangent(name, dtype, attrs, arrays, rng)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference import LAYERS, evaluate
+from reference import LAYERS, condition, evaluate
 from reference.numdiff import directional_derivative, numerical_gradients, rounding_bound
 from reports.tolerances import NUMERICAL
 from tests.strategies import cases
@@ -28,14 +28,17 @@ def test_vjp_matches_numerical_derivative(layer, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="direction seed"))
     u = {name: rng.standard_normal(g.shape) for name, g in grads.items()}
     analytic = sum(float(np.sum(u[n] * grads[n])) for n in grads)
-    numeric = directional_derivative(case, u, H)
+    # An ill-conditioned case (a batch norm of two nearly equal values) curves on
+    # the scale 1/kappa: the step shrinks with it, or truncation error dominates.
+    h = H / condition(case)
+    numeric = directional_derivative(case, u, h)
     scale = max(sum(float(np.abs(u[n] * grads[n]).sum()) for n in grads), abs(numeric), 1e-12)
-    rounding = rounding_bound(case, H)
+    rounding = rounding_bound(case, h)
     assert abs(analytic - numeric) <= NUMERICAL.rtol * scale + rounding, (
         f"{case.describe()}: <u, vjp(g)> = {analytic!r} but <J u, g> = {numeric!r}")
 
     if sum(g.size for g in grads.values()) <= FULL_JACOBIAN_MAX_ELEMENTS:
-        numeric_grads = numerical_gradients(case, H)
+        numeric_grads = numerical_gradients(case, h)
         for name, g in grads.items():
             gscale = max(float(np.abs(g).max(initial=0.0)), float(np.abs(case.g).max()), 1e-12)
             err = float(np.abs(g - numeric_grads[name]).max(initial=0.0))

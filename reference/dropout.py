@@ -1,0 +1,25 @@
+"""Dropout with an explicit keep-mask (the mask is data in the case)."""
+
+import numpy as np
+
+from .spec import require
+
+
+def dropout(x, mask, *, p):
+    """Inverted dropout with a given mask: y = x * mask / (1 - p).
+
+    ``mask`` holds 0 (dropped) or 1 (kept); kept values are scaled by 1/(1 - p)
+    so the expectation over masks is x. The mask is not differentiated.
+    Gradient: gx = g * mask / (1 - p). Linear in x: smooth everywhere.
+    Shapes: x and mask of one shape -> y like x.
+    """
+    require(0.0 <= p < 1.0, "p", f"must be in [0, 1), got {p}")
+    require(mask.shape == x.shape, "mask", f"expected the shape of x {x.shape}, got {mask.shape}")
+    require(bool(np.all((mask == 0) | (mask == 1))), "mask", "expected only 0 and 1")
+    require(p > 0 or bool(np.all(mask == 1)), "mask", "a rate of 0 keeps every element")
+    scaled = mask / (1.0 - p)
+    return x * scaled, scaled
+
+
+def dropout_vjp(scaled, g):
+    return {"x": g * scaled}

@@ -1,0 +1,200 @@
+"""Normalization layers: batch norm (training and inference), layer norm, group norm.
+
+All share one core: over a set of reduction axes,
+
+    mu = mean(x),  var = mean((x - mu)^2)  (biased),  inv = 1 / sqrt(var + eps),
+    xhat = (x - mu) inv,  y = gamma xhat + beta,
+
+and its gradient, the classic compact formula (gh = g gamma, means over the
+reduction axes):
+
+    gx = inv (gh - mean(gh) - xhat mean(gh xhat)).
+
+It is exact with eps > 0 (eps sits inside inv, and so inside xhat). When every
+value in a reduction is equal, var = 0 and xhat = 0 exactly: the output is
+beta, gx = inv (gh - mean(gh)), and g gamma = 0. Smooth everywhere for eps > 0.
+Channels are on axis 1 (N, C, *spatial), PyTorch's layout; gamma and beta are
+per channel for batch and group norm, per normalized element for layer norm.
+"""
+
+import numpy as np
+
+from .spec import require
+
+
+def _check_eps(eps):
+    require(eps > 0, "eps", f"must be > 0, got {eps}")
+
+
+def _per_channel(v, ndim):
+    """A (C,) vector shaped to broadcast along axis 1 of a rank-``ndim`` array."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _normalize(x, axes, eps):
+    """xhat = (x - mean) / sqrt(var + eps) over ``axes`` (biased variance); returns (xhat, inv)."""
+    mu = x.mean(axis=axes, keepdims=True)
+    d = x - mu
+    inv = 1.0 / np.sqrt((d * d).mean(axis=axes, keepdims=True) + eps)
+    return d * inv, inv
+
+
+def _normalize_vjp(xhat, inv, gh, axes):
+    """gx = inv (gh - mean(gh) - xhat mean(gh xhat)), means over ``axes``."""
+    return inv * (gh - gh.mean(axis=axes, keepdims=True) - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
+
+
+def _check_channels(x, gamma, beta, names=("gamma", "beta")):
+    require(x.ndim >= 2, "x", f"expected (N, C, *spatial), got shape {x.shape}")
+    for name, v in zip(names, (gamma, beta)):
+        if v is not None:
+            require(v.shape == (x.shape[1],), name, f"expected ({x.shape[1]},) for x {x.shape}, got {v.shape}")
+
+
+def batch_norm(x, gamma, beta, *, eps):
+    """Batch normalization in training mode: batch statistics per channel.
+
+    y = gamma xhat + beta,  xhat = (x - mu_c) / sqrt(var_c + eps), with mu_c and
+    the biased var_c over every axis but the channel axis 1 (N and spatial).
+
+    Gradients (means over N and spatial, per channel):
+      gx     = gamma / sqrt(var + eps) * (g - mean(g) - xhat mean(g xhat)),
+      ggamma = sum g xhat,  gbeta = sum g.
+    Shapes: x (N, C, *spatial), gamma (C,), beta (C,) -> y like x.
+    With one value per channel (N * prod(spatial) == 1) var = 0: y = beta and
+    gx = 0 (PyTorch refuses that input in training mode).
+    """
+    _check_eps(eps)
+    _check_channels(x, gamma, beta)
+    axes = (0,) + tuple(range(2, x.ndim))
+    xhat, inv = _normalize(x, axes, eps)
+    gb = _per_channel(gamma, x.ndim)
+    return gb * xhat + _per_channel(beta, x.ndim), (xhat, inv, gb, axes)
+
+
+def batch_norm_vjp(res, g):
+    xhat, inv, gb, axes = res
+    return {"x": _normalize_vjp(xhat, inv, g * gb, axes),
+            "gamma": (g * xhat).sum(axis=axes), "beta": g.sum(axis=axes)}
+
+
+def batch_norm_inference(x, gamma, beta, running_mean, running_var, *, eps):
+    """Batch normalization in inference mode: given running statistics per channel.
+
+    y = gamma (x - running_mean) / sqrt(running_var + eps) + beta.
+
+    Gradients (sums over N and spatial, per channel), with inv = 1 / sqrt(running_var + eps):
+      gx = g gamma inv,  ggamma = sum g xhat,  gbeta = sum g.
+    The running statistics are data, not differentiated.
+    Shapes: x (N, C, *spatial), gamma, beta, running_mean, running_var (C,) -> y like x.
+    """
+    _check_eps(eps)
+    _check_channels(x, gamma, beta)
+    _check_channels(x, running_mean, running_var, ("running_mean", "running_var"))
+    require(bool(np.all(running_var >= 0)), "running_var", "must be >= 0")
+    axes = (0,) + tuple(range(2, x.ndim))
+    inv = 1.0 / np.sqrt(_per_channel(running_var, x.ndim) + eps)
+    xhat = (x - _per_channel(running_mean, x.ndim)) * inv
+    gb = _per_channel(gamma, x.ndim)
+    return gb * xhat + _per_channel(beta, x.ndim), (xhat, inv, gb, axes)
+
+
+def batch_norm_inference_vjp(res, g):
+    xhat, inv, gb, axes = res
+    return {"x": g * gb * inv, "gamma": (g * xhat).sum(axis=axes), "beta": g.sum(axis=axes)}
+
+
+def layer_norm(x, gamma=None, beta=None, *, axes, eps):
+    """Layer normalization over the last ``axes`` axes of x, per leading index.
+
+    y = gamma xhat + beta,  xhat = (x - mu) / sqrt(var + eps), mu and the biased
+    var over the last ``axes`` axes; gamma and beta (each optional) have the
+    shape of those axes.
+
+    Gradients (means over the normalized axes; gh = g gamma, or g without gamma):
+      gx     = (gh - mean(gh) - xhat mean(gh xhat)) / sqrt(var + eps),
+      ggamma = sum over the leading axes of g xhat,  gbeta = that sum of g.
+    Shapes: x (*lead, *norm) with len(norm) == axes -> y like x.
+    """
+    _check_eps(eps)
+    require(1 <= axes <= x.ndim, "axes", f"expected 1..{x.ndim} trailing axes of x {x.shape}, got {axes}")
+    norm_shape = x.shape[x.ndim - axes:]
+    for name, v in (("gamma", gamma), ("beta", beta)):
+        if v is not None:
+            require(v.shape == norm_shape, name, f"expected {norm_shape} (the last {axes} axes of x), got {v.shape}")
+    red = tuple(range(x.ndim - axes, x.ndim))
+    xhat, inv = _normalize(x, red, eps)
+    y = xhat if gamma is None else gamma * xhat
+    if beta is not None:
+        y = y + beta
+    return y, (xhat, inv, gamma, beta is not None, red)
+
+
+def layer_norm_vjp(res, g):
+    xhat, inv, gamma, has_beta, red = res
+    lead = tuple(range(xhat.ndim - len(red)))
+    grads = {"x": _normalize_vjp(xhat, inv, g if gamma is None else g * gamma, red)}
+    if gamma is not None:
+        grads["gamma"] = (g * xhat).sum(axis=lead)
+    if has_beta:
+        grads["beta"] = g.sum(axis=lead)
+    return grads
+
+
+def group_norm(x, gamma=None, beta=None, *, groups, eps):
+    """Group normalization: channels split into ``groups`` contiguous groups,
+    each normalized per sample over its channels and all spatial positions.
+
+    With x viewed as (N, G, C/G, *spatial): xhat = (x - mu) / sqrt(var + eps),
+    mu and the biased var over axes 2.. of that view; y = gamma_c xhat + beta_c
+    (gamma, beta per channel, each optional).
+
+    Gradients (gh = g gamma_c; means over one (sample, group)):
+      gx     = (gh - mean(gh) - xhat mean(gh xhat)) / sqrt(var + eps),
+      ggamma = sum over N and spatial of g xhat,  gbeta = that sum of g.
+    Shapes: x (N, C, *spatial), C divisible by groups, gamma, beta (C,) -> y like x.
+    """
+    _check_eps(eps)
+    _check_channels(x, gamma, beta)
+    c = x.shape[1]
+    require(isinstance(groups, int) and groups >= 1 and c % groups == 0, "groups",
+            f"must divide the {c} channels of x {x.shape}, got {groups}")
+    grouped = x.reshape((x.shape[0], groups, c // groups) + x.shape[2:])
+    red = tuple(range(2, grouped.ndim))
+    xhat_g, inv = _normalize(grouped, red, eps)
+    xhat = xhat_g.reshape(x.shape)
+    y = xhat if gamma is None else _per_channel(gamma, x.ndim) * xhat
+    if beta is not None:
+        y = y + _per_channel(beta, x.ndim)
+    return y, (xhat_g, inv, gamma, beta is not None)
+
+
+def group_norm_vjp(res, g):
+    xhat_g, inv, gamma, has_beta = res
+    xhat = xhat_g.reshape(g.shape)
+    gh = g if gamma is None else g * _per_channel(gamma, g.ndim)
+    red = tuple(range(2, xhat_g.ndim))
+    grads = {"x": _normalize_vjp(xhat_g, inv, gh.reshape(xhat_g.shape), red).reshape(g.shape)}
+    chan = (0,) + tuple(range(2, g.ndim))
+    if gamma is not None:
+        grads["gamma"] = (g * xhat).sum(axis=chan)
+    if has_beta:
+        grads["beta"] = g.sum(axis=chan)
+    return grads
+
+
+def conditioning(forward):
+    """kappa = max|x| * max 1/sqrt(var + eps): how far one rounding of x moves xhat.
+
+    A normalization of nearly equal values (var << eps, or var = 0) with a
+    mean far from 0 is ill-conditioned: rounding the mean, or computing
+    x inv - mu inv, in float32 moves xhat, and the output and every gradient,
+    by about kappa eps relative. Returns ``kappa(**arrays, **attrs)`` for the
+    normalization ``forward`` (whose residuals carry 1/sqrt(var + eps) second).
+    """
+
+    def kappa(**arrays_and_attrs):
+        _, res = forward(**arrays_and_attrs)
+        return float(np.abs(arrays_and_attrs["x"]).max(initial=0.0) * np.max(res[1], initial=0.0))
+
+    return kappa
