@@ -14,6 +14,7 @@ import importlib
 import os
 
 from reference import Case, differentiable
+from reference.conv import resolve_padding, same_pads  # the oracle's rule for 'same': one formula
 
 from .base import Convention, NotApplicable, Output
 
@@ -98,7 +99,6 @@ def _mean_loss(name, **kwargs):
 # cannot say is done first, as a user would: ZeroPadding1D/2D for convolutions
 # and counted average pooling, tf.pad(-inf) before max pooling.
 
-from reference.conv import resolve_padding, same_pads  # noqa: E402  (the oracle's rule for 'same': one formula)
 
 _NHWC, _NCHW, _HWIO_TO_OIHW = [0, 2, 3, 1], [0, 3, 1, 2], [3, 2, 0, 1]
 
@@ -393,7 +393,7 @@ class TensorFlowAdapter:
         sources = [params[n][0] if n in params else t[n] for n in grad_of]
         raw = tape.gradient(loss, sources, unconnected_gradients=T.UnconnectedGradients.ZERO)
         grads = {}
-        for name, source, grad in zip(grad_of, sources, raw):
+        for name, grad in zip(grad_of, raw, strict=True):
             to_canonical = params[name][1] if name in params else _same
             grads[name] = to_canonical(T.convert_to_tensor(grad)).numpy()  # densifies IndexedSlices
         return Output(out.numpy(), grads)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 from reference import Case, differentiable
-from reference.catalogue import LAYERS
+from reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
 
 from .base import Convention, NotApplicable, Output
 
@@ -78,7 +78,6 @@ def residual_block(t, a, dtype):
 # (asymmetric, or TensorFlow-style 'same' with stride > 1) is done first with
 # nn.ZeroPad1d/2d, or F.pad(value=-inf) before max pooling: what a user writes.
 
-from reference.conv import resolve_padding  # noqa: E402  (the oracle's rule for 'same': one formula)
 
 
 def _conv_padding(mode, pads, stride):

@@ -276,6 +276,7 @@ register(Layer(
 
 register(Layer(
     "batch_norm_inference", nm.batch_norm_inference, nm.batch_norm_inference_vjp,
+    condition=nm.conditioning(nm.batch_norm_inference),
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={
         "x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE,

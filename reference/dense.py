@@ -1,7 +1,5 @@
 """Dense (fully connected) layer."""
 
-import numpy as np
-
 from .spec import require
 
 

@@ -20,7 +20,10 @@ from .tolerances import EPS, divergence_tag, known_divergence, tolerance_for
 STATUSES = ("pass", "fail", "known_divergence", "not_applicable", "error")
 COLUMNS = ["layer", "framework", "framework_version", "dtype", "case", "tensor", "shape",
            "max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "status", "detail",
-           "convention", "tolerance_reason", "attrs", "reproduce"]
+           "convention", "divergence", "tolerance_reason", "attrs", "reproduce"]
+
+
+UNDERFLOW = {d: float(np.finfo(d).tiny / np.finfo(d).eps) for d in ("float32", "float64")}
 
 
 def scale_of(values, floor) -> float:
@@ -46,9 +49,10 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
     bad_special = int((~finite & ~same_special).sum())
     diff = np.abs(actual[finite] - expected[finite])
     max_abs = float(diff.max()) if diff.size else 0.0
-    # Below the smallest normal number there is nothing to compare (TensorFlow's CPU
-    # kernels flush subnormal results to zero): the scale never lets atol fall under it.
-    scale = max(scale_of(expected, floor), float(np.finfo(dtype).tiny) / (rtol * condition))
+    # Under tiny / eps a result's own rounding error is subnormal, where TensorFlow's
+    # CPU kernels flush to zero (and squares of the inputs underflow): the scale never
+    # lets atol fall below that.
+    scale = max(scale_of(expected, floor), UNDERFLOW[dtype] / (rtol * condition))
     atol = rtol * condition * scale
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
     detail = ""
@@ -76,7 +80,7 @@ def _base_row(case: Case, adapter, tensor: str, shape) -> dict:
             "dtype": case.dtype, "case": case.id, "tensor": tensor, "shape": str(tuple(shape)),
             "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan, "scale": np.nan,
             "condition": np.nan, "atol": np.nan, "rtol": tol.rtol, "status": "pass", "detail": "",
-            "convention": ", ".join(f"{k}={v}" for k, v in conv.items()),
+            "convention": ", ".join(f"{k}={v}" for k, v in conv.items()), "divergence": "",
             "tolerance_reason": tol.reason, "attrs": case.describe(), "reproduce": ""}
 
 
@@ -115,13 +119,14 @@ def check(case: Case, adapter) -> list[dict]:
 
 
 def _known(rows: list[dict], case: Case, adapter) -> list[dict]:
-    """Rows that fail in a recorded, explained way become ``known_divergence``."""
-    if all(r["status"] == "pass" for r in rows):
-        return rows
+    """Rows that fail in a recorded, explained way become ``known_divergence``. Every
+    row of a case inside a divergence's condition names it, passing or not, so the
+    report can tell a divergence that no longer shows from one not reached."""
     div = known_divergence(case, adapter.name)
     if div is None:
         return rows
     for r in rows:
+        r["divergence"] = divergence_tag(div)
         if r["status"] in ("fail", "error") and div.explains(r):
             r.update(status="known_divergence", detail=f"[known divergence {divergence_tag(div)}] {r['detail']}".strip())
     return rows

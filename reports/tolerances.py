@@ -12,8 +12,10 @@ For the forward output the floor is the largest input magnitude: rounding the
 inputs alone moves the output by eps of them (a loss near 0 computed as
 logsumexp(z) - z_y keeps only eps * |z| absolute accuracy). ``condition`` is 1
 except for layers whose catalogue entry declares a data-dependent condition
-number (a normalization of nearly equal values far from 0 amplifies one
-rounding of its input by kappa = max|x| / sqrt(var + eps)); the report shows it.
+number (a normalization of nearly equal values amplifies one rounding by
+kappa = max(1, max|x|, max|gamma|) / sqrt(var + eps)); the report shows it.
+The scale never drops below tiny / (eps rtol condition): under tiny / eps a
+result's own rounding error is subnormal, and TensorFlow flushes those to zero.
 
 Tolerances are tightened from the report's measurements, never loosened to get
 green: every override says why it exists.
@@ -43,10 +45,8 @@ DEFAULT = {
 }
 
 # (layer, framework, dtype) -> Tolerance; "*" matches anything. Most specific wins.
-OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
-    # ---- convolution and pooling
-    # ---- normalization, embedding, dropout
-}
+# None yet: every layer holds the defaults (see the report's worst errors).
+OVERRIDES: dict[tuple[str, str, str], Tolerance] = {}
 
 # The oracle against its own central differences (h = 1e-5 in float64): the
 # truncation error O(h^2 f''') is ~1e-10 of the gradient; the rounding error
@@ -109,6 +109,24 @@ def _exp_minus_one_loses(case) -> bool:
         tolerance_for(case.layer, "tensorflow", case.dtype).rtol * scale)
 
 
+def _subnormal_pre_activation(case) -> bool:
+    """x W1 + b1 of a residual block is subnormal somewhere in the case's dtype."""
+    a = case.arrays
+    h = a["x"].astype(np.float64) @ a["W1"].astype(np.float64) + a["b1"]
+    return bool(np.any((h != 0) & (np.abs(h) < np.finfo(case.dtype).tiny)))
+
+
+def _softplus_threshold_shows(case) -> bool:
+    """Some beta x passes the threshold, and there the curve and the line differ
+    by more than the tolerance: log1p(e^-t)/beta in y (against max|x|), sigmoid(-t) in gx."""
+    beta, t = case.attrs["beta"], case.attrs["threshold"]
+    x = _x(case).astype(np.float64)
+    if not np.any(beta * x > t):
+        return False
+    gap = max(np.log1p(np.exp(-t)) / beta / max(float(np.abs(x).max()), 1e-300), 1.0 / (1.0 + np.exp(t)))
+    return gap > tolerance_for("softplus", "tensorflow", case.dtype).rtol
+
+
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "elu", "tensorflow", "*", _exp_minus_one_loses,
@@ -135,10 +153,15 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "d selu/dx at x = -1e-17 (float64) or -1e-8 (float32): TensorFlow scale = 1.0507, exact scale*alpha = 1.7581"),
     Divergence(
         "softplus", "tensorflow", "*",
-        lambda c: bool(np.any(c.attrs["beta"] * _x(c).astype(np.float64) > c.attrs["threshold"])),
+        _softplus_threshold_shows,
         "TensorFlow's softplus has no threshold: it stays on the curve where PyTorch switches to y = x",
         "at beta x = 20 the outputs differ by log1p(e^-20)/beta = 2e-9/beta, the gradients by sigmoid(-20) = 2e-9; "
         "at threshold 1.5 by 0.2"),
+    Divergence(
+        "residual_block", "tensorflow", "*", _subnormal_pre_activation,
+        "TensorFlow's CPU kernels flush subnormal results to zero: a subnormal pre-activation x W1 + b1 "
+        "becomes 0, and the ReLU then passes no gradient (PyTorch keeps it and passes g)",
+        "float64 x = 1.7e-27, W1 = 2.5e-290: h = 4.3e-317 > 0; TensorFlow gives gb1 = 0, PyTorch and the oracle g"),
     # ---- convolution and pooling
     Divergence(
         "conv_transpose2d", "tensorflow", "float64",

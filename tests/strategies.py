@@ -52,6 +52,10 @@ def _round(a: np.ndarray, dtype: str) -> np.ndarray:
     return np.where(np.abs(a) < np.finfo(dtype).tiny, np.zeros((), dtype), a)
 
 
+def _round_attr(value, spec, dtype: str):
+    return float(np.asarray(value, dtype=dtype)) if isinstance(spec, Float) else value
+
+
 def _real(draw, spec: Real, shape, arrays, *, edges: bool) -> np.ndarray:
     if not edges:
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -100,7 +104,10 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
     for dim, spec in layer.dims.items():
         dims[dim] = _size(draw, spec, dims)
     d = SimpleNamespace(**dims)
-    attrs = {a: draw(attribute(spec(d) if callable(spec) else spec, edges=edges)) for a, spec in layer.attrs.items()}
+    specs = {a: spec(d) if callable(spec) else spec for a, spec in layer.attrs.items()}
+    # A float attribute is rounded to the dtype too: a float32 kernel compares and
+    # multiplies with the float32 value (softplus' threshold, a slope).
+    attrs = {a: _round_attr(draw(attribute(spec, edges=edges)), spec, dtype) for a, spec in specs.items()}
     arrays: dict = {}
     for arr_name, spec in layer.arrays.items():
         if spec.optional and not draw(st.booleans()):

@@ -14,7 +14,6 @@ from tests.strategies import fixed_case
 
 # layer -> (dims, attrs) at a size a real network uses, float64.
 BENCH = {
-    # ---- convolution and pooling
     # x (8, 16, 32, 32), 32 filters 3x3 with bias, 'same' padding: out (8, 32, 32, 32)
     "conv2d": ({"N": 8, "G": 1, "Cg": 16, "Og": 32, "kH": 3, "kW": 3, "OH": 32, "OW": 32,
                 "slack_h": 0, "slack_w": 0, "pad_mode": 1},
@@ -25,7 +24,7 @@ BENCH = {
                     "pad_mode": 2},
                    {"kernel_h": 3, "kernel_w": 3, "stride_h": 2, "stride_w": 2, "padding": "explicit",
                     "pad_h": 1, "pad_w": 1}),
-    # ---- normalization, embedding, dropout
+    # the same x, training-mode statistics
     "batch_norm": ({"N": 8, "C": 16, "spatial": (32, 32)}, {"eps": 1e-5}),
 }
 
