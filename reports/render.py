@@ -66,6 +66,16 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return out[cols]
 
 
+def at_a_glance(summary: pd.DataFrame) -> str:
+    """One line per layer, one column per framework x dtype: the verdict, colour-coded."""
+    if summary.empty:
+        return "<p>No checks ran.</p>"
+    grid = summary.pivot(index="layer", columns=["framework", "dtype"], values="verdict").fillna("")
+    styler = (grid.style.map(lambda v: f"background-color: {COLOURS.get(v, '')}")
+              .set_table_attributes('class="grid"'))
+    return styler.to_html()
+
+
 def divergence_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every recorded divergence: how many cases fell inside its condition in this
     run, and how many checks it explained."""
@@ -129,9 +139,11 @@ table.grid th{{background:#f4f4f4}} code{{font-size:12px}}</style></head><body>
 <h1>gradparity: gradients against the float64 oracle</h1>
 <p>{len(df)} tensor checks over {df['case'].nunique()} cases; {html.escape(versions or 'no framework ran')}; {stamp}.</p>
 <p>Each check compares a framework's output or gradient with the NumPy oracle evaluated in float64 on the same
-(rounded) numbers. It passes when <code>max |framework - oracle| &le; atol = rtol &times; scale</code>, with
-<code>scale = max(max|oracle tensor|, floor)</code> and <code>atol = rtol &times; condition &times; scale</code>, the floor being max|cotangent| for a gradient and the largest input magnitude for the output; <code>err_eps</code> is the error in units of the
+(rounded) numbers. It passes when <code>max |framework - oracle| &le; atol = rtol &times; condition &times; scale</code>, with
+<code>scale = max(max|oracle tensor|, floor)</code>, the floor being max|cotangent| for a gradient and the largest input magnitude for the output; <code>err_eps</code> is the error in units of the
 dtype's eps relative to that scale. Statuses: {', '.join(STATUSES)}.</p>
+<h2>At a glance</h2>
+{at_a_glance(summary)}
 {_styled(summary, 'verdict', 'Summary: layer x framework x dtype')}
 {_table(convention_table(df), 'Conventions: what each framework does where the math leaves a choice')}
 {_styled(divergences.assign(status=lambda d: 'known_divergence'), 'status', 'Known divergences (reason and measured behaviour)')}
