@@ -21,6 +21,16 @@ class NotApplicable(Exception):
     """The configuration cannot be expressed in this framework (the row says why)."""
 
 
+def same(v):
+    """The layout conversion for a gradient already in the canonical layout."""
+    return v
+
+
+def by_name(*builders) -> dict:
+    """A builder table from functions named after their catalogue layer."""
+    return {b.__name__: b for b in builders}
+
+
 @dataclass(frozen=True)
 class Output:
     out: np.ndarray

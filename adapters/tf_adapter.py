@@ -16,7 +16,7 @@ import os
 from reference import Case, differentiable
 from reference.conv import resolve_padding, same_pads  # the oracle's rule for 'same': one formula
 
-from .base import Convention, NotApplicable, Output
+from .base import Convention, NotApplicable, Output, by_name, same
 
 _tf = None
 
@@ -34,10 +34,6 @@ def keras():
     return importlib.import_module("keras")
 
 
-def _same(v):
-    return v
-
-
 def _dense(units, W, b, dtype):
     """keras.layers.Dense holding canonical W (in, out) as its kernel (same layout)."""
     layer = keras().layers.Dense(units, use_bias=b is not None, dtype=dtype)
@@ -52,9 +48,9 @@ def _dense(units, W, b, dtype):
 
 def dense(t, a, dtype):
     layer = _dense(t["W"].shape[1], t["W"], t.get("b"), dtype)
-    params = {"W": (layer.kernel, _same)}
+    params = {"W": (layer.kernel, same)}
     if "b" in t:
-        params["b"] = (layer.bias, _same)
+        params["b"] = (layer.bias, same)
     return layer(t["x"]), params
 
 
@@ -63,8 +59,8 @@ def residual_block(t, a, dtype):
     first, second = _dense(h, t["W1"], t["b1"], dtype), _dense(d, t["W2"], t["b2"], dtype)
     relu = keras().layers.ReLU(dtype=dtype)
     return t["x"] + second(relu(first(t["x"]))), {
-        "W1": (first.kernel, _same), "b1": (first.bias, _same),
-        "W2": (second.kernel, _same), "b2": (second.bias, _same)}
+        "W1": (first.kernel, same), "b1": (first.bias, same),
+        "W2": (second.kernel, same), "b2": (second.bias, same)}
 
 
 def _loss(cls, y_true, y_pred, dtype, **kwargs):
@@ -114,7 +110,7 @@ def _conv_layer(layer, x, t, kernel_perm):
     params = {"W": (layer.kernel, _transposed(_inverse(kernel_perm)))}
     if "b" in t:
         layer.bias.assign(t["b"])
-        params["b"] = (layer.bias, _same)
+        params["b"] = (layer.bias, same)
     return params
 
 
@@ -182,8 +178,8 @@ def _pool_setup(t, a):
     kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
     sizes = tuple(t["x"].shape[2:])
     pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), sizes, kernel, stride, (1, 1))
-    tf_same = tuple(same_pads(n, k, s, 1) for n, k, s in zip(sizes, kernel, stride))
-    return tf().transpose(t["x"], _NHWC), kernel, stride, pads, tf_same
+    tfsame = tuple(same_pads(n, k, s, 1) for n, k, s in zip(sizes, kernel, stride))
+    return tf().transpose(t["x"], _NHWC), kernel, stride, pads, tfsame
 
 
 def max_pool2d(t, a, dtype):
@@ -201,16 +197,16 @@ def max_pool2d(t, a, dtype):
 def avg_pool2d(t, a, dtype):
     """AveragePooling2D('same') leaves padded cells out of the count; counting them
     is ZeroPadding2D then 'valid' pooling (the zeros are cells)."""
-    x, kernel, stride, pads, tf_same = _pool_setup(t, a)
+    x, kernel, stride, pads, tfsame = _pool_setup(t, a)
     mode = a["padding"]
     if mode != "valid" and any(sum(p) for p in pads):
         if a["count_include_pad"]:
             x = keras().layers.ZeroPadding2D(pads, data_format="channels_last", dtype=dtype)(x)
             mode = "valid"
         elif mode == "explicit":
-            if pads != tf_same:
+            if pads != tfsame:
                 raise NotApplicable(f"AveragePooling2D leaves padding out of the count only as 'same' padding "
-                                    f"{tf_same}; explicit padding {pads} has no Keras form")
+                                    f"{tfsame}; explicit padding {pads} has no Keras form")
             mode = "same"
     elif mode == "explicit":
         mode = "valid"
@@ -236,7 +232,7 @@ def _batch_norm_layer(t, a, dtype):
     layer.build(t["x"].shape)
     layer.gamma.assign(t["gamma"])
     layer.beta.assign(t["beta"])
-    return layer, {"gamma": (layer.gamma, _same), "beta": (layer.beta, _same)}
+    return layer, {"gamma": (layer.gamma, same), "beta": (layer.beta, same)}
 
 
 def batch_norm(t, a, dtype):
@@ -256,10 +252,10 @@ def _affine(layer, t):
     params = {}
     if "gamma" in t:
         layer.gamma.assign(t["gamma"])
-        params["gamma"] = (layer.gamma, _same)
+        params["gamma"] = (layer.gamma, same)
     if "beta" in t:
         layer.beta.assign(t["beta"])
-        params["beta"] = (layer.beta, _same)
+        params["beta"] = (layer.beta, same)
     return params
 
 
@@ -288,7 +284,7 @@ def embedding(t, a, dtype):
     layer.build(t["ids"].shape)
     layer.embeddings.assign(t["W"])
     # The gradient is an IndexedSlices (one slice per lookup); run() densifies it (duplicates summed).
-    return layer(t["ids"]), {"W": (layer.embeddings, _same)}
+    return layer(t["ids"]), {"W": (layer.embeddings, same)}
 
 
 def dropout(t, a, dtype):
@@ -300,8 +296,10 @@ def dropout(t, a, dtype):
 
 
 BUILDERS = {
-    "dense": dense,
-    "residual_block": residual_block,
+    # layers whose builder is the function of the same name above
+    **by_name(dense, residual_block, cross_entropy, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
+              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
+              dropout),
     "relu": lambda t, a, dt: tf().nn.relu(t["x"]),
     "leaky_relu": lambda t, a, dt: tf().nn.leaky_relu(t["x"], alpha=a["negative_slope"]),
     "elu": lambda t, a, dt: keras().layers.ELU(alpha=a["alpha"], dtype=dt)(t["x"]),
@@ -317,24 +315,9 @@ BUILDERS = {
     "mse": _mean_loss("MeanSquaredError"),
     "l1": _mean_loss("MeanAbsoluteError"),
     "huber": _mean_loss("Huber", delta="delta"),
-    "cross_entropy": cross_entropy,
     "binary_cross_entropy_with_logits": lambda t, a, dt: _loss(
         keras().losses.BinaryCrossentropy, t["targets"], t["logits"], dt, from_logits=True,
         label_smoothing=0.0, reduction="sum_over_batch_size"),
-    # ---- convolution and pooling
-    "conv1d": conv1d,
-    "conv2d": conv2d,
-    "conv_transpose2d": conv_transpose2d,
-    "max_pool2d": max_pool2d,
-    "avg_pool2d": avg_pool2d,
-    "global_avg_pool2d": global_avg_pool2d,
-    # ---- normalization, embedding, dropout
-    "batch_norm": batch_norm,
-    "batch_norm_inference": batch_norm_inference,
-    "layer_norm": layer_norm,
-    "group_norm": group_norm,
-    "embedding": embedding,
-    "dropout": dropout,
 }
 
 # Where the math leaves a choice open, what TensorFlow does (measured here, see CONVENTIONS.md).
@@ -394,6 +377,6 @@ class TensorFlowAdapter:
         raw = tape.gradient(loss, sources, unconnected_gradients=T.UnconnectedGradients.ZERO)
         grads = {}
         for name, grad in zip(grad_of, raw, strict=True):
-            to_canonical = params[name][1] if name in params else _same
+            to_canonical = params[name][1] if name in params else same
             grads[name] = to_canonical(T.convert_to_tensor(grad)).numpy()  # densifies IndexedSlices
         return Output(out.numpy(), grads)

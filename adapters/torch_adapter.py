@@ -14,7 +14,7 @@ import importlib
 from reference import Case, differentiable
 from reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
 
-from .base import Convention, NotApplicable, Output
+from .base import Convention, NotApplicable, Output, by_name, same
 
 _torch = None
 
@@ -28,10 +28,6 @@ def torch():
 
 def nn():
     return torch().nn
-
-
-def _same(v):
-    return v
 
 
 def _transpose(v):
@@ -60,7 +56,7 @@ def dense(t, a, dtype):
     lin = _linear(t["W"].shape[0], t["W"].shape[1], t["W"], t.get("b"), dtype)
     params = {"W": (lin.weight, _transpose)}
     if "b" in t:
-        params["b"] = (lin.bias, _same)
+        params["b"] = (lin.bias, same)
     return lin(t["x"]), params
 
 
@@ -68,8 +64,8 @@ def residual_block(t, a, dtype):
     d, h = t["W1"].shape
     first, second = _linear(d, h, t["W1"], t["b1"], dtype), _linear(h, d, t["W2"], t["b2"], dtype)
     body = nn().Sequential(first, nn().ReLU(), second)
-    return t["x"] + body(t["x"]), {"W1": (first.weight, _transpose), "b1": (first.bias, _same),
-                                   "W2": (second.weight, _transpose), "b2": (second.bias, _same)}
+    return t["x"] + body(t["x"]), {"W1": (first.weight, _transpose), "b1": (first.bias, same),
+                                   "W2": (second.weight, _transpose), "b2": (second.bias, same)}
 
 
 # ---- builders: convolution and pooling ---------------------------------------
@@ -92,11 +88,11 @@ def _conv_padding(mode, pads, stride):
 
 
 def _conv_params(conv, t):
-    params = {"W": (conv.weight, _same)}
+    params = {"W": (conv.weight, same)}
     _set(conv.weight, t["W"])
     if "b" in t:
         _set(conv.bias, t["b"])
-        params["b"] = (conv.bias, _same)
+        params["b"] = (conv.bias, same)
     return params
 
 
@@ -178,7 +174,7 @@ def _batch_norm_module(t, a, dtype):
     bn = cls(x.shape[1], eps=a["eps"], momentum=0.1, affine=True, track_running_stats=True, dtype=dtype)
     _set(bn.weight, t["gamma"])
     _set(bn.bias, t["beta"])
-    return bn, {"gamma": (bn.weight, _same), "beta": (bn.bias, _same)}
+    return bn, {"gamma": (bn.weight, same), "beta": (bn.bias, same)}
 
 
 def batch_norm(t, a, dtype):
@@ -199,11 +195,11 @@ def _affine(module, t, params):
     if module.weight is not None:
         _set(module.weight, t["gamma"] if "gamma" in t else torch().ones_like(module.weight))
         if "gamma" in t:
-            params["gamma"] = (module.weight, _same)
+            params["gamma"] = (module.weight, same)
     if module.bias is not None:
         _set(module.bias, t["beta"] if "beta" in t else torch().zeros_like(module.bias))
         if "beta" in t:
-            params["beta"] = (module.bias, _same)
+            params["beta"] = (module.bias, same)
     return params
 
 
@@ -227,7 +223,7 @@ def embedding(t, a, dtype):
     v, d = t["W"].shape
     emb = nn().Embedding(v, d, padding_idx=None, max_norm=None, scale_grad_by_freq=False, sparse=False, dtype=dtype)
     _set(emb.weight, t["W"])
-    return emb(t["ids"]), {"W": (emb.weight, _same)}
+    return emb(t["ids"]), {"W": (emb.weight, same)}
 
 
 def dropout(t, a, dtype):
@@ -238,8 +234,10 @@ def dropout(t, a, dtype):
 
 
 BUILDERS = {
-    "dense": dense,
-    "residual_block": residual_block,
+    # layers whose builder is the function of the same name above
+    **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
+              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
+              dropout),
     "relu": lambda t, a, dt: nn().ReLU()(t["x"]),
     "leaky_relu": lambda t, a, dt: nn().LeakyReLU(negative_slope=a["negative_slope"])(t["x"]),
     "elu": lambda t, a, dt: nn().ELU(alpha=a["alpha"])(t["x"]),
@@ -258,20 +256,6 @@ BUILDERS = {
         reduction=a["reduction"], label_smoothing=a["label_smoothing"])(t["logits"], t["labels"]),
     "binary_cross_entropy_with_logits": lambda t, a, dt: nn().BCEWithLogitsLoss(reduction="mean")(
         t["logits"], t["targets"]),
-    # ---- convolution and pooling
-    "conv1d": conv1d,
-    "conv2d": conv2d,
-    "conv_transpose2d": conv_transpose2d,
-    "max_pool2d": max_pool2d,
-    "avg_pool2d": avg_pool2d,
-    "global_avg_pool2d": global_avg_pool2d,
-    # ---- normalization, embedding, dropout
-    "batch_norm": batch_norm,
-    "batch_norm_inference": batch_norm_inference,
-    "layer_norm": layer_norm,
-    "group_norm": group_norm,
-    "embedding": embedding,
-    "dropout": dropout,
 }
 
 # Where the math leaves a choice open, what PyTorch does (measured here, see CONVENTIONS.md).
@@ -327,7 +311,7 @@ class TorchAdapter:
         (out * T.as_tensor(case.g, dtype=dtype)).sum().backward()
         grads = {}
         for name in grad_of:
-            source, to_canonical = params.get(name, (t[name], _same))
+            source, to_canonical = params.get(name, (t[name], same))
             grad = source.grad if source.grad is not None else T.zeros_like(source)
             grads[name] = to_canonical(grad).detach().numpy()
         return Output(out.detach().numpy(), grads)

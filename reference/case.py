@@ -47,9 +47,6 @@ class Case:
         attrs = ", ".join(f"{k}={v!r}" for k, v in self.attrs.items())
         return f"{self.layer}[{self.dtype}]({shapes}{'; ' if attrs else ''}{attrs})"
 
-    def with_attrs(self, **attrs) -> "Case":
-        return Case(self.layer, self.dtype, {**self.attrs, **attrs}, self.arrays, self.g)
-
     def save(self, path: str | Path) -> Path:
         """Write the case to an ``.npz`` file that :func:`load` reads back exactly."""
         path = Path(path)
