@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from reference import Case
+from ..reference import Case
 
 
 class NotApplicable(Exception):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 import os
 
-from reference import Case, differentiable
-from reference.conv import resolve_padding, same_pads  # the oracle's rule for 'same': one formula
+from ..reference import Case, differentiable
+from ..reference.conv import resolve_padding, same_pads  # the oracle's rule for 'same': one formula
 
 from .base import Convention, NotApplicable, Output, by_name, same
 

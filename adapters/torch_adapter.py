@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 
-from reference import Case, differentiable
-from reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
+from ..reference import Case, differentiable
+from ..reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
 
 from .base import Convention, NotApplicable, Output, by_name, same
 

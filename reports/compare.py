@@ -12,8 +12,8 @@ import traceback
 
 import numpy as np
 
-from adapters.base import NotApplicable
-from reference import Case, condition, evaluate, validate
+from ..adapters.base import NotApplicable
+from ..reference import Case, condition, evaluate, validate
 
 from .tolerances import EPS, divergence_tag, known_divergence, tolerance_for
 

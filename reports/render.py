@@ -93,7 +93,7 @@ def divergence_table(df: pd.DataFrame) -> pd.DataFrame:
 def convention_table(df: pd.DataFrame) -> pd.DataFrame:
     """For every layer x framework in the run: the convention it follows at the
     points the math leaves open, and the evidence."""
-    from adapters import ADAPTERS
+    from ..adapters import ADAPTERS
 
     rows = []
     for (layer, fw), _ in df.groupby(["layer", "framework"]):

@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 
-from adapters import ADAPTERS
-from reference import load
+from ..adapters import ADAPTERS
+from ..reference import load
 
 from .compare import check
 

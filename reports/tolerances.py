@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from reference.activations import SELU_ALPHA, SELU_SCALE
+from ..reference.activations import SELU_ALPHA, SELU_SCALE
 
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 

@@ -63,7 +63,7 @@ def recorder(request) -> Recorder:
 @pytest.fixture(scope="session")
 def adapter_for():
     """``adapter_for(name)``: the adapter, or a skip saying why its framework is missing."""
-    from adapters import ADAPTERS
+    from gradparity.adapters import ADAPTERS
 
     def get(name):
         adapter = ADAPTERS[name]
@@ -93,7 +93,7 @@ def pytest_sessionfinish(session):
     report_dir = config.getoption("--report-dir")
     if not report_dir:
         return
-    from reports.render import write_report
+    from gradparity.reports.render import write_report
 
     config._gradparity_summary = write_report(rows, Path(report_dir))
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from adapters import ADAPTERS
-from reference import DTYPES, LAYERS
+from gradparity.adapters import ADAPTERS
+from gradparity.reference import DTYPES, LAYERS
 
 
 def layer_framework_dtype():

@@ -16,8 +16,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from reference import LAYERS, Case
-from reference.spec import Choice, Float, Int, Labels, Mask, Real, Shape
+from gradparity.reference import LAYERS, Case
+from gradparity.reference.spec import Choice, Float, Int, Labels, Mask, Real, Shape
 
 
 def attribute(spec, *, edges: bool = True) -> st.SearchStrategy:

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from adapters.base import Output
-from reference import condition
-from reports.compare import check, scale_of
-from reports.tolerances import known_divergence
-from tests.params import layer_framework_dtype
-from tests.strategies import cases
+from gradparity.adapters.base import Output
+from gradparity.reference import condition
+from gradparity.reports.compare import check, scale_of
+from gradparity.reports.tolerances import known_divergence
+from gradparity.tests.params import layer_framework_dtype
+from gradparity.tests.strategies import cases
 
 # Relative to the gradient's scale: ~840 eps in float32, ~4.5e9 eps in float64.
 # Every tolerance, and every bound of a known divergence, must sit below these.

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from adapters.base import NotApplicable, Output
-from reference import Case, evaluate
-from reports.compare import check, tensor_errors
-from reports.tolerances import DEFAULT, EPS, KNOWN_DIVERGENCES, OVERRIDES, Tolerance, tolerance_for
+from gradparity.adapters.base import NotApplicable, Output
+from gradparity.reference import Case, evaluate
+from gradparity.reports.compare import check, tensor_errors
+from gradparity.reports.tolerances import DEFAULT, EPS, KNOWN_DIVERGENCES, OVERRIDES, Tolerance, tolerance_for
 
 
 def relu_case(x):
@@ -102,8 +102,8 @@ def test_rows_carry_the_report_schema():
 
 
 def test_every_override_and_divergence_names_a_catalogue_layer_and_gives_a_reason():
-    from adapters import ADAPTERS
-    from reference import DTYPES, LAYERS
+    from gradparity.adapters import ADAPTERS
+    from gradparity.reference import DTYPES, LAYERS
 
     for (layer, fw, dtype), tol in OVERRIDES.items():
         assert layer in (*LAYERS, "*") and fw in (*ADAPTERS, "*") and dtype in (*DTYPES, "*")

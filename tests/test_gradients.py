@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reports.compare import check
-from tests.params import failure_message, layer_framework_dtype
-from tests.strategies import cases
+from gradparity.reports.compare import check
+from gradparity.tests.params import failure_message, layer_framework_dtype
+from gradparity.tests.strategies import cases
 
 
 @pytest.mark.parametrize("layer, framework, dtype", layer_framework_dtype())

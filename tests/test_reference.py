@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reference import LAYERS, condition, evaluate
-from reference.numdiff import directional_derivative, numerical_gradients, rounding_bound
-from reports.tolerances import NUMERICAL
-from tests.strategies import cases
+from gradparity.reference import LAYERS, condition, evaluate
+from gradparity.reference.numdiff import directional_derivative, numerical_gradients, rounding_bound
+from gradparity.reports.tolerances import NUMERICAL
+from gradparity.tests.strategies import cases
 
 H = 1e-5
 FULL_JACOBIAN_MAX_ELEMENTS = 40

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.__main__ import main as merge_main
-from reports.compare import COLUMNS
-from reports.render import write_report
+from gradparity.reports.__main__ import main as merge_main
+from gradparity.reports.compare import COLUMNS
+from gradparity.reports.render import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 

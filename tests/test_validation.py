@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from reference import Case, validate
-from reports.compare import check
+from gradparity.reference import Case, validate
+from gradparity.reports.compare import check
 
 
 class Untouchable:

@@ -8,9 +8,9 @@ each member runs once, which keeps the benchmarks working.
 
 import pytest
 
-from adapters import ADAPTERS
-from reference import LAYERS, evaluate
-from tests.strategies import fixed_case
+from gradparity.adapters import ADAPTERS
+from gradparity.reference import LAYERS, evaluate
+from gradparity.tests.strategies import fixed_case
 
 # layer -> (dims, attrs) at a size a real network uses, float64.
 BENCH = {
