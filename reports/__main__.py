@@ -1,34 +1,80 @@
 """Merge results from several runs or shards into one report.
 
-    python -m reports DIR [DIR ...] --out DIR
+    python -m gradparity.reports DIR [DIR ...] --out DIR
 
-Each input DIR holds a gradients.csv (a report directory); rows are
-concatenated, each (layer, framework, dtype, case, tensor) kept once (the
-last input wins), and summary.csv and report.html are rendered anew.
+Each input DIR is a report directory (gradients.csv, and meta.json with the
+notes its run recorded). Rows are concatenated, each ROW_KEY kept once (the
+last input wins); notes are combined the same way (conventions by layer x
+framework, divergences by key), so the merged report shows the reasons its
+inputs recorded, not the current code's. The merge is partial if any input
+was. ``--out`` may be one of the inputs: everything is read before writing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from .render import write_report
+from .render import Written, frame, read_rows, write_report
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__.splitlines()[0])
+class MergeError(Exception):
+    """An input that is not a readable report directory."""
+
+
+def _meta(directory: Path) -> dict | None:
+    path = directory / "meta.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise MergeError(f"{path}: not valid JSON ({e})") from None
+
+
+def merge(inputs: list[Path], out: Path) -> Written:
+    """One report in ``out`` from the report directories ``inputs`` (see the module docstring)."""
+    inputs = [Path(d) for d in inputs]
+    bad = [f"{d} (no such directory)" if not d.is_dir() else f"{d} (no gradients.csv)"
+           for d in inputs if not (d / "gradients.csv").is_file()]
+    if bad:
+        raise MergeError("not a report directory: " + ", ".join(bad))
+    frames, conventions, divergences, partial, missing, warnings = [], {}, {}, [], [], []
+    for d in inputs:
+        frames.append(frame(read_rows(d)))  # one input at a time: old and new schemas upgrade separately
+        meta = _meta(d)
+        if meta is None:
+            warnings.append(f"{d} has no meta.json: the conventions and divergence reasons of its run are unknown")
+            continue
+        notes, run = meta.get("notes") or {}, meta.get("run") or {}
+        conventions.update({(c["layer"], c["framework"]): c for c in notes.get("conventions", [])})
+        divergences.update({v["key"]: v for v in notes.get("divergences", [])})
+        if run.get("partial"):
+            partial.append(f"{d} ({run.get('why') or 'partial'})")
+            missing.extend(run.get("missing", []))
+    run = {"partial": bool(partial), "missing": missing,
+           "why": "merged from partial input(s): " + "; ".join(partial) if partial else ""}
+    written = write_report(pd.concat(frames, ignore_index=True), out,
+                           notes={"conventions": list(conventions.values()), "divergences": list(divergences.values())},
+                           run=run)
+    written.warnings[:0] = warnings
+    return written
+
+
+def main(argv=None, prog: str = "python -m gradparity.reports") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", type=Path, help="report directories to merge")
     parser.add_argument("--out", required=True, type=Path, help="directory for the merged report")
     args = parser.parse_args(argv)
-    missing = [str(d) for d in args.inputs if not (d / "gradients.csv").is_file()]
-    if missing:
-        parser.error(f"no gradients.csv in: {', '.join(missing)}")
-    rows = pd.concat([pd.read_csv(d / "gradients.csv", keep_default_na=False, na_values=[""])
-                      for d in args.inputs], ignore_index=True)
-    written = write_report(rows, args.out)
+    try:
+        written = merge(args.inputs, args.out)
+    except MergeError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     print(written.text)
     for message in written.warnings:
         print(f"WARNING: {message}", file=sys.stderr)
