@@ -24,37 +24,6 @@ def row(case, tensor="x", status="pass", layer="relu", framework="torch", err=1e
             "tolerance_reason": "default", "attrs": "relu[float64](x(2,))", "reproduce": reproduce}
 
 
-def test_report_files_have_the_schema_and_count_statuses(tmp_path):
-    rows = [row("a"), row("a", "out"), row("b", status="fail", err=1e-3, reproduce="python -m reports.replay b.npz"),
-            row("c", layer="dense", status="error", err=np.nan), row("c", framework="tensorflow")]
-    write_report(rows, tmp_path)
-    grads = pd.read_csv(tmp_path / "gradients.csv")
-    assert list(grads.columns) == COLUMNS
-    assert len(grads) == 5
-    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["layer", "framework"])
-    assert summary.loc[("relu", "torch"), "cases"] == 2
-    assert summary.loc[("relu", "torch"), "fail"] == 1 and summary.loc[("relu", "torch"), "verdict"] == "fail"
-    assert summary.loc[("dense", "torch"), "error"] == 1
-    assert summary.loc[("relu", "tensorflow"), "verdict"] == "pass"
-    page = (tmp_path / "report.html").read_text()
-    assert "Summary" in page and "python -m reports.replay b.npz" in page
-
-
-def test_merge_keeps_each_row_once(tmp_path, capsys):
-    first, second, out = tmp_path / "shard1", tmp_path / "shard2", tmp_path / "merged"
-    write_report([row("a"), row("b")], first)
-    write_report([row("b"), row("c", status="fail", err=1.0)], second)
-    assert merge_main([str(first), str(second), "--out", str(out)]) == 0
-    merged = pd.read_csv(out / "gradients.csv")
-    assert sorted(merged["case"]) == ["a", "b", "c"]
-    assert (out / "summary.csv").exists() and (out / "report.html").exists()
-
-
-def test_merge_rejects_a_directory_without_results(tmp_path):
-    with pytest.raises(SystemExit):
-        merge_main([str(tmp_path), "--out", str(tmp_path / "out")])
-
-
 def _run_suite(report_dir: Path, *extra):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", "pytest", "tests/test_gradients.py", "-q", "-p", "no:cacheprovider",
