@@ -1,24 +1,47 @@
-"""The adapter protocol: what every framework module provides.
+"""The runner protocol, and the skeleton every framework adapter shares.
 
-An adapter turns a Case (canonical layout, NumPy) into the framework's own
-objects (the layer classes users use), runs forward, builds
-``loss = sum(out * g)``, runs the framework's own backward, and returns the
-output and gradients converted back to the canonical layout. All layout
-conversion lives in the adapter; frameworks are imported lazily, on first use.
+A runner turns a Case into named outputs, ``{"out": {name: array}, "grad":
+{name: array}}`` (plus ``"drawn"``: random data the runner drew itself, such as
+a dropout mask, which the oracle is then evaluated on). The NumPy oracle is
+one runner; each framework adapter is another; a user's code can be a third.
+
+A framework adapter keeps, per catalogue layer, one *builder*: it builds the
+framework's real layer (the classes users use) from the case and returns a
+``Built``: how to apply it, and which framework parameters receive gradients
+and what canonical names those gradients stand for. ``FrameworkAdapter.run``
+does the rest once for every framework: tensors in, forward, ``loss = sum_i
+<out_i, g_i>``, the framework's own backward, gradients mapped back to
+canonical names. Frameworks are imported lazily, on first use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..reference import Case
+from ..reference import GRAD, OUT, Case, Convention, differentiable
+from ..reference.oracle import layer_of
 
 
 class NotApplicable(Exception):
     """The configuration cannot be expressed in this framework (the row says why)."""
+
+
+class Runner(Protocol):
+    name: str
+
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when the runner can run here; else (False, why), for a skip message."""
+
+    def version(self) -> str: ...
+
+    def convention(self, layer: str) -> Convention | None:
+        """The values of the layer's convention attributes this runner follows, and why."""
+
+    def run(self, case: Case) -> dict:
+        """``{"out": {...}, "grad": {...}}``; raise NotApplicable when the case cannot be expressed."""
 
 
 def same(v):
@@ -26,36 +49,116 @@ def same(v):
     return v
 
 
+@dataclass(frozen=True)
+class Param:
+    """A framework parameter that receives a gradient, and the canonical names it
+    stands for. ``to_canonical(grad)`` converts the framework's gradient (NumPy)
+    into ``{name: array}``: one name for a plain weight; several for a packed
+    one (torch's ``in_proj_weight`` is Wq, Wk, Wv). Several canonical arrays held
+    as one framework tensor (Keras' one LSTM bias for PyTorch's two) map the
+    gradient to each, so each side is checked on its own parameters."""
+
+    source: Any
+    names: tuple
+    to_canonical: Callable[[np.ndarray], dict]
+
+
+def param(source, name: str, convert: Callable = same) -> Param:
+    """A parameter holding one canonical array, in a layout ``convert`` undoes."""
+    return Param(source, (name,), lambda g: {name: convert(g)})
+
+
+@dataclass(frozen=True)
+class Built:
+    """A framework layer built from a case. ``apply(tensors)`` runs its forward on
+    the case's arrays as framework tensors and returns the output, or
+    ``{output name: tensor}`` for a layer with several; ``params`` are its
+    parameters; ``drawn()`` (after apply) returns random data the layer drew."""
+
+    apply: Callable[[dict], Any]
+    params: tuple = ()
+    drawn: Callable[[], dict] | None = None
+
+
+def stateless(fn: Callable) -> Callable:
+    """A builder for a layer without parameters, from ``fn(tensors, attrs, dtype) -> output``."""
+    return lambda t, a, dtype: Built(lambda tensors: fn(tensors, a, dtype))
+
+
+def seed_of(array: np.ndarray) -> int:
+    """A seed for a framework's own random draw (dropout), a function of the case's
+    numbers: a replay of the case draws the same. A Python int below 2**31 - 2,
+    which both frameworks take as it is."""
+    head = np.ascontiguousarray(array).tobytes()[:8].ljust(8, b"\0")
+    return int.from_bytes(head, "little") % (2**31 - 2)
+
+
 def by_name(*builders) -> dict:
     """A builder table from functions named after their catalogue layer."""
     return {b.__name__: b for b in builders}
 
 
-@dataclass(frozen=True)
-class Output:
-    out: np.ndarray
-    grads: dict
+def named_outputs(out, names: tuple, framework: str) -> dict:
+    """A builder's result as ``{output name: tensor}``: a layer with one output may
+    return it bare; one with several returns exactly its output names."""
+    if not isinstance(out, dict):
+        if len(names) != 1:
+            raise TypeError(f"the {framework} builder returned one output; the layer has {', '.join(names)}")
+        return {names[0]: out}
+    if set(out) != set(names):
+        raise TypeError(f"the {framework} builder returned outputs {sorted(out)}; the layer has {list(names)}")
+    return out
 
 
-@dataclass(frozen=True)
-class Convention:
-    """A choice this framework makes where the math leaves one open, and why we believe it."""
+@dataclass
+class FrameworkAdapter:
+    """What every framework adapter shares. A subclass sets ``name`` and provides
+    ``tensor``, ``forward_backward``, ``available`` and ``version``;
+    ``builders`` and ``conventions`` are per layer (users may add to both)."""
 
-    values: dict
-    reason: str
-
-
-class Adapter(Protocol):
-    name: str
-
-    def available(self) -> tuple[bool, str]:
-        """(True, "") when the framework imports; else (False, why), for a skip message."""
-
-    def version(self) -> str: ...
+    builders: dict = field(default_factory=dict)
+    conventions: dict = field(default_factory=dict)
+    name = "framework"
 
     def convention(self, layer: str) -> Convention | None:
-        """The values of the layer's convention attributes this framework follows, and why."""
+        return self.conventions.get(layer)
 
-    def run(self, case: Case) -> Output:
-        """Forward and backward through the framework; raise NotApplicable when the
-        configuration cannot be expressed in it."""
+    def run(self, case: Case) -> dict:
+        build = self.builders.get(case.layer)
+        if build is None:
+            raise NotApplicable(f"no {self.name} builder for {case.layer}")
+        layer = layer_of(case)
+        wanted = differentiable(case)
+        tensors = {n: self.tensor(a, case.dtype, watch=n in wanted) for n, a in case.arrays.items()}
+        built = build(tensors, case.attrs, self.native_dtype(case.dtype))
+        claimed = [n for p in built.params for n in p.names]
+        inputs = [n for n in wanted if n not in claimed]
+        sources = [p.source for p in built.params] + [tensors[n] for n in inputs]
+
+        def forward(ts):
+            return named_outputs(built.apply(ts), layer.output_names, self.name)
+
+        outs, grads = self.forward_backward(forward, tensors, case.cotangents, sources, case.dtype)
+        canonical = {}
+        for p, g in zip(built.params, grads):
+            canonical.update(p.to_canonical(g))
+        canonical.update(zip(inputs, grads[len(built.params):]))
+        result = {OUT: outs, GRAD: {n: np.asarray(canonical[n]) for n in wanted if n in canonical}}
+        if built.drawn is not None:
+            result["drawn"] = built.drawn()
+        return result
+
+    # ---- what each framework provides
+    def native_dtype(self, dtype: str):
+        """The dtype as the framework's layers take it (builders get this)."""
+        return dtype
+
+    def tensor(self, array: np.ndarray, dtype: str, watch: bool):
+        """The array as a framework tensor (integers stay integers)."""
+        raise NotImplementedError
+
+    def forward_backward(self, forward, tensors: dict, cotangents: dict, sources: list, dtype: str):
+        """Run ``forward(tensors) -> {name: tensor}`` under the framework's autodiff,
+        take ``loss = sum_i <out_i, g_i>`` and return (outputs as NumPy by name,
+        [d loss / d source as NumPy, zeros where unconnected])."""
+        raise NotImplementedError

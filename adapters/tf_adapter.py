@@ -1,11 +1,12 @@
 """TensorFlow / Keras: ``tf.GradientTape``, ``tape.gradient``.
 
-Builders take the case's arrays as tensors (``t``, watched by the tape), its
-attributes (``a``) and the dtype name, and return the output, plus, for layers
-with weights, a dict mapping each canonical parameter name to
-``(variable, to_canonical)``. Keras layers and losses get ``dtype`` explicitly:
-Keras computes in float32 unless told otherwise. Every hyperparameter is passed
-explicitly: defaults differ between frameworks.
+Builders take the case's arrays as tensors (``t``), its attributes (``a``) and
+the dtype name, build the real Keras layer holding the case's parameters
+(outside the tape), and return a ``Built``: how to apply it (inside the tape),
+and each variable with the canonical name(s) its gradient stands for. Keras
+layers and losses get ``dtype`` explicitly: Keras computes in float32 unless
+told otherwise. Every hyperparameter is passed explicitly: defaults differ
+between frameworks.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import importlib
 import os
 
-from ..reference import Case, differentiable
-from ..reference.conv import resolve_padding, same_pads  # the oracle's rule for 'same': one formula
+import numpy as np
 
-from .base import Convention, NotApplicable, Output, by_name, same
+from ..reference import Convention
+from ..reference.conv import resolve_padding, same_pads  # the oracle's rule for 'same': one formula
+from .base import Built, FrameworkAdapter, NotApplicable, by_name, param, seed_of, stateless
 
 _tf = None
 
@@ -48,19 +50,17 @@ def _dense(units, W, b, dtype):
 
 def dense(t, a, dtype):
     layer = _dense(t["W"].shape[1], t["W"], t.get("b"), dtype)
-    params = {"W": (layer.kernel, same)}
-    if "b" in t:
-        params["b"] = (layer.bias, same)
-    return layer(t["x"]), params
+    params = (param(layer.kernel, "W"),) + ((param(layer.bias, "b"),) if "b" in t else ())
+    return Built(lambda t: layer(t["x"]), params)
 
 
 def residual_block(t, a, dtype):
     d, h = t["W1"].shape
     first, second = _dense(h, t["W1"], t["b1"], dtype), _dense(d, t["W2"], t["b2"], dtype)
     relu = keras().layers.ReLU(dtype=dtype)
-    return t["x"] + second(relu(first(t["x"]))), {
-        "W1": (first.kernel, same), "b1": (first.bias, same),
-        "W2": (second.kernel, same), "b2": (second.bias, same)}
+    return Built(lambda t: t["x"] + second(relu(first(t["x"]))),
+                 (param(first.kernel, "W1"), param(first.bias, "b1"),
+                  param(second.kernel, "W2"), param(second.bias, "b2")))
 
 
 def _loss(cls, y_true, y_pred, dtype, **kwargs):
@@ -81,11 +81,11 @@ def cross_entropy(t, a, dtype):
 
 
 def _mean_loss(name, **kwargs):
-    def build(t, a, dtype):
+    def apply(t, a, dtype):
         cls = getattr(keras().losses, name)
         extra = {k: a[v] for k, v in kwargs.items()}
         return _loss(cls, t["target"], t["pred"], dtype, reduction="sum_over_batch_size", **extra)
-    return build
+    return apply
 
 
 # ---- builders: convolution and pooling ---------------------------------------
@@ -100,17 +100,17 @@ _NHWC, _NCHW, _HWIO_TO_OIHW = [0, 2, 3, 1], [0, 3, 1, 2], [3, 2, 0, 1]
 
 
 def _transposed(perm):
-    return lambda v: tf().transpose(v, perm)
+    return lambda v: np.transpose(v, perm)
 
 
-def _conv_layer(layer, x, t, kernel_perm):
-    """Build a Keras conv layer for x, load the canonical W (permuted) and b."""
-    layer.build(tuple(x.shape))
+def _conv_layer(layer, x_shape, t, kernel_perm):
+    """Build a Keras conv layer for an input of x_shape, load the canonical W (permuted) and b."""
+    layer.build(tuple(x_shape))
     layer.kernel.assign(tf().transpose(t["W"], kernel_perm))
-    params = {"W": (layer.kernel, _transposed(_inverse(kernel_perm)))}
+    params = (param(layer.kernel, "W", _transposed(_inverse(kernel_perm))),)
     if "b" in t:
         layer.bias.assign(t["b"])
-        params["b"] = (layer.bias, same)
+        params += (param(layer.bias, "b"),)
     return params
 
 
@@ -123,24 +123,30 @@ def _conv(t, a, dtype, cls, pad_cls, stride, dilation, explicit):
     dilation_rate > 1 (raises ValueError); the same map is the stride-1 dilated
     convolution subsampled every stride-th output, which is what this runs then."""
     rank = len(stride)
-    x = tf().transpose(t["x"], [0, *range(2, rank + 2), 1])
     W = t["W"]
     kernel = tuple(W.shape[2:])
     mode = a["padding"]
-    pads = resolve_padding(mode, explicit, tuple(t["x"].shape[2:]), kernel, stride, dilation)
+    sizes = tuple(t["x"].shape[2:])
+    pads = resolve_padding(mode, explicit, sizes, kernel, stride, dilation)
     subsample = max(stride) > 1 and max(dilation) > 1
+    pad = lambda x: x  # noqa: E731
     if mode == "explicit" or (subsample and mode == "same"):
         if any(sum(p) for p in pads):
-            x = pad_cls(pads if rank == 2 else pads[0], data_format="channels_last", dtype=dtype)(x)
+            pad = pad_cls(pads if rank == 2 else pads[0], data_format="channels_last", dtype=dtype)
+        sizes = tuple(n + sum(p) for n, p in zip(sizes, pads))
         mode = "valid"
     layer = cls(filters=W.shape[0], kernel_size=kernel, strides=(1,) * rank if subsample else stride, padding=mode,
                 data_format="channels_last", dilation_rate=dilation, groups=a["groups"], activation=None,
                 use_bias="b" in t, dtype=dtype)
-    params = _conv_layer(layer, x, t, [*range(2, rank + 2), 1, 0])
-    y = layer(x)
-    if subsample:
-        y = y[(slice(None), *(slice(None, None, s) for s in stride))]
-    return tf().transpose(y, [0, rank + 1, *range(1, rank + 1)]), params
+    params = _conv_layer(layer, (t["x"].shape[0], *sizes, t["x"].shape[1]), t, [*range(2, rank + 2), 1, 0])
+
+    def apply(t):
+        y = layer(pad(tf().transpose(t["x"], [0, *range(2, rank + 2), 1])))
+        if subsample:
+            y = y[(slice(None), *(slice(None, None, s) for s in stride))]
+        return tf().transpose(y, [0, rank + 1, *range(1, rank + 1)])
+
+    return Built(apply, params)
 
 
 def conv2d(t, a, dtype):
@@ -163,15 +169,15 @@ def conv_transpose2d(t, a, dtype):
     stride, dilation = (a["stride_h"], a["stride_w"]), (a["dilation_h"], a["dilation_w"])
     if max(stride) > 1 and max(dilation) > 1:
         raise NotApplicable("keras.layers.Conv2DTranspose refuses strides > 1 with dilation_rate > 1 (ValueError)")
-    x, W = tf().transpose(t["x"], _NHWC), t["W"]
+    x, W = t["x"], t["W"]
     layer = L.Conv2DTranspose(filters=W.shape[1], kernel_size=tuple(W.shape[2:]), strides=stride, padding="valid",
                               output_padding=(a["output_pad_h"], a["output_pad_w"]), data_format="channels_last",
                               dilation_rate=dilation, activation=None, use_bias="b" in t, dtype=dtype)
-    params = _conv_layer(layer, x, t, [2, 3, 1, 0])
-    y = layer(x)
+    params = _conv_layer(layer, (x.shape[0], *x.shape[2:], x.shape[1]), t, [2, 3, 1, 0])
+    crop = lambda y: y  # noqa: E731
     if a["pad_h"] or a["pad_w"]:
-        y = L.Cropping2D(((a["pad_h"],) * 2, (a["pad_w"],) * 2), data_format="channels_last", dtype=dtype)(y)
-    return tf().transpose(y, _NCHW), params
+        crop = L.Cropping2D(((a["pad_h"],) * 2, (a["pad_w"],) * 2), data_format="channels_last", dtype=dtype)
+    return Built(lambda t: tf().transpose(crop(layer(tf().transpose(t["x"], _NHWC))), _NCHW), params)
 
 
 def _pool_setup(t, a):
@@ -179,29 +185,33 @@ def _pool_setup(t, a):
     sizes = tuple(t["x"].shape[2:])
     pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), sizes, kernel, stride, (1, 1))
     tfsame = tuple(same_pads(n, k, s, 1) for n, k, s in zip(sizes, kernel, stride))
-    return tf().transpose(t["x"], _NHWC), kernel, stride, pads, tfsame
+    return kernel, stride, pads, tfsame
+
+
+def _pooled(pool, pad=lambda x: x):
+    """Apply a channels-last Keras pooling layer (after ``pad``) to the canonical NCHW x."""
+    return Built(lambda t: tf().transpose(pool(pad(tf().transpose(t["x"], _NHWC))), _NCHW))
 
 
 def max_pool2d(t, a, dtype):
-    x, kernel, stride, pads, _ = _pool_setup(t, a)
-    mode = a["padding"]
+    kernel, stride, pads, _ = _pool_setup(t, a)
+    mode, pad = a["padding"], (lambda x: x)
     if mode == "explicit":  # -inf padding: no Keras layer pads with it
         if any(sum(p) for p in pads):
-            x = tf().pad(x, [[0, 0], *pads, [0, 0]], constant_values=float("-inf"))
+            pad = lambda x: tf().pad(x, [[0, 0], *pads, [0, 0]], constant_values=float("-inf"))  # noqa: E731
         mode = "valid"
-    y = keras().layers.MaxPooling2D(pool_size=kernel, strides=stride, padding=mode, data_format="channels_last",
-                                    dtype=dtype)(x)
-    return tf().transpose(y, _NCHW)
+    return _pooled(keras().layers.MaxPooling2D(pool_size=kernel, strides=stride, padding=mode,
+                                               data_format="channels_last", dtype=dtype), pad)
 
 
 def avg_pool2d(t, a, dtype):
     """AveragePooling2D('same') leaves padded cells out of the count; counting them
     is ZeroPadding2D then 'valid' pooling (the zeros are cells)."""
-    x, kernel, stride, pads, tfsame = _pool_setup(t, a)
-    mode = a["padding"]
+    kernel, stride, pads, tfsame = _pool_setup(t, a)
+    mode, pad = a["padding"], (lambda x: x)
     if mode != "valid" and any(sum(p) for p in pads):
         if a["count_include_pad"]:
-            x = keras().layers.ZeroPadding2D(pads, data_format="channels_last", dtype=dtype)(x)
+            pad = keras().layers.ZeroPadding2D(pads, data_format="channels_last", dtype=dtype)
             mode = "valid"
         elif mode == "explicit":
             if pads != tfsame:
@@ -210,14 +220,13 @@ def avg_pool2d(t, a, dtype):
             mode = "same"
     elif mode == "explicit":
         mode = "valid"
-    y = keras().layers.AveragePooling2D(pool_size=kernel, strides=stride, padding=mode,
-                                        data_format="channels_last", dtype=dtype)(x)
-    return tf().transpose(y, _NCHW)
+    return _pooled(keras().layers.AveragePooling2D(pool_size=kernel, strides=stride, padding=mode,
+                                                   data_format="channels_last", dtype=dtype), pad)
 
 
 def global_avg_pool2d(t, a, dtype):
-    x = tf().transpose(t["x"], _NHWC)
-    return keras().layers.GlobalAveragePooling2D(data_format="channels_last", keepdims=False, dtype=dtype)(x)
+    pool = keras().layers.GlobalAveragePooling2D(data_format="channels_last", keepdims=False, dtype=dtype)
+    return Built(lambda t: pool(tf().transpose(t["x"], _NHWC)))
 
 
 
@@ -232,30 +241,30 @@ def _batch_norm_layer(t, a, dtype):
     layer.build(t["x"].shape)
     layer.gamma.assign(t["gamma"])
     layer.beta.assign(t["beta"])
-    return layer, {"gamma": (layer.gamma, same), "beta": (layer.beta, same)}
+    return layer, (param(layer.gamma, "gamma"), param(layer.beta, "beta"))
 
 
 def batch_norm(t, a, dtype):
     layer, params = _batch_norm_layer(t, a, dtype)
-    return layer(t["x"], training=True), params
+    return Built(lambda t: layer(t["x"], training=True), params)
 
 
 def batch_norm_inference(t, a, dtype):
     layer, params = _batch_norm_layer(t, a, dtype)
     layer.moving_mean.assign(t["running_mean"])
     layer.moving_variance.assign(t["running_var"])
-    return layer(t["x"], training=False), params
+    return Built(lambda t: layer(t["x"], training=False), params)
 
 
 def _affine(layer, t):
     """Optional gamma/beta into a layer built with scale/center exactly when they are given."""
-    params = {}
+    params = ()
     if "gamma" in t:
         layer.gamma.assign(t["gamma"])
-        params["gamma"] = (layer.gamma, same)
+        params += (param(layer.gamma, "gamma"),)
     if "beta" in t:
         layer.beta.assign(t["beta"])
-        params["beta"] = (layer.beta, same)
+        params += (param(layer.beta, "beta"),)
     return params
 
 
@@ -265,8 +274,7 @@ def layer_norm(t, a, dtype):
     layer = keras().layers.LayerNormalization(axis=axes, epsilon=a["eps"], center="beta" in t, scale="gamma" in t,
                                               rms_scaling=False, dtype=dtype)
     layer.build(x.shape)
-    params = _affine(layer, t)
-    return layer(x), params
+    return Built(lambda t: layer(t["x"]), _affine(layer, t))
 
 
 def group_norm(t, a, dtype):
@@ -274,8 +282,7 @@ def group_norm(t, a, dtype):
     layer = keras().layers.GroupNormalization(groups=a["groups"], axis=1, epsilon=a["eps"], center="beta" in t,
                                               scale="gamma" in t, dtype=dtype)
     layer.build(x.shape)
-    params = _affine(layer, t)
-    return layer(x), params
+    return Built(lambda t: layer(t["x"]), _affine(layer, t))
 
 
 def embedding(t, a, dtype):
@@ -283,41 +290,55 @@ def embedding(t, a, dtype):
     layer = keras().layers.Embedding(input_dim=v, output_dim=d, mask_zero=False, dtype=dtype)
     layer.build(t["ids"].shape)
     layer.embeddings.assign(t["W"])
-    # The gradient is an IndexedSlices (one slice per lookup); run() densifies it (duplicates summed).
-    return layer(t["ids"]), {"W": (layer.embeddings, same)}
+    # The gradient is an IndexedSlices (one slice per lookup), densified with duplicates summed.
+    return Built(lambda t: layer(t["ids"]), (param(layer.embeddings, "W"),))
 
 
 def dropout(t, a, dtype):
-    # keras.layers.Dropout draws its own mask (stateless_dropout) and cannot take one.
-    # It computes x * (mask / (1 - rate)) in the layer's dtype; this line is that formula,
-    # bit for bit (measured: Dropout(rate, seed)(x, training=True) equals it exactly,
-    # float32 and float64).
-    return t["x"] * (t["mask"] / (1.0 - a["p"]))
+    """keras.layers.Dropout itself, seeded from the case. A fresh layer per draw
+    starts its seed generator at the same state, so the same seeded draw on ones
+    recovers the mask (x may hold zeros, where the output cannot tell kept from
+    dropped); it is handed back as ``drawn``."""
+    seed = seed_of(t["x"].numpy())
+    probe = {}
+
+    def draw(x):
+        return keras().layers.Dropout(a["p"], seed=seed, dtype=dtype)(x, training=True)
+
+    def apply(t):
+        probe["kept"] = draw(tf().ones_like(t["x"])).numpy() != 0
+        return draw(t["x"])
+
+    return Built(apply, drawn=lambda: {"mask": probe["kept"].astype(dtype)})
 
 
 BUILDERS = {
     # layers whose builder is the function of the same name above
-    **by_name(dense, residual_block, cross_entropy, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
+    **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
               dropout),
-    "relu": lambda t, a, dt: tf().nn.relu(t["x"]),
-    "leaky_relu": lambda t, a, dt: tf().nn.leaky_relu(t["x"], alpha=a["negative_slope"]),
-    "elu": lambda t, a, dt: keras().layers.ELU(alpha=a["alpha"], dtype=dt)(t["x"]),
-    "selu": lambda t, a, dt: tf().nn.selu(t["x"]),
-    "gelu": lambda t, a, dt: tf().nn.gelu(t["x"], approximate=a["approximate"] == "tanh"),
-    "sigmoid": lambda t, a, dt: tf().math.sigmoid(t["x"]),
-    "tanh": lambda t, a, dt: tf().math.tanh(t["x"]),
-    # TF's softplus has neither beta nor threshold: softplus(beta x) / beta is the user's form.
-    "softplus": lambda t, a, dt: tf().math.softplus(a["beta"] * t["x"]) / a["beta"],
-    "silu": lambda t, a, dt: tf().nn.silu(t["x"]),
-    "softmax": lambda t, a, dt: tf().nn.softmax(t["x"], axis=a["axis"]),
-    "log_softmax": lambda t, a, dt: tf().nn.log_softmax(t["x"], axis=a["axis"]),
-    "mse": _mean_loss("MeanSquaredError"),
-    "l1": _mean_loss("MeanAbsoluteError"),
-    "huber": _mean_loss("Huber", delta="delta"),
-    "binary_cross_entropy_with_logits": lambda t, a, dt: _loss(
-        keras().losses.BinaryCrossentropy, t["targets"], t["logits"], dt, from_logits=True,
-        label_smoothing=0.0, reduction="sum_over_batch_size"),
+    # layers without parameters: the op or layer applied to the case's tensors
+    **{name: stateless(fn) for name, fn in {
+        "relu": lambda t, a, dt: tf().nn.relu(t["x"]),
+        "leaky_relu": lambda t, a, dt: tf().nn.leaky_relu(t["x"], alpha=a["negative_slope"]),
+        "elu": lambda t, a, dt: keras().layers.ELU(alpha=a["alpha"], dtype=dt)(t["x"]),
+        "selu": lambda t, a, dt: tf().nn.selu(t["x"]),
+        "gelu": lambda t, a, dt: tf().nn.gelu(t["x"], approximate=a["approximate"] == "tanh"),
+        "sigmoid": lambda t, a, dt: tf().math.sigmoid(t["x"]),
+        "tanh": lambda t, a, dt: tf().math.tanh(t["x"]),
+        # TF's softplus has neither beta nor threshold: softplus(beta x) / beta is the user's form.
+        "softplus": lambda t, a, dt: tf().math.softplus(a["beta"] * t["x"]) / a["beta"],
+        "silu": lambda t, a, dt: tf().nn.silu(t["x"]),
+        "softmax": lambda t, a, dt: tf().nn.softmax(t["x"], axis=a["axis"]),
+        "log_softmax": lambda t, a, dt: tf().nn.log_softmax(t["x"], axis=a["axis"]),
+        "mse": _mean_loss("MeanSquaredError"),
+        "l1": _mean_loss("MeanAbsoluteError"),
+        "huber": _mean_loss("Huber", delta="delta"),
+        "cross_entropy": cross_entropy,
+        "binary_cross_entropy_with_logits": lambda t, a, dt: _loss(
+            keras().losses.BinaryCrossentropy, t["targets"], t["logits"], dt, from_logits=True,
+            label_smoothing=0.0, reduction="sum_over_batch_size"),
+    }.items()},
 }
 
 # Where the math leaves a choice open, what TensorFlow does (measured here, see CONVENTIONS.md).
@@ -337,46 +358,39 @@ CONVENTIONS: dict[str, Convention] = {
                              "cell is NaN (to the nan, not the 5), else to the first strict maximum (NaN never compares "
                              "greater)"),
     # ---- normalization, embedding, dropout
-    "dropout": Convention({}, "inverted dropout, x * (mask / (1 - rate)); keras Dropout cannot take a given mask, "
-                              "the builder applies its formula, measured bit-identical to Dropout's output"),
+    "dropout": Convention({}, "inverted dropout, where(mask, x * (1 / (1 - rate)), 0); keras Dropout draws its own "
+                              "mask (seeded per case), recovered from the same draw on ones, and the oracle answers "
+                              "for that mask"),
     "batch_norm": Convention({}, "training mode normalizes with the biased batch variance (tf.nn.moments, two-pass) "
                                  "and stores that biased variance in moving_variance; N * prod(spatial) == 1 gives "
                                  "y = beta, gx = 0; measured"),
 }
 
 
-class TensorFlowAdapter:
+class TensorFlowAdapter(FrameworkAdapter):
     name = "tensorflow"
 
     def available(self):
         try:
             tf()
         except ImportError as e:
-            return False, f"TensorFlow is not installed ({e}); pip install -e '.[tensorflow]'"
+            return False, f"TensorFlow is not installed ({e}); pip install 'gradparity[tensorflow]'"
         return True, ""
 
     def version(self):
         return f"{tf().__version__} (keras {keras().__version__})"
 
-    def convention(self, layer):
-        return CONVENTIONS.get(layer)
+    def tensor(self, array, dtype, watch):
+        return tf().constant(array)
 
-    def run(self, case: Case) -> Output:
-        if case.layer not in BUILDERS:
-            raise NotApplicable(f"no TensorFlow builder for {case.layer}")
+    def forward_backward(self, forward, tensors, cotangents, sources, dtype):
         T = tf()
-        grad_of = differentiable(case)
-        t = {name: T.constant(arr) for name, arr in case.arrays.items()}
         with T.GradientTape() as tape:
-            for name in grad_of:
-                tape.watch(t[name])
-            built = BUILDERS[case.layer](t, case.attrs, case.dtype)
-            out, params = built if isinstance(built, tuple) else (built, {})
-            loss = T.reduce_sum(out * T.constant(case.g, dtype=case.dtype))
-        sources = [params[n][0] if n in params else t[n] for n in grad_of]
-        raw = tape.gradient(loss, sources, unconnected_gradients=T.UnconnectedGradients.ZERO)
-        grads = {}
-        for name, grad in zip(grad_of, raw, strict=True):
-            to_canonical = params[name][1] if name in params else same
-            grads[name] = to_canonical(T.convert_to_tensor(grad)).numpy()  # densifies IndexedSlices
-        return Output(out.numpy(), grads)
+            for s in sources:
+                if isinstance(s, T.Tensor):  # inputs; Keras variables are watched already
+                    tape.watch(s)
+            outs = forward(tensors)
+            loss = T.add_n([T.reduce_sum(out * T.constant(cotangents[n], dtype=dtype)) for n, out in outs.items()])
+        grads = tape.gradient(loss, sources, unconnected_gradients=T.UnconnectedGradients.ZERO)
+        # convert_to_tensor densifies an IndexedSlices (an embedding's), summing duplicates
+        return {n: out.numpy() for n, out in outs.items()}, [T.convert_to_tensor(g).numpy() for g in grads]

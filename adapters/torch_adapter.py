@@ -1,20 +1,19 @@
-"""PyTorch: leaf tensors with ``requires_grad``, ``loss.backward()``, ``.grad``.
+"""PyTorch: leaf tensors with ``requires_grad``, ``torch.autograd.grad``.
 
-Builders take the case's arrays as tensors (``t``) and its attributes (``a``),
-and return the output, plus, for layers with weights, a dict mapping each
-canonical parameter name to ``(module parameter, to_canonical)``: the module's
-own parameter receives the gradient, ``to_canonical`` converts its layout.
-Every hyperparameter is passed explicitly: defaults differ between frameworks.
+Builders take the case's arrays as tensors (``t``), its attributes (``a``) and
+the dtype, build the real ``torch.nn`` module holding the case's parameters,
+and return a ``Built``: how to apply it, and each module parameter with the
+canonical name(s) its gradient stands for. Every hyperparameter is passed
+explicitly: defaults differ between frameworks.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from ..reference import Case, differentiable
+from ..reference import Convention
 from ..reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
-
-from .base import Convention, NotApplicable, Output, by_name, same
+from .base import Built, FrameworkAdapter, NotApplicable, by_name, param, seed_of, stateless
 
 _torch = None
 
@@ -54,18 +53,17 @@ def _linear(n_in, n_out, W, b, dtype):
 
 def dense(t, a, dtype):
     lin = _linear(t["W"].shape[0], t["W"].shape[1], t["W"], t.get("b"), dtype)
-    params = {"W": (lin.weight, _transpose)}
-    if "b" in t:
-        params["b"] = (lin.bias, same)
-    return lin(t["x"]), params
+    params = (param(lin.weight, "W", _transpose),) + ((param(lin.bias, "b"),) if "b" in t else ())
+    return Built(lambda t: lin(t["x"]), params)
 
 
 def residual_block(t, a, dtype):
     d, h = t["W1"].shape
     first, second = _linear(d, h, t["W1"], t["b1"], dtype), _linear(h, d, t["W2"], t["b2"], dtype)
     body = nn().Sequential(first, nn().ReLU(), second)
-    return t["x"] + body(t["x"]), {"W1": (first.weight, _transpose), "b1": (first.bias, same),
-                                   "W2": (second.weight, _transpose), "b2": (second.bias, same)}
+    return Built(lambda t: t["x"] + body(t["x"]),
+                 (param(first.weight, "W1", _transpose), param(first.bias, "b1"),
+                  param(second.weight, "W2", _transpose), param(second.bias, "b2")))
 
 
 # ---- builders: convolution and pooling ---------------------------------------
@@ -88,12 +86,11 @@ def _conv_padding(mode, pads, stride):
 
 
 def _conv_params(conv, t):
-    params = {"W": (conv.weight, same)}
     _set(conv.weight, t["W"])
-    if "b" in t:
-        _set(conv.bias, t["b"])
-        params["b"] = (conv.bias, same)
-    return params
+    if "b" not in t:
+        return (param(conv.weight, "W"),)
+    _set(conv.bias, t["b"])
+    return param(conv.weight, "W"), param(conv.bias, "b")
 
 
 def _conv(t, dtype, cls, pad_cls, stride, dilation, groups, mode, explicit):
@@ -103,10 +100,8 @@ def _conv(t, dtype, cls, pad_cls, stride, dilation, groups, mode, explicit):
     padding, pre = _conv_padding(mode, pads, stride)
     conv = cls(x.shape[1], W.shape[0], kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
                bias="b" in t, padding_mode="zeros", dtype=dtype)
-    params = _conv_params(conv, t)
-    if pre is not None:
-        x = pad_cls(pre)(x)
-    return conv(x), params
+    pad = pad_cls(pre) if pre is not None else (lambda x: x)
+    return Built(lambda t: conv(pad(t["x"])), _conv_params(conv, t))
 
 
 def conv2d(t, a, dtype):
@@ -127,8 +122,7 @@ def conv_transpose2d(t, a, dtype):
                                 output_padding=(a["output_pad_h"], a["output_pad_w"]), groups=a["groups"],
                                 bias="b" in t, dilation=(a["dilation_h"], a["dilation_w"]),
                                 padding_mode="zeros", dtype=dtype)
-    params = _conv_params(conv, t)
-    return conv(x), params
+    return Built(lambda t: conv(t["x"]), _conv_params(conv, t))
 
 
 def _pool_pads(t, a):
@@ -140,26 +134,30 @@ def _pool_pads(t, a):
 
 def max_pool2d(t, a, dtype):
     kernel, stride, pads, symmetric = _pool_pads(t, a)
-    x, padding = t["x"], (pads[0][0], pads[1][0])
+    padding, pad = (pads[0][0], pads[1][0]), (lambda x: x)
     if not symmetric:  # 'same' with one pixel more at the bottom/right: -inf never wins a window
-        x, padding = torch().nn.functional.pad(x, (*pads[1], *pads[0]), value=float("-inf")), 0
-    return nn().MaxPool2d(kernel, stride, padding=padding, dilation=1, return_indices=False, ceil_mode=False)(x)
+        padding = 0
+        pad = lambda x: torch().nn.functional.pad(x, (*pads[1], *pads[0]), value=float("-inf"))  # noqa: E731
+    pool = nn().MaxPool2d(kernel, stride, padding=padding, dilation=1, return_indices=False, ceil_mode=False)
+    return Built(lambda t: pool(pad(t["x"])))
 
 
 def avg_pool2d(t, a, dtype):
     kernel, stride, pads, symmetric = _pool_pads(t, a)
-    x, padding = t["x"], (pads[0][0], pads[1][0])
+    padding, pad = (pads[0][0], pads[1][0]), (lambda x: x)
     if not symmetric:
         if not a["count_include_pad"]:
             raise NotApplicable(f"AvgPool2d pads symmetrically; the asymmetric 'same' padding {pads} "
                                 "left out of the count has no PyTorch form")
-        x, padding = nn().ZeroPad2d((*pads[1], *pads[0]))(x), 0
-    return nn().AvgPool2d(kernel, stride, padding=padding, ceil_mode=False,
-                          count_include_pad=a["count_include_pad"], divisor_override=None)(x)
+        padding, pad = 0, nn().ZeroPad2d((*pads[1], *pads[0]))
+    pool = nn().AvgPool2d(kernel, stride, padding=padding, ceil_mode=False,
+                          count_include_pad=a["count_include_pad"], divisor_override=None)
+    return Built(lambda t: pool(pad(t["x"])))
 
 
 def global_avg_pool2d(t, a, dtype):
-    return torch().flatten(nn().AdaptiveAvgPool2d((1, 1))(t["x"]), 1)
+    pool = nn().AdaptiveAvgPool2d((1, 1))
+    return Built(lambda t: torch().flatten(pool(t["x"]), 1))
 
 
 
@@ -174,32 +172,33 @@ def _batch_norm_module(t, a, dtype):
     bn = cls(x.shape[1], eps=a["eps"], momentum=0.1, affine=True, track_running_stats=True, dtype=dtype)
     _set(bn.weight, t["gamma"])
     _set(bn.bias, t["beta"])
-    return bn, {"gamma": (bn.weight, same), "beta": (bn.bias, same)}
+    return bn, (param(bn.weight, "gamma"), param(bn.bias, "beta"))
 
 
 def batch_norm(t, a, dtype):
     bn, params = _batch_norm_module(t, a, dtype)
-    return bn.train()(t["x"]), params
+    bn.train()
+    return Built(lambda t: bn(t["x"]), params)
 
 
 def batch_norm_inference(t, a, dtype):
     bn, params = _batch_norm_module(t, a, dtype)
     _set(bn.running_mean, t["running_mean"])
     _set(bn.running_var, t["running_var"])
-    return bn.eval()(t["x"]), params
+    bn.eval()
+    return Built(lambda t: bn(t["x"]), params)
 
 
-def _affine(module, t, params):
+def _affine(module, t):
     """Optional gamma/beta into a module's weight/bias. PyTorch has no scale-only or
     shift-only affine: the missing one is held at its identity (weight 1, bias 0)."""
+    params = ()
     if module.weight is not None:
         _set(module.weight, t["gamma"] if "gamma" in t else torch().ones_like(module.weight))
-        if "gamma" in t:
-            params["gamma"] = (module.weight, same)
+        params += (param(module.weight, "gamma"),) if "gamma" in t else ()
     if module.bias is not None:
         _set(module.bias, t["beta"] if "beta" in t else torch().zeros_like(module.bias))
-        if "beta" in t:
-            params["beta"] = (module.bias, same)
+        params += (param(module.bias, "beta"),) if "beta" in t else ()
     return params
 
 
@@ -208,29 +207,39 @@ def layer_norm(t, a, dtype):
     affine = "gamma" in t or "beta" in t
     ln = nn().LayerNorm(tuple(x.shape[x.ndim - a["axes"]:]), eps=a["eps"], elementwise_affine=affine,
                         bias="beta" in t, dtype=dtype)
-    params = _affine(ln, t, {})
-    return ln(x), params
+    return Built(lambda t: ln(t["x"]), _affine(ln, t))
 
 
 def group_norm(t, a, dtype):
     x = t["x"]
     gn = nn().GroupNorm(a["groups"], x.shape[1], eps=a["eps"], affine="gamma" in t or "beta" in t, dtype=dtype)
-    params = _affine(gn, t, {})
-    return gn(x), params
+    return Built(lambda t: gn(t["x"]), _affine(gn, t))
 
 
 def embedding(t, a, dtype):
     v, d = t["W"].shape
     emb = nn().Embedding(v, d, padding_idx=None, max_norm=None, scale_grad_by_freq=False, sparse=False, dtype=dtype)
     _set(emb.weight, t["W"])
-    return emb(t["ids"]), {"W": (emb.weight, same)}
+    return Built(lambda t: emb(t["ids"]), (param(emb.weight, "W"),))
 
 
 def dropout(t, a, dtype):
-    # nn.Dropout draws its own mask and cannot take one. Its CPU kernel computes
-    # x * (mask / (1 - p)); this line is that formula, bit for bit (measured: the
-    # output and gradient of nn.Dropout(p).train() equal it exactly, float32 and float64).
-    return t["x"] * (t["mask"] / (1.0 - a["p"]))
+    """nn.Dropout itself, seeded from the case; it draws its own mask, which is
+    recovered by running the same seeded draw on ones (x may hold zeros, where
+    the output cannot tell kept from dropped) and handed back as ``drawn``."""
+    T, drop = torch(), nn().Dropout(p=a["p"], inplace=False).train()
+    seed = seed_of(t["x"].detach().numpy())
+    probe = {}
+
+    def apply(t):
+        with T.random.fork_rng(devices=[]):
+            T.manual_seed(seed)
+            probe["kept"] = drop(T.ones_like(t["x"])) != 0
+        with T.random.fork_rng(devices=[]):
+            T.manual_seed(seed)
+            return drop(t["x"])
+
+    return Built(apply, drawn=lambda: {"mask": probe["kept"].numpy().astype(str(dtype).removeprefix("torch."))})
 
 
 BUILDERS = {
@@ -238,24 +247,27 @@ BUILDERS = {
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
               dropout),
-    "relu": lambda t, a, dt: nn().ReLU()(t["x"]),
-    "leaky_relu": lambda t, a, dt: nn().LeakyReLU(negative_slope=a["negative_slope"])(t["x"]),
-    "elu": lambda t, a, dt: nn().ELU(alpha=a["alpha"])(t["x"]),
-    "selu": lambda t, a, dt: nn().SELU()(t["x"]),
-    "gelu": lambda t, a, dt: nn().GELU(approximate=a["approximate"])(t["x"]),
-    "sigmoid": lambda t, a, dt: nn().Sigmoid()(t["x"]),
-    "tanh": lambda t, a, dt: nn().Tanh()(t["x"]),
-    "softplus": lambda t, a, dt: nn().Softplus(beta=a["beta"], threshold=a["threshold"])(t["x"]),
-    "silu": lambda t, a, dt: nn().SiLU()(t["x"]),
-    "softmax": lambda t, a, dt: nn().Softmax(dim=a["axis"])(t["x"]),
-    "log_softmax": lambda t, a, dt: nn().LogSoftmax(dim=a["axis"])(t["x"]),
-    "mse": lambda t, a, dt: nn().MSELoss(reduction="mean")(t["pred"], t["target"]),
-    "l1": lambda t, a, dt: nn().L1Loss(reduction="mean")(t["pred"], t["target"]),
-    "huber": lambda t, a, dt: nn().HuberLoss(reduction="mean", delta=a["delta"])(t["pred"], t["target"]),
-    "cross_entropy": lambda t, a, dt: nn().CrossEntropyLoss(
-        reduction=a["reduction"], label_smoothing=a["label_smoothing"])(t["logits"], t["labels"]),
-    "binary_cross_entropy_with_logits": lambda t, a, dt: nn().BCEWithLogitsLoss(reduction="mean")(
-        t["logits"], t["targets"]),
+    # layers without parameters: the module applied to the case's tensors
+    **{name: stateless(fn) for name, fn in {
+        "relu": lambda t, a, dt: nn().ReLU()(t["x"]),
+        "leaky_relu": lambda t, a, dt: nn().LeakyReLU(negative_slope=a["negative_slope"])(t["x"]),
+        "elu": lambda t, a, dt: nn().ELU(alpha=a["alpha"])(t["x"]),
+        "selu": lambda t, a, dt: nn().SELU()(t["x"]),
+        "gelu": lambda t, a, dt: nn().GELU(approximate=a["approximate"])(t["x"]),
+        "sigmoid": lambda t, a, dt: nn().Sigmoid()(t["x"]),
+        "tanh": lambda t, a, dt: nn().Tanh()(t["x"]),
+        "softplus": lambda t, a, dt: nn().Softplus(beta=a["beta"], threshold=a["threshold"])(t["x"]),
+        "silu": lambda t, a, dt: nn().SiLU()(t["x"]),
+        "softmax": lambda t, a, dt: nn().Softmax(dim=a["axis"])(t["x"]),
+        "log_softmax": lambda t, a, dt: nn().LogSoftmax(dim=a["axis"])(t["x"]),
+        "mse": lambda t, a, dt: nn().MSELoss(reduction="mean")(t["pred"], t["target"]),
+        "l1": lambda t, a, dt: nn().L1Loss(reduction="mean")(t["pred"], t["target"]),
+        "huber": lambda t, a, dt: nn().HuberLoss(reduction="mean", delta=a["delta"])(t["pred"], t["target"]),
+        "cross_entropy": lambda t, a, dt: nn().CrossEntropyLoss(
+            reduction=a["reduction"], label_smoothing=a["label_smoothing"])(t["logits"], t["labels"]),
+        "binary_cross_entropy_with_logits": lambda t, a, dt: nn().BCEWithLogitsLoss(reduction="mean")(
+            t["logits"], t["targets"]),
+    }.items()},
 }
 
 # Where the math leaves a choice open, what PyTorch does (measured here, see CONVENTIONS.md).
@@ -271,47 +283,40 @@ CONVENTIONS: dict[str, Convention] = {
                              "drawn: cases are finite) replaces the candidate every time ([[1, nan], [nan, 2]]): the "
                              "output is NaN and the LAST NaN in the window gets the gradient"),
     # ---- normalization, embedding, dropout
-    "dropout": Convention({}, "inverted dropout, x * (mask / (1 - p)); nn.Dropout cannot take a given mask, the "
-                              "builder applies its formula, measured bit-identical to nn.Dropout's output and gradient"),
+    "dropout": Convention({}, "inverted dropout, x * (mask / (1 - p)); nn.Dropout draws its own mask (seeded per "
+                              "case), recovered from the same draw on ones, and the oracle answers for that mask"),
     "batch_norm": Convention({}, "training mode normalizes with the biased batch variance (stores the unbiased one in "
                                  "running_var); refuses N * prod(spatial) == 1; measured"),
 }
 
 
-class TorchAdapter:
+class TorchAdapter(FrameworkAdapter):
     name = "torch"
 
     def available(self):
         try:
             torch()
         except ImportError as e:
-            return False, f"PyTorch is not installed ({e}); pip install -e '.[torch]'"
+            return False, f"PyTorch is not installed ({e}); pip install 'gradparity[torch]'"
         return True, ""
 
     def version(self):
         return str(torch().__version__)
 
-    def convention(self, layer):
-        return CONVENTIONS.get(layer)
+    def native_dtype(self, dtype):
+        return getattr(torch(), dtype)
 
-    def run(self, case: Case) -> Output:
-        if case.layer not in BUILDERS:
-            raise NotApplicable(f"no PyTorch builder for {case.layer}")
+    def tensor(self, array, dtype, watch):
         T = torch()
-        dtype = getattr(T, case.dtype)
-        grad_of = set(differentiable(case))
-        t = {}
-        for name, arr in case.arrays.items():
-            if arr.dtype.kind in "iu":
-                t[name] = T.as_tensor(arr, dtype=T.long)
-            else:
-                t[name] = T.tensor(arr, dtype=dtype, requires_grad=name in grad_of)
-        built = BUILDERS[case.layer](t, case.attrs, dtype)
-        out, params = built if isinstance(built, tuple) else (built, {})
-        (out * T.as_tensor(case.g, dtype=dtype)).sum().backward()
-        grads = {}
-        for name in grad_of:
-            source, to_canonical = params.get(name, (t[name], same))
-            grad = source.grad if source.grad is not None else T.zeros_like(source)
-            grads[name] = to_canonical(grad).detach().numpy()
-        return Output(out.detach().numpy(), grads)
+        if array.dtype.kind in "iu":
+            return T.as_tensor(array, dtype=T.long)
+        return T.tensor(array, dtype=getattr(T, dtype), requires_grad=watch)
+
+    def forward_backward(self, forward, tensors, cotangents, sources, dtype):
+        T = torch()
+        outs = forward(tensors)
+        loss = sum((out * T.as_tensor(cotangents[n], dtype=getattr(T, dtype))).sum() for n, out in outs.items())
+        grads = (T.autograd.grad(loss, sources, allow_unused=True) if sources and loss.requires_grad
+                 else [None] * len(sources))
+        return ({n: out.detach().numpy() for n, out in outs.items()},
+                [T.zeros_like(s).numpy() if g is None else g.detach().numpy() for s, g in zip(sources, grads)])

@@ -1,11 +1,15 @@
 """The NumPy backprop oracle: every layer's forward and vjp, written out by hand.
 
-NumPy only, float64 inside. Entry points: ``LAYERS`` (the catalogue),
-``Case``, ``validate(case)`` and ``evaluate(case)``.
+NumPy only, float64 inside. Entry points: ``LAYERS`` (the catalogue) and
+``register`` (add a layer), ``Case``, ``validate(case)``, ``evaluate(case)`` and
+``Oracle`` (the oracle as a runner).
 """
 
 from .case import DTYPES, Case, load
-from .catalogue import LAYERS
-from .oracle import Result, condition, differentiable, evaluate, validate
+from .catalogue import LAYERS, register
+from .oracle import GRAD, OUT, Evaluation, Oracle, condition, differentiable, evaluate, validate
+from .spec import Array, Choice, Convention, Drawn, Float, Int, Labels, Layer, Mask, Real, Shape, require
 
-__all__ = ["DTYPES", "LAYERS", "Case", "Result", "condition", "differentiable", "evaluate", "load", "validate"]
+__all__ = ["DTYPES", "GRAD", "LAYERS", "OUT", "Array", "Case", "Choice", "Convention", "Drawn", "Evaluation",
+           "Float", "Int", "Labels", "Layer", "Mask", "Oracle", "Real", "Shape", "condition", "differentiable",
+           "evaluate", "load", "register", "require", "validate"]

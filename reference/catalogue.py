@@ -20,14 +20,18 @@ from . import losses as ls
 from . import models as md
 from . import norm as nm
 from . import pooling as pl
-from .spec import Array, Choice, Float, Int, Labels, Layer, Real, Shape
-from .spec import Mask
+from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Mask, Real, Shape
 
 LAYERS: dict[str, Layer] = {}
 
 
 def register(layer: Layer) -> Layer:
-    assert layer.name not in LAYERS, f"duplicate catalogue entry {layer.name!r}"
+    """Add a layer to the catalogue (also the way a user adds their own: see the
+    README, "Checking your own layer"). Names are unique."""
+    if not isinstance(layer, Layer):
+        raise TypeError(f"register() takes a Layer, got {type(layer).__name__}")
+    if layer.name in LAYERS:
+        raise ValueError(f"layer {layer.name!r} is already in the catalogue")
     LAYERS[layer.name] = layer
     return layer
 
@@ -101,7 +105,7 @@ for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
                           ("log_softmax", act.log_softmax, act.log_softmax_vjp)):
     register(Layer(
         _name, _fwd, _vjp, dims=ANY_SHAPE,
-        attrs={"axis": lambda d: Int(-len(d.shape), len(d.shape) - 1)},
+        attrs={"axis": Drawn(int, lambda d: Int(-len(d.shape), len(d.shape) - 1))},
         arrays={"x": Array(S("shape"), Real(-20.0, 20.0, edges=(0.0, 1.0), ties=True))},
     ))
 
@@ -147,17 +151,16 @@ register(Layer(
 # carries numbers the layer ignores.
 
 def _drawn(dim):
-    """An attribute equal to a drawn dim (another attribute's range depends on it)."""
-    return lambda d: Choice(getattr(d, dim))
+    """An integer attribute equal to a drawn dim (another attribute's range depends on it)."""
+    return Drawn(int, lambda d: Choice(getattr(d, dim)))
 
 
-def _padding_mode(d):
-    return Choice(cv.PADDINGS[d.pad_mode])
+_padding_mode = Drawn(str, lambda d: Choice(cv.PADDINGS[d.pad_mode]))
 
 
 def _explicit_pad(hi):
     """An explicit padding amount in [0, hi(d)], or 0 unless the drawn mode is "explicit"."""
-    return lambda d: Int(0, hi(d) if cv.PADDINGS[d.pad_mode] == "explicit" else 0)
+    return Drawn(int, lambda d: Int(0, hi(d) if cv.PADDINGS[d.pad_mode] == "explicit" else 0))
 
 
 def _in_size(out, slack, kernel, stride, dilation, padding, before, after):
@@ -215,8 +218,8 @@ register(Layer(
           "sH": Int(1, 3), "sW": Int(1, 3, like="sH")},
     attrs={"stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": Int(1, 2), "dilation_w": Int(1, 2),
            "groups": _drawn("G"),
-           "pad_h": lambda d: Int(0, (d.kH - 1) // 2), "pad_w": lambda d: Int(0, (d.kW - 1) // 2),
-           "output_pad_h": lambda d: Int(0, d.sH - 1), "output_pad_w": lambda d: Int(0, d.sW - 1)},
+           "pad_h": Drawn(int, lambda d: Int(0, (d.kH - 1) // 2)), "pad_w": Drawn(int, lambda d: Int(0, (d.kW - 1) // 2)),
+           "output_pad_h": Drawn(int, lambda d: Int(0, d.sH - 1)), "output_pad_w": Drawn(int, lambda d: Int(0, d.sW - 1))},
     arrays={
         "x": Array(lambda d, a: (d.N, d.G * d.Cg, d.H, d.W)),
         "W": Array(lambda d, a: (d.G * d.Cg, d.Og, d.kH, d.kW), param=True),
@@ -269,14 +272,14 @@ CHANNELS = {"N": Int(1, 4), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dim
 AFFINE = {"gamma": Array(S("C"), param=True), "beta": Array(S("C"), param=True)}
 
 register(Layer(
-    "batch_norm", nm.batch_norm, nm.batch_norm_vjp, condition=nm.conditioning(nm.batch_norm),
+    "batch_norm", nm.batch_norm, nm.batch_norm_vjp, condition=nm.kappa,
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={"x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE},
 ))
 
 register(Layer(
     "batch_norm_inference", nm.batch_norm_inference, nm.batch_norm_inference_vjp,
-    condition=nm.conditioning(nm.batch_norm_inference),
+    condition=nm.kappa,
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={
         "x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE,
@@ -292,9 +295,9 @@ def _trailing(d, attrs):
 
 
 register(Layer(
-    "layer_norm", nm.layer_norm, nm.layer_norm_vjp, condition=nm.conditioning(nm.layer_norm),
+    "layer_norm", nm.layer_norm, nm.layer_norm_vjp, condition=nm.kappa,
     dims={"shape": Shape(min_dims=1, max_dims=3, max_side=4)},
-    attrs={"axes": lambda d: Int(1, len(d.shape)), "eps": NORM_EPS},
+    attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS},
     arrays={
         "x": Array(S("shape"), NORM_X),
         "gamma": Array(_trailing, param=True, optional=True),
@@ -316,9 +319,9 @@ def _grouped_c(d, attrs):
 
 
 register(Layer(
-    "group_norm", nm.group_norm, nm.group_norm_vjp, condition=nm.conditioning(nm.group_norm),
+    "group_norm", nm.group_norm, nm.group_norm_vjp, condition=nm.kappa,
     dims=GROUPED,
-    attrs={"groups": lambda d: Choice(d.G), "eps": NORM_EPS},
+    attrs={"groups": _drawn("G"), "eps": NORM_EPS},
     arrays={
         "x": Array(_grouped_x, NORM_X),
         "gamma": Array(_grouped_c, param=True, optional=True),

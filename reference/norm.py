@@ -183,7 +183,7 @@ def group_norm_vjp(res, g):
     return grads
 
 
-def conditioning(forward):
+def kappa(residuals, **arrays_and_attrs):
     """kappa = max(1, max|x|, max|gamma|) * max 1/sqrt(var + eps): how far one
     rounding moves the output or a gradient, relative to the sizes they are
     judged against (the inputs for y, the cotangent for gx).
@@ -192,15 +192,10 @@ def conditioning(forward):
     ill-conditioned: rounding the mean, or computing x inv - mu inv, moves xhat
     by about max|x| inv eps, and the backward pass multiplies g by gamma inv
     (for one value, gx = 0 exactly, computed as a difference of such terms).
-    Returns ``kappa(**arrays, **attrs)`` for the normalization ``forward``,
-    whose residuals carry inv = 1/sqrt(var + eps) second.
+    ``residuals`` are a normalization forward's, which carry
+    inv = 1/sqrt(var + eps) second.
     """
-
-    def kappa(**arrays_and_attrs):
-        _, res = forward(**arrays_and_attrs)
-        gamma = arrays_and_attrs.get("gamma")
-        size = max(1.0, float(np.abs(arrays_and_attrs["x"]).max(initial=0.0)),
-                   float(np.abs(gamma).max(initial=0.0)) if gamma is not None else 1.0)
-        return size * float(np.max(res[1], initial=0.0))
-
-    return kappa
+    gamma = arrays_and_attrs.get("gamma")
+    size = max(1.0, float(np.abs(arrays_and_attrs["x"]).max(initial=0.0)),
+               float(np.abs(gamma).max(initial=0.0)) if gamma is not None else 1.0)
+    return size * float(np.max(residuals[1], initial=0.0))

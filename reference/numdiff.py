@@ -1,7 +1,8 @@
 """Numerical differentiation: the check that keeps the hand-written vjps honest.
 
-Both checks differentiate the scalar <f(arrays), g> by central differences in
-float64, so they test exactly what the vjp claims: vjp(g) = J^T g.
+Both checks differentiate the scalar <f(arrays), g> = sum over outputs of
+<f_i, g_i> by central differences in float64, so they test exactly what the
+vjp claims: vjp(g) = J^T g.
 """
 
 from __future__ import annotations
@@ -10,19 +11,21 @@ import numpy as np
 
 from .case import Case
 from .catalogue import LAYERS
-from .oracle import _as_float64, differentiable
+from .oracle import _as_float64, _named_outputs, differentiable
 
 
 def _objective(case: Case):
     layer = LAYERS[case.layer]
     base = _as_float64(case)
-    g = np.asarray(case.g, dtype=np.float64)
+    gs = {n: g.astype(np.float64) for n, g in case.cotangents.items()}
+
+    def outputs(arrays: dict) -> dict:
+        return _named_outputs(layer, layer.forward(**{**base, **arrays}, **case.attrs)[0])
 
     def f(arrays: dict) -> float:
-        out, _ = layer.forward(**{**base, **arrays}, **case.attrs)
-        return float(np.sum(out * g))
+        return float(sum(np.sum(out * gs[n]) for n, out in outputs(arrays).items()))
 
-    return base, f
+    return base, f, outputs
 
 
 def rounding_bound(case: Case, h: float) -> float:
@@ -34,17 +37,17 @@ def rounding_bound(case: Case, h: float) -> float:
     difference of two evaluations is divided by 2h. Where the derivative is tiny
     next to those magnitudes (sigmoid at 11), this bound dominates.
     """
-    base, _ = _objective(case)
-    g = np.abs(np.asarray(case.g, np.float64))
-    out, _ = LAYERS[case.layer].forward(**base, **case.attrs)
+    base, _, outputs = _objective(case)
+    gs = {n: np.abs(g.astype(np.float64)) for n, g in case.cotangents.items()}
     inputs = max((float(np.abs(v).max(initial=0.0)) for v in base.values() if v.dtype.kind == "f"), default=0.0)
-    magnitude = float(np.sum(np.abs(out) * g)) + inputs * float(g.sum())
+    magnitude = sum(float(np.sum(np.abs(out) * gs[n])) + inputs * float(gs[n].sum())
+                    for n, out in outputs(base).items())
     return 16 * np.finfo(np.float64).eps * magnitude / h
 
 
 def directional_derivative(case: Case, directions: dict, h: float) -> float:
     """d/dt <f(x + t u), g> at t = 0, by a central difference with step ``h``."""
-    base, f = _objective(case)
+    base, f, _ = _objective(case)
     plus = {k: base[k] + h * u for k, u in directions.items()}
     minus = {k: base[k] - h * u for k, u in directions.items()}
     return (f(plus) - f(minus)) / (2.0 * h)
@@ -52,7 +55,7 @@ def directional_derivative(case: Case, directions: dict, h: float) -> float:
 
 def numerical_gradients(case: Case, h: float) -> dict:
     """The full gradient of <f, g> for every differentiable array, one element at a time."""
-    base, f = _objective(case)
+    base, f, _ = _objective(case)
     grads = {}
     for name in differentiable(case):
         x = base[name]

@@ -1,4 +1,10 @@
-"""Running the oracle on a Case: validation, float64 evaluation, gradients."""
+"""Running the oracle on a Case: validation, float64 evaluation, gradients.
+
+Every runner (this oracle, each framework adapter, a user's own code) turns a
+Case into named outputs: ``{kind: {name: array}}``, kind ``out`` for the
+forward outputs and ``grad`` for the gradient of every differentiable input
+and parameter. ``check`` compares the names two runners produce.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +14,23 @@ import numpy as np
 
 from .case import DTYPES, Case
 from .catalogue import LAYERS
-from .spec import Labels, Layer, require
+from .spec import Convention, Labels, Layer, attr_type_error, require
+
+OUT, GRAD = "out", "grad"
 
 
 @dataclass(frozen=True)
-class Result:
-    """The forward output and the gradient of every differentiable array, by name."""
+class Evaluation:
+    """The oracle's answer for a case: named outputs, and the condition number
+    kappa >= 1 of the case (1 for layers that declare none)."""
 
-    out: np.ndarray
-    grads: dict
+    outputs: dict
+    condition: float
 
 
 def layer_of(case: Case) -> Layer:
-    require(case.layer in LAYERS, "layer", f"unknown layer {case.layer!r}; known: {', '.join(sorted(LAYERS))}")
+    require(isinstance(case.layer, str) and case.layer in LAYERS, "layer",
+            f"unknown layer {case.layer!r}; known: {', '.join(sorted(LAYERS))}")
     return LAYERS[case.layer]
 
 
@@ -34,55 +44,118 @@ def _as_float64(case: Case) -> dict:
     return {k: (v if np.issubdtype(v.dtype, np.integer) else v.astype(np.float64)) for k, v in case.arrays.items()}
 
 
+def _check_array(field: str, arr, dtype: str, *, finite: bool = True) -> None:
+    require(isinstance(arr, np.ndarray), field, f"expected a NumPy array, got {type(arr).__name__}")
+    require(arr.dtype == np.dtype(dtype), field, f"expected {dtype} values, got {arr.dtype}")
+    require(not finite or bool(np.isfinite(arr).all()), field, "contains NaN or Inf")
+
+
 def validate(case: Case) -> Layer:
-    """Check a case against its catalogue entry and the oracle; raise ``ValueError``
-    naming the first field that is wrong. Runs before any framework is touched."""
+    """Check a case against its catalogue entry, without running anything; raise
+    ``ValueError`` naming the first field that is wrong. What only the layer's
+    formula can judge (shapes that must agree, a kernel larger than its input)
+    is checked by :func:`evaluate`, still before any framework runs."""
     layer = layer_of(case)
     require(case.dtype in DTYPES, "dtype", f"unsupported dtype {case.dtype!r}; supported: {', '.join(DTYPES)}")
-    known = set(layer.attrs)
+    require(isinstance(case.attrs, dict), "attrs", f"expected a dict, got {type(case.attrs).__name__}")
     missing = [a for a in layer.attrs if a not in case.attrs]
     require(not missing, "attrs", f"{case.layer} needs {', '.join(missing)}")
-    unknown = [a for a in case.attrs if a not in known]
+    unknown = [a for a in case.attrs if a not in layer.attrs]
     require(not unknown, "attrs", f"{case.layer} takes no attribute {', '.join(unknown)}")
+    for name, spec in layer.attrs.items():
+        why = attr_type_error(spec, case.attrs[name])
+        require(why is None, name, why or "")
     wanted = layer.arrays
     for name, spec in wanted.items():
         require(spec.optional or name in case.arrays, name, f"missing; {case.layer} takes {', '.join(wanted)}")
     for name, arr in case.arrays.items():
         require(name in wanted, name, f"{case.layer} takes no array {name!r} (it takes {', '.join(wanted)})")
         require(isinstance(arr, np.ndarray), name, f"expected a NumPy array, got {type(arr).__name__}")
+        require(arr.size > 0, name, f"is empty (shape {arr.shape})")
         if isinstance(wanted[name].values, Labels):
             require(np.issubdtype(arr.dtype, np.integer), name, f"expected integer labels, got {arr.dtype}")
         else:
-            require(arr.dtype == np.dtype(case.dtype), name, f"expected {case.dtype} values, got {arr.dtype}")
-            require(arr.size == 0 or np.isfinite(arr).all(), name, "contains NaN or Inf")
-    out, _ = layer.forward(**_as_float64(case), **case.attrs)
-    require(case.g is not None and np.shape(case.g) == np.shape(out), "g",
-            f"expected a cotangent of shape {np.shape(out)} like the output, got "
-            f"{None if case.g is None else np.shape(case.g)}")
+            _check_array(name, arr, case.dtype)
+    require(isinstance(case.cotangents, dict), "cotangents",
+            f"expected a dict of one array per output, got {type(case.cotangents).__name__}")
+    outputs = layer.output_names
+    require(set(case.cotangents) == set(outputs), "cotangents",
+            f"expected one per output ({', '.join(outputs)}), got {', '.join(case.cotangents) or 'none'}")
+    for name in outputs:
+        _check_array(f"cotangents[{name}]", case.cotangents[name], case.dtype)
     return layer
+
+
+def _named_outputs(layer: Layer, out) -> dict:
+    names = layer.output_names
+    if len(names) == 1 and not isinstance(out, dict):
+        return {names[0]: np.asarray(out, dtype=np.float64)}
+    assert isinstance(out, dict) and set(out) == set(names), (
+        f"{layer.name}'s forward must return {{{', '.join(names)}}}, got {type(out).__name__}")
+    return {n: np.asarray(out[n], dtype=np.float64) for n in names}
+
+
+def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
+    """The exact answer for the case's (already rounded) numbers, in float64: one
+    forward pass, one vjp.
+
+    Validates the case first (``ValueError`` naming the field). ``conventions``
+    override the layer's defaults for choices frameworks make differently (see
+    ``Layer.conventions``). Gradients of arrays the outputs do not depend on come
+    back as zeros.
+    """
+    layer = validate(case)
+    chosen = {**layer.conventions, **(conventions or {})}
+    unknown = set(chosen) - set(layer.conventions)
+    require(not unknown, "conventions", f"{case.layer} has no convention {', '.join(sorted(unknown))}")
+    arrays = _as_float64(case)
+    out, res = layer.forward(**arrays, **case.attrs, **chosen)
+    outs = _named_outputs(layer, out)
+    for name, value in outs.items():
+        g = case.cotangents[name]
+        require(g.shape == value.shape, f"cotangents[{name}]",
+                f"expected shape {value.shape} like the output {name}, got {g.shape}")
+    gs = {n: case.cotangents[n].astype(np.float64) for n in outs}
+    grads = layer.vjp(res, gs if len(gs) > 1 else next(iter(gs.values())))
+    names = differentiable(case)
+    kappa = 1.0 if layer.condition is None else max(1.0, float(layer.condition(res, **arrays, **case.attrs)))
+    return Evaluation(
+        {OUT: outs,
+         GRAD: {n: np.asarray(grads.get(n, np.zeros(case.arrays[n].shape)), dtype=np.float64) for n in names}},
+        kappa)
 
 
 def condition(case: Case) -> float:
     """The case's condition number kappa >= 1 (1 for layers that declare none)."""
-    layer = layer_of(case)
-    if layer.condition is None:
-        return 1.0
-    return max(1.0, float(layer.condition(**_as_float64(case), **case.attrs)))
+    return evaluate(case).condition
 
 
-def evaluate(case: Case, conventions: dict | None = None) -> Result:
-    """The exact answer for the case's (already rounded) numbers, in float64.
+class Oracle:
+    """The NumPy oracle as a runner: float64, exact up to its own rounding.
 
-    ``conventions`` override the layer's defaults for choices frameworks make
-    differently (see ``Layer.conventions``). Gradients of arrays the output does
-    not depend on come back as zeros.
-    """
-    layer = layer_of(case)
-    chosen = {**layer.conventions, **(conventions or {})}
-    unknown = set(chosen) - set(layer.conventions)
-    require(not unknown, "conventions", f"{case.layer} has no convention {', '.join(sorted(unknown))}")
-    out, res = layer.forward(**_as_float64(case), **case.attrs, **chosen)
-    grads = layer.vjp(res, np.asarray(case.g, dtype=np.float64))
-    names = differentiable(case)
-    return Result(np.asarray(out, dtype=np.float64),
-                  {n: np.asarray(grads.get(n, np.zeros(case.arrays[n].shape)), dtype=np.float64) for n in names})
+    ``Oracle(conventions)`` evaluates layers under chosen conventions (the
+    derivative at a kink); ``check`` puts it under the candidate's own, so each
+    framework is judged by the choice it documents."""
+
+    name = "oracle"
+
+    def __init__(self, conventions: dict | None = None):
+        self.conventions = dict(conventions or {})
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def version(self) -> str:
+        return f"numpy {np.__version__}"
+
+    def convention(self, layer: str) -> Convention | None:
+        defaults = LAYERS[layer].conventions if layer in LAYERS else {}
+        if not defaults:
+            return None
+        return Convention({**defaults, **self.conventions}, "the oracle computes under the convention asked of it")
+
+    def under(self, conventions: dict) -> Oracle:
+        return Oracle(conventions)
+
+    def run(self, case: Case) -> dict:
+        return evaluate(case, self.conventions).outputs

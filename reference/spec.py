@@ -6,8 +6,8 @@ strategies; validation turns them into clear errors.
 
 A layer declares
   * ``dims``: free sizes (``Int``) or whole shapes (``Shape``), drawn first;
-  * ``attrs``: hyperparameters (``Int``, ``Float``, ``Choice``), or a function
-    of the drawn dims returning one of those (an axis depends on the rank);
+  * ``attrs``: hyperparameters (``Int``, ``Float``, ``Choice``), or ``Drawn``:
+    a range that depends on the drawn dims (an axis depends on the rank);
   * ``arrays``: named inputs and parameters, each with a shape computed from the
     dims and attrs, a value domain (``Real`` or ``Labels``), and whether the
     gradient is checked for it.
@@ -53,6 +53,33 @@ class Choice:
 
     def __init__(self, *values):
         object.__setattr__(self, "values", tuple(values))
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """An attribute whose range depends on the drawn dims: ``range(dims)`` returns
+    an ``Int``, ``Float`` or ``Choice``. ``type`` is the Python type every value
+    has (validation checks it without knowing the dims)."""
+
+    type: type
+    range: Callable[[SimpleNamespace], Any]
+
+
+def attr_type_error(spec, value) -> str | None:
+    """Why ``value`` cannot be a value of attribute ``spec`` (None when it can).
+
+    Types only, never ranges: the ranges in the catalogue are what is drawn, and
+    the oracle decides what is valid. A bool is not an int here (``stride=True``
+    means a mistake, not 1)."""
+    if isinstance(spec, Choice):
+        if not any(type(value) is type(v) and value == v for v in spec.values):
+            return f"expected one of {', '.join(map(repr, spec.values))}, got {value!r}"
+        return None
+    wanted = {Int: (int,), Float: (float, int)}.get(type(spec)) or (spec.type,)
+    if isinstance(value, bool) and bool not in wanted or not isinstance(value, wanted):
+        names = " or ".join(t.__name__ for t in wanted)
+        return f"expected {'an' if names[0] in 'aeiou' else 'a'} {names}, got {type(value).__name__} {value!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -133,15 +160,20 @@ class Layer:
 
     ``forward(**arrays, **attrs) -> (out, residuals)`` and
     ``vjp(residuals, g) -> {array name: gradient}`` are the oracle (float64).
+    ``outputs``: the names of the forward outputs, each with its own cotangent.
+    A layer with one output returns it as an array and its vjp receives one
+    cotangent; a layer with several returns ``{name: array}`` and its vjp
+    receives ``{name: cotangent}``. Default: ``("y",)``, or ``("loss",)`` for a loss.
     ``loss``: the output is a scalar loss; its cotangent is 1, so the gradient
     is that of the loss itself.
     ``conventions``: attributes that are not drawn but chosen by each framework
     (the derivative taken at a kink, the element a tie routes to), with the
     oracle's default; an adapter states the value its framework follows.
-    ``condition(**arrays, **attrs) -> kappa``: for a layer whose rounding error
-    depends on the data, how much one rounding of the inputs is amplified in its
-    output and gradients (a normalization of nearly equal values far from 0).
-    The comparison allows kappa times the usual error, and the report shows kappa.
+    ``condition(residuals, **arrays, **attrs) -> kappa``: for a layer whose
+    rounding error depends on the data, how much one rounding of the inputs is
+    amplified in its output and gradients (a normalization of nearly equal values
+    far from 0), computed from the forward pass's residuals. The comparison
+    allows kappa times the usual error, and the report shows kappa.
     """
 
     name: str
@@ -153,8 +185,23 @@ class Layer:
     loss: bool = False
     conventions: dict = field(default_factory=dict)
     condition: Callable[..., float] | None = None
+    outputs: tuple = ()
+
+    @property
+    def output_names(self) -> tuple:
+        return self.outputs or (("loss",) if self.loss else ("y",))
 
     @property
     def summary(self) -> str:
         doc = (self.forward.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else self.name
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A choice a runner makes where the math leaves one open (the derivative at a
+    kink, where a tie routes), with the evidence: ``values`` maps the layer's
+    convention attributes to what this runner does."""
+
+    values: dict
+    reason: str

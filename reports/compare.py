@@ -1,9 +1,12 @@
-"""Comparing a framework's output and gradients with the oracle: one row per tensor.
+"""The comparison engine: two runners on one case, one row per compared name.
 
-``check(case, adapter)`` is the whole pipeline for one case and one framework:
-validate, evaluate the oracle under the framework's conventions, run the
-framework, compare. It never raises for a framework's failure: the rows say
-``error`` with the message, so a crash in one case never loses the rest.
+``check(case, reference, candidate)`` validates the case, evaluates the oracle
+once (its answer, or at least the validation and the condition number when the
+reference is another framework), runs both runners and compares every name
+both produce: the forward outputs (kind ``out``) and the gradients (kind
+``grad``). It never raises for a runner's failure: the rows say ``error`` with
+the message, so a crash in one case never loses the rest. It raises
+``ValueError`` only for an invalid case, before any framework runs.
 """
 
 from __future__ import annotations
@@ -13,32 +16,36 @@ import traceback
 import numpy as np
 
 from ..adapters.base import NotApplicable
-from ..reference import Case, condition, evaluate, validate
-
-from .tolerances import EPS, divergence_tag, known_divergence, tolerance_for
-
-STATUSES = ("pass", "fail", "known_divergence", "not_applicable", "error")
-COLUMNS = ["layer", "framework", "framework_version", "dtype", "case", "tensor", "shape",
-           "max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "status", "detail",
-           "convention", "divergence", "tolerance_reason", "attrs", "reproduce"]
-
+from ..reference import GRAD, OUT, Case, Oracle, evaluate
+from .rows import COLUMNS
+from .tolerances import EPS, Tolerance, known_divergence, tolerance_for
 
 UNDERFLOW = {d: float(np.finfo(d).tiny / np.finfo(d).eps) for d in ("float32", "float64")}
 
 
 def scale_of(values, floor) -> float:
-    """The scale an error is measured against: max(max|finite values|, max|floor|).
-
-    The floor is the cotangent g for a gradient and the inputs for the output
-    (see tolerances.py)."""
+    """The scale an error is measured against: max(max|finite values|, floor)."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
-    return max(float(np.abs(finite).max(initial=0.0)), float(np.abs(np.asarray(floor)).max(initial=0.0)))
+    return max(float(np.abs(finite).max(initial=0.0)), float(floor))
+
+
+def _max_abs(arrays) -> float:
+    return max((float(np.abs(a).max(initial=0.0)) for a in arrays if a.dtype.kind == "f"), default=0.0)
+
+
+# What an error of each kind is measured against, below the tensor's own size
+# (see tolerances.py): a forward output moves by eps of the inputs when they are
+# rounded; a gradient carries the cotangent through the backward pass.
+FLOORS = {
+    OUT: lambda case: _max_abs(case.arrays.values()),
+    GRAD: lambda case: _max_abs(case.cotangents.values()),
+}
 
 
 def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype: str, rtol: float,
                   condition: float = 1.0) -> dict:
-    """Errors of one tensor, NaN-aware: a non-finite value agrees only with the same
+    """Errors of one array, NaN-aware: a non-finite value agrees only with the same
     non-finite value at the same position. Passes when max error <= rtol * condition * scale."""
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
@@ -57,76 +64,124 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
     detail = ""
     if bad_special:
-        detail = f"{bad_special} position(s) non-finite in only one of framework/oracle"
+        detail = f"{bad_special} position(s) non-finite in only one of the two"
     elif max_abs > atol:
         errors = np.full(expected.shape, -1.0)
         errors[finite] = diff
         worst = np.unravel_index(int(np.argmax(errors)), expected.shape)
-        detail = f"worst at {tuple(int(i) for i in worst)}: framework {actual[worst]:.9g}, oracle {expected[worst]:.9g}"
+        detail = f"worst at {tuple(int(i) for i in worst)}: got {actual[worst]:.9g}, expected {expected[worst]:.9g}"
     return {"ok": not bad_special and max_abs <= atol, "max_abs_err": max_abs, "max_rel_err": rel,
             "err_eps": rel / EPS[dtype], "scale": scale, "condition": condition, "atol": atol, "detail": detail}
 
 
-def conventions(adapter, layer: str) -> dict:
-    """The convention values a framework follows for a layer ({} where it follows the oracle's defaults)."""
-    c = adapter.convention(layer)
+def conventions(runner, layer: str) -> dict:
+    """The convention values a runner follows for a layer ({} where it follows the oracle's defaults)."""
+    c = runner.convention(layer)
     return dict(c.values) if c else {}
 
 
-def _base_row(case: Case, adapter, tensor: str, shape) -> dict:
-    tol = tolerance_for(case.layer, adapter.name, case.dtype)
-    conv = conventions(adapter, case.layer)
-    return {"layer": case.layer, "framework": adapter.name, "framework_version": adapter.version(),
-            "dtype": case.dtype, "case": case.id, "tensor": tensor, "shape": str(tuple(shape)),
-            "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan, "scale": np.nan,
-            "condition": np.nan, "atol": np.nan, "rtol": tol.rtol, "status": "pass", "detail": "",
-            "convention": ", ".join(f"{k}={v}" for k, v in conv.items()), "divergence": "",
-            "tolerance_reason": tol.reason, "attrs": case.describe(), "reproduce": ""}
+def _text(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
-def check(case: Case, adapter) -> list[dict]:
-    """Run one case through one framework and compare with the oracle, tensor by tensor.
+def _failure(e: BaseException) -> str:
+    return traceback.format_exception_only(type(e), e)[-1].strip()[:500]
 
-    The first row is the forward output (``tensor="out"``), then one per gradient.
-    Raises ``ValueError`` only for an invalid case, before the framework runs.
-    """
-    validate(case)
-    ref = evaluate(case, conventions(adapter, case.layer))
-    expected = {"out": ref.out, **ref.grads}
-    rows = [_base_row(case, adapter, name, value.shape) for name, value in expected.items()]
+
+def _tolerance(case: Case, reference, candidate) -> Tolerance:
+    """The candidate's tolerance; against another framework, both sides' errors add up."""
+    tol = tolerance_for(case.layer, candidate.name, case.dtype)
+    if isinstance(reference, Oracle):
+        return tol
+    other = tolerance_for(case.layer, reference.name, case.dtype)
+    return Tolerance(tol.rtol + other.rtol, f"{candidate.name}: {tol.reason}; {reference.name}: {other.reason}")
+
+
+def _run(runner, case: Case):
+    """(named outputs, None) or (None, (status, detail)) for a runner that cannot or did not run."""
     try:
-        got = adapter.run(case)
+        return runner.run(case), None
     except NotApplicable as e:
-        return [{**r, "status": "not_applicable", "detail": str(e)} for r in rows]
+        return None, ("not_applicable", str(e))
     except Exception as e:  # noqa: BLE001 - any framework failure becomes a row
-        last = traceback.format_exception_only(type(e), e)[-1].strip()
-        return _known([{**r, "status": "error", "detail": last[:500]} for r in rows], case, adapter)
-    actual = {"out": got.out, **got.grads}
-    # Gradients are judged against the cotangent's size as a floor, the forward output
-    # against the inputs' size: rounding the inputs alone moves it by eps of them.
-    floors = {"out": max((scale_of(a, 0.0) for a in case.arrays.values() if a.dtype.kind == "f"), default=0.0)}
-    g_size = scale_of(0.0, case.g)
-    kappa = condition(case)
+        return None, ("error", _failure(e))
+
+
+def check(case: Case, reference, candidate) -> list[dict]:
+    """Compare ``candidate`` with ``reference`` on one case, name by name.
+
+    ``reference`` is usually the oracle (``Oracle()``), put under the candidate's
+    conventions; it may be another framework (a ported model pair). Rows come in
+    the order of the oracle's outputs: forward outputs first, then gradients.
+    """
+    conv = conventions(candidate, case.layer)
+    truth = evaluate(case, conv)  # validates: ValueError here, before any framework runs
+    tol = _tolerance(case, reference, candidate)
+    rows = [{**dict.fromkeys(COLUMNS, ""), **{
+        "layer": case.layer, "framework": candidate.name, "framework_version": _version(candidate),
+        "reference": reference.name, "dtype": case.dtype, "case": case.id, "kind": kind, "name": name,
+        "shape": str(tuple(value.shape)), "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan,
+        "scale": np.nan, "condition": truth.condition, "atol": np.nan, "rtol": tol.rtol, "status": "pass",
+        "convention": _text(conv), "tolerance_reason": tol.reason, "attrs": case.describe()}}
+        for kind, named in truth.outputs.items() for name, value in named.items()]
+
+    actual, failed = _run(candidate, case)
+    if isinstance(reference, Oracle):
+        expected, ref_failed = truth.outputs, None
+        drawn = (actual or {}).get("drawn")
+        if drawn:  # randomness the framework drew itself (a dropout mask): the oracle answers for it
+            try:
+                expected = evaluate(case.replace(arrays={**case.arrays, **drawn}), conv).outputs
+            except ValueError as e:
+                failed = ("error", f"{candidate.name} drew {', '.join(drawn)} the layer cannot take: {e}")
+    else:
+        expected, ref_failed = _run(reference, case)
+        other = conventions(reference, case.layer)
+        if other != conv:
+            for r in rows:
+                r["convention"] = f"{candidate.name}: {_text(conv)}; {reference.name}: {_text(other)}"
+    if failed or ref_failed:
+        status, detail = failed or ref_failed
+        side = candidate.name if failed else f"the reference {reference.name}"
+        for r in rows:
+            r.update(status=status, detail=detail if status == "not_applicable" else f"{side}: {detail}")
+        return _known(rows, case, reference, candidate)
+
+    floors = {kind: floor(case) for kind, floor in FLOORS.items()}
     for r in rows:
-        if r["tensor"] not in actual:
-            r.update(status="error", detail=f"{adapter.name} returned no gradient for {r['tensor']}")
+        kind, name = r["kind"], r["name"]
+        missing = [who.name for who, got in ((candidate, actual), (reference, expected))
+                   if name not in got.get(kind, {})]
+        if missing:
+            r.update(status="error", detail=f"{' and '.join(missing)} returned no {kind} {name}")
             continue
-        floor = floors.get(r["tensor"], g_size)
-        m = tensor_errors(expected[r["tensor"]], actual[r["tensor"]], floor, case.dtype, r["rtol"], kappa)
+        m = tensor_errors(expected[kind][name], actual[kind][name], floors.get(kind, 0.0), case.dtype,
+                          r["rtol"], truth.condition)
         ok = m.pop("ok")
         r.update(m, status="pass" if ok else "fail")
-    return _known(rows, case, adapter)
+    return _known(rows, case, reference, candidate)
 
 
-def _known(rows: list[dict], case: Case, adapter) -> list[dict]:
+def _version(runner) -> str:
+    try:
+        return str(runner.version())
+    except Exception as e:  # noqa: BLE001 - a version we cannot read is said, not fatal
+        return f"unknown ({_failure(e)})"
+
+
+def _known(rows: list[dict], case: Case, reference, candidate) -> list[dict]:
     """Rows that fail in a recorded, explained way become ``known_divergence``. Every
     row of a case inside a divergence's condition names it, passing or not, so the
-    report can tell a divergence that no longer shows from one not reached."""
-    div = known_divergence(case, adapter.name)
-    if div is None:
-        return rows
-    for r in rows:
-        r["divergence"] = divergence_tag(div)
-        if r["status"] in ("fail", "error") and div.explains(r):
-            r.update(status="known_divergence", detail=f"[known divergence {divergence_tag(div)}] {r['detail']}".strip())
+    report can tell a divergence that no longer shows from one not reached.
+    Against another framework, a divergence of either side can explain a row."""
+    sides = [candidate] if isinstance(reference, Oracle) else [candidate, reference]
+    for runner in sides:
+        div = known_divergence(case, runner.name)
+        if div is None:
+            continue
+        for r in rows:
+            r["divergence"] = div.key
+            if r["status"] in ("fail", "error") and div.explains(r):
+                r.update(status="known_divergence", detail=f"[known divergence {div.key}] {r['detail']}".strip())
+        break
     return rows

@@ -1,7 +1,10 @@
-"""Replay one saved case: ``python -m reports.replay CASE.npz [--framework NAME]``.
+"""Replay one saved case: ``gradparity replay CASE.npz [--framework NAME]``
+(or ``python -m gradparity.reports.replay``).
 
 Every row that did not pass names its case file; this runs that exact case
 again through the oracle and the framework(s) and prints the comparison.
+Exit status: 0 when every check passed (or is a known divergence / not
+applicable), 1 when one failed or errored, 2 when the case cannot be read.
 """
 
 from __future__ import annotations
@@ -12,34 +15,43 @@ import sys
 import numpy as np
 
 from ..adapters import ADAPTERS
-from ..reference import load
-
+from ..reference import Oracle, load
 from .compare import check
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.replay", description=__doc__.splitlines()[0])
+def main(argv=None, prog: str = "python -m gradparity.reports.replay") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("case", help="a case file (.npz) from a report's cases/ folder")
     parser.add_argument("--framework", choices=sorted(ADAPTERS), action="append",
                         help="framework(s) to run; default: all available")
     args = parser.parse_args(argv)
-    case = load(args.case)
+    try:
+        case = load(args.case)
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     print(case.describe(), f"(case {case.id})")
     np.set_printoptions(precision=10, linewidth=120)
     for name, arr in case.arrays.items():
         print(f"{name} =\n{arr}")
-    print(f"g =\n{case.g}")
+    for name, g in case.cotangents.items():
+        print(f"cotangent of {name} =\n{g}")
     worst = 0
     for name in args.framework or sorted(ADAPTERS):
-        adapter = ADAPTERS[name]
-        ok, why = adapter.available()
+        runner = ADAPTERS[name]
+        ok, why = runner.available()
         if not ok:
             print(f"{name}: skipped: {why}")
             continue
-        for r in check(case, adapter):
-            print(f"{name:<10} {r['tensor']:<8} {r['status']:<16} err_eps={r['err_eps']:<10.3g} "
+        try:
+            rows = check(case, Oracle(), runner)
+        except ValueError as e:
+            print(f"{prog}: error: invalid case: {e}", file=sys.stderr)
+            return 2
+        for r in rows:
+            print(f"{name:<10} {r['kind']:<4} {r['name']:<8} {r['status']:<16} err_eps={r['err_eps']:<10.3g} "
                   f"atol={r['atol']:<10.3g} {r['detail']}")
-            worst = max(worst, r["status"] in ("fail", "error"))
+            worst = max(worst, int(r["status"] in ("fail", "error")))
     return worst
 
 

@@ -69,6 +69,8 @@ def tolerance_for(layer: str, framework: str, dtype: str, overrides: dict | None
 class Divergence:
     """A difference between a framework and the oracle that is known and explained.
 
+    ``key`` names it in rows and reports, stably: a report merged long after
+    a divergence was added or removed still means the same by it.
     A failing or erroring row whose case satisfies ``when`` becomes
     ``known_divergence``: still shown with its measured error, never hidden.
     ``bound``: the largest ``max_rel_err`` the divergence can explain; a larger
@@ -76,6 +78,7 @@ class Divergence:
     ``when`` must be narrow). ``measured`` says what each framework does here.
     """
 
+    key: str
     layer: str
     framework: str
     dtype: str
@@ -129,41 +132,48 @@ def _softplus_threshold_shows(case) -> bool:
 
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
+        "tf-elu-exp-minus-one",
         "elu", "tensorflow", "*", _exp_minus_one_loses,
         "TensorFlow's Elu kernel computes alpha (exp(x) - 1) rather than expm1: for x near 0 "
         "the output cancels (keras.layers.ELU calls tf.nn.elu for every alpha)",
         "float32 elu(-1.66e-8) = 0 (exact -1.66e-8); float64 elu(-1.19e-7) carries 1e-9 relative error"),
     Divergence(
+        "tf-gelu-float32-constants",
         "gelu", "tensorflow", "float64", lambda c: True,
         "tf.nn.gelu makes its constants with math_ops.cast(python_float, dtype), which rounds "
         "1/sqrt(2) and 0.044715 to float32 before widening them to float64",
         "float64 output and gradient off by up to ~2e-8 relative (0.044715 becomes 0.044715 - 1.5e-9)",
         bound=1e-7),
     Divergence(
+        "tf-leaky-relu-float32-alpha",
         "leaky_relu", "tensorflow", "float64",
         lambda c: float(np.float32(c.attrs["negative_slope"])) != c.attrs["negative_slope"],
         "the LeakyRelu op's alpha is a float32 attribute, so a float64 slope is rounded to float32",
         "slope 0.01 acts as 0.009999999776; float64 results off by up to 6e-8 relative",
         bound=1e-7),
     Divergence(
+        "tf-selu-exp-minus-one",
         "selu", "tensorflow", "*",
         lambda c: _exp_minus_one_loses(c) or bool(np.any((_x(c) < 0) & (np.exp(_x(c)) - 1 == 0))),
         "Selu computes alpha (exp(x) - 1) rather than expm1: near 0 the output cancels, and where "
         "it is exactly 0 for a negative x, SeluGrad takes the positive branch (out < 0 is false)",
         "d selu/dx at x = -1e-17 (float64) or -1e-8 (float32): TensorFlow scale = 1.0507, exact scale*alpha = 1.7581"),
     Divergence(
+        "tf-softplus-no-threshold",
         "softplus", "tensorflow", "*",
         _softplus_threshold_shows,
         "TensorFlow's softplus has no threshold: it stays on the curve where PyTorch switches to y = x",
         "at beta x = 20 the outputs differ by log1p(e^-20)/beta = 2e-9/beta, the gradients by sigmoid(-20) = 2e-9; "
         "at threshold 1.5 by 0.2"),
     Divergence(
+        "tf-flush-to-zero-residual-relu",
         "residual_block", "tensorflow", "*", _subnormal_pre_activation,
         "TensorFlow's CPU kernels flush subnormal results to zero: a subnormal pre-activation x W1 + b1 "
         "becomes 0, and the ReLU then passes no gradient (PyTorch keeps it and passes g)",
         "float64 x = 1.7e-27, W1 = 2.5e-290: h = 4.3e-317 > 0; TensorFlow gives gb1 = 0, PyTorch and the oracle g"),
     # ---- convolution and pooling
     Divergence(
+        "tf-conv-transpose-float64-dilation",
         "conv_transpose2d", "tensorflow", "float64",
         lambda c: c.attrs["dilation_h"] > 1 or c.attrs["dilation_w"] > 1,
         "keras.layers.Conv2DTranspose runs Conv2DBackpropInput, whose float64 CPU kernel has no dilation "
@@ -172,6 +182,7 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "implementations do not yet support dilation rates larger than 1'; float32 matches the oracle"),
     # ---- normalization, embedding, dropout
     Divergence(
+        "torch-batch-norm-one-value",
         "batch_norm", "torch", "*", lambda c: c.arrays["x"].size == c.arrays["x"].shape[1],
         "PyTorch's batch norm refuses training-mode statistics from one value per channel "
         "(N * prod(spatial) == 1), where the variance is 0; the oracle and Keras give y = beta, gx = 0",
@@ -179,6 +190,7 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "torch.Size([1, 3])' (also [1, 3, 1] and [1, 3, 1, 1]); keras BatchNormalization(training=True): "
         "y = beta, gradients match the oracle"),
     Divergence(
+        "torch-group-norm-one-value",
         "group_norm", "torch", "*", lambda c: c.arrays["x"].size == c.arrays["x"].shape[0] * c.attrs["groups"],
         "PyTorch's group norm refuses groups of one value (channels per group * prod(spatial) == 1), where "
         "the variance is 0; the oracle and Keras give y = beta, gx = 0",
@@ -187,10 +199,14 @@ KNOWN_DIVERGENCES: list[Divergence] = [
 ]
 
 
-def divergence_tag(d: Divergence) -> str:
-    """How rows and the report name a divergence: its number in the table, and its key."""
-    number = next(i for i, x in enumerate(KNOWN_DIVERGENCES, 1) if x is d)
-    return f"#{number} {d.layer}/{d.framework}/{d.dtype}"
+assert len({d.key for d in KNOWN_DIVERGENCES}) == len(KNOWN_DIVERGENCES), "divergence keys must be unique"
+
+
+def divergence_notes() -> list[dict]:
+    """The table as the report records it (a report shows what its run knew)."""
+    return [{"key": d.key, "layer": d.layer, "framework": d.framework, "dtype": d.dtype, "reason": d.reason,
+             "measured": d.measured, "bound": "any error" if d.bound is None else f"max_rel_err <= {d.bound:g}"}
+            for d in KNOWN_DIVERGENCES]
 
 
 def known_divergence(case, framework: str) -> Divergence | None:

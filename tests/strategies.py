@@ -17,11 +17,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gradparity.reference import LAYERS, Case
-from gradparity.reference.spec import Choice, Float, Int, Labels, Mask, Real, Shape
+from gradparity.reference.oracle import _named_outputs
+from gradparity.reference.spec import Choice, Drawn, Float, Int, Labels, Mask, Real, Shape
 
 
 def attribute(spec, *, edges: bool = True) -> st.SearchStrategy:
-    """A strategy for one attribute declared as ``Int``, ``Float`` or ``Choice``."""
+    """A strategy for one attribute declared as ``Int``, ``Float`` or ``Choice``
+    (a ``Drawn`` attribute is resolved against the dims first)."""
     if isinstance(spec, Choice):
         return st.sampled_from(spec.values)
     if isinstance(spec, Int):
@@ -104,7 +106,7 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
     for dim, spec in layer.dims.items():
         dims[dim] = _size(draw, spec, dims)
     d = SimpleNamespace(**dims)
-    specs = {a: spec(d) if callable(spec) else spec for a, spec in layer.attrs.items()}
+    specs = {a: spec.range(d) if isinstance(spec, Drawn) else spec for a, spec in layer.attrs.items()}
     # A float attribute is rounded to the dtype too: a float32 kernel compares and
     # multiplies with the float32 value (softplus' threshold, a slope).
     attrs = {a: _round_attr(draw(attribute(spec, edges=edges)), spec, dtype) for a, spec in specs.items()}
@@ -124,14 +126,14 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
 
 
 def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
-    """Complete a case with its cotangent g: random and generic, never all-ones
-    (ones through softmax give a zero gradient); 1 for a loss, whose own gradient
-    is checked."""
+    """Complete a case with one cotangent per output: random and generic, never
+    all-ones (ones through softmax give a zero gradient); 1 for a loss, whose own
+    gradient is checked."""
     layer = LAYERS[name]
     as64 = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in arrays.items()}
-    out, _ = layer.forward(**as64, **attrs)
-    g = np.array(1.0) if layer.loss else rng.standard_normal(np.shape(out))
-    return Case(name, dtype, attrs, arrays, _round(np.asarray(g), dtype))
+    outs = _named_outputs(layer, layer.forward(**as64, **attrs)[0])
+    cotangents = {n: np.array(1.0) if layer.loss else rng.standard_normal(out.shape) for n, out in outs.items()}
+    return Case(name, dtype, attrs, arrays, {n: _round(np.asarray(g), dtype) for n, g in cotangents.items()})
 
 
 def fixed_case(name: str, dtype: str, dims: dict, attrs: dict, *, seed: int = 0) -> Case:

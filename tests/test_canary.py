@@ -6,11 +6,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gradparity.adapters.base import Output
-from gradparity.reference import condition
-from gradparity.reports.compare import check, scale_of
+from gradparity.reference import GRAD, Oracle, condition
+from gradparity.reports.compare import FLOORS, check, scale_of
 from gradparity.reports.tolerances import known_divergence
-from gradparity.tests.params import layer_framework_dtype
+from gradparity.tests.plugin import profile
 from gradparity.tests.strategies import cases
 
 # Relative to the gradient's scale: ~840 eps in float32, ~4.5e9 eps in float64.
@@ -29,25 +28,26 @@ class Perturbed:
 
     def run(self, case):
         got = self.inner.run(case)
-        grad = np.array(got.grads[self.tensor], dtype=np.float64)
+        original = got[GRAD][self.tensor]
+        grad = np.array(original, dtype=np.float64)
         i = np.unravel_index(np.argmax(np.abs(grad)), grad.shape)
-        grad[i] += self.rel * condition(case) * scale_of(grad, case.g)
-        return Output(got.out, {**got.grads, self.tensor: grad.astype(got.grads[self.tensor].dtype)})
+        grad[i] += self.rel * condition(case) * scale_of(grad, FLOORS[GRAD](case))
+        return {**got, GRAD: {**got[GRAD], self.tensor: grad.astype(original.dtype)}}
 
 
-@pytest.mark.parametrize("layer, framework, dtype", layer_framework_dtype())
-@settings(max_examples=3)
+@pytest.mark.gradparity_matrix
+@settings(profile(), max_examples=3)
 @given(data=st.data())
-def test_perturbed_gradient_is_flagged(layer, framework, dtype, data, adapter_for):
-    adapter = adapter_for(framework)
+def test_perturbed_gradient_is_flagged(layer, framework, dtype, data, runner_for):
+    adapter = runner_for(framework)
     case = data.draw(cases(layer, dtype), label="case")
     divergence = known_divergence(case, framework)
     # An unbounded divergence may explain any error in its (narrow) cases: nothing to prove there.
     assume(divergence is None or divergence.bound is not None)
-    honest = {r["tensor"]: r["status"] for r in check(case, adapter)}
-    passing = sorted(t for t, s in honest.items() if t != "out" and s in ("pass", "known_divergence"))
+    honest = {r["name"]: r["status"] for r in check(case, Oracle(), adapter) if r["kind"] == GRAD}
+    passing = sorted(t for t, s in honest.items() if s in ("pass", "known_divergence"))
     assume(passing)
     tensor = data.draw(st.sampled_from(passing), label="tensor")
-    rows = {r["tensor"]: r for r in check(case, Perturbed(adapter, tensor, CANARY[dtype]))}
+    rows = {r["name"]: r for r in check(case, Oracle(), Perturbed(adapter, tensor, CANARY[dtype])) if r["kind"] == GRAD}
     assert rows[tensor]["status"] == "fail", (
         f"{case.describe()}: {tensor} perturbed by {CANARY[dtype]} of its scale was not flagged: {rows[tensor]}")

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from gradparity.adapters.base import NotApplicable, Output
-from gradparity.reference import Case, evaluate
+from gradparity.adapters.base import NotApplicable
+from gradparity.reference import GRAD, OUT, Case, Oracle
 from gradparity.reports.compare import check, tensor_errors
 from gradparity.reports.tolerances import DEFAULT, EPS, KNOWN_DIVERGENCES, OVERRIDES, Tolerance, tolerance_for
 
 
 def relu_case(x):
     x = np.asarray(x, dtype=np.float64)
-    return Case("relu", "float64", {}, {"x": x}, np.linspace(-1.0, 2.0, x.size).reshape(x.shape))
+    return Case("relu", "float64", {}, {"x": x}, {"y": np.linspace(-1.0, 2.0, x.size).reshape(x.shape)})
 
 
 class Scripted:
@@ -26,18 +26,22 @@ class Scripted:
         return "1.0"
 
     def run(self, case):
-        ref = evaluate(case)
-        out, grads = self.edit(ref.out.copy(), {k: v.copy() for k, v in ref.grads.items()})
-        return Output(out, grads)
+        ref = Oracle().run(case)
+        out, grads = self.edit(ref[OUT]["y"].copy(), {k: v.copy() for k, v in ref[GRAD].items()})
+        return {OUT: {"y": out}, GRAD: grads}
+
+
+def check_oracle(case, runner):
+    return check(case, Oracle(), runner)
 
 
 def statuses(rows):
-    return {r["tensor"]: r["status"] for r in rows}
+    return {r["name"]: r["status"] for r in rows}
 
 
 def test_exact_answer_passes_with_zero_error():
-    rows = check(relu_case([[1.0, -2.0, 0.0]]), Scripted())
-    assert statuses(rows) == {"out": "pass", "x": "pass"}
+    rows = check_oracle(relu_case([[1.0, -2.0, 0.0]]), Scripted())
+    assert statuses(rows) == {"y": "pass", "x": "pass"}
     assert all(r["max_abs_err"] == 0.0 for r in rows)
 
 
@@ -48,8 +52,8 @@ def test_error_just_above_tolerance_fails_and_just_below_passes():
     def nudge(by):
         return Scripted(lambda out, g: (out, {"x": g["x"] + np.array([[by, 0, 0]])}))
 
-    assert statuses(check(case, nudge(0.5 * atol)))["x"] == "pass"
-    assert statuses(check(case, nudge(2.0 * atol)))["x"] == "fail"
+    assert statuses(check_oracle(case, nudge(0.5 * atol)))["x"] == "pass"
+    assert statuses(check_oracle(case, nudge(2.0 * atol)))["x"] == "fail"
 
 
 @pytest.mark.parametrize("expected, actual, ok", [
@@ -74,28 +78,28 @@ def test_a_framework_crash_becomes_error_rows_and_does_not_raise():
     def boom(out, grads):
         raise RuntimeError("kernel exploded")
 
-    rows = check(relu_case([[1.0]]), Scripted(boom))
-    assert statuses(rows) == {"out": "error", "x": "error"}
+    rows = check_oracle(relu_case([[1.0]]), Scripted(boom))
+    assert statuses(rows) == {"y": "error", "x": "error"}
     assert all("kernel exploded" in r["detail"] for r in rows)
 
 
 def test_a_missing_gradient_is_an_error_row():
-    rows = check(relu_case([[1.0]]), Scripted(lambda out, grads: (out, {})))
-    assert statuses(rows) == {"out": "pass", "x": "error"}
+    rows = check_oracle(relu_case([[1.0]]), Scripted(lambda out, grads: (out, {})))
+    assert statuses(rows) == {"y": "pass", "x": "error"}
 
 
 def test_not_applicable_is_a_row_with_the_reason():
     def inexpressible(out, grads):
         raise NotApplicable("no such padding here")
 
-    rows = check(relu_case([[1.0]]), Scripted(inexpressible))
-    assert statuses(rows) == {"out": "not_applicable", "x": "not_applicable"}
+    rows = check_oracle(relu_case([[1.0]]), Scripted(inexpressible))
+    assert statuses(rows) == {"y": "not_applicable", "x": "not_applicable"}
     assert rows[0]["detail"] == "no such padding here"
 
 
 def test_rows_carry_the_report_schema():
-    row = check(relu_case([[1.0, -1.0]]), Scripted())[1]
-    for column in ["layer", "framework", "framework_version", "dtype", "case", "tensor", "shape",
+    row = check_oracle(relu_case([[1.0, -1.0]]), Scripted())[1]
+    for column in ["layer", "framework", "framework_version", "reference", "dtype", "case", "kind", "name", "shape",
                    "max_abs_err", "max_rel_err", "err_eps", "atol", "rtol", "status", "detail", "reproduce"]:
         assert column in row
     assert row["err_eps"] == row["max_rel_err"] / EPS["float64"]

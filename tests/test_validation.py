@@ -1,14 +1,16 @@
 """Bad input is rejected with a ValueError naming the field, before any framework runs."""
 
+import re
+
 import numpy as np
 import pytest
 
-from gradparity.reference import Case, validate
+from gradparity.reference import Case, Oracle, validate
 from gradparity.reports.compare import check
 
 
 class Untouchable:
-    """An adapter that fails the test if it is ever asked to run."""
+    """A runner that fails the test if it is ever asked to run."""
 
     name = "untouchable"
 
@@ -24,14 +26,26 @@ class Untouchable:
 
 def dense_case(**overrides):
     arrays = {"x": np.ones((2, 3)), "W": np.ones((3, 4)), "b": np.zeros(4)}
-    fields = {"layer": "dense", "dtype": "float64", "attrs": {}, "arrays": arrays, "g": np.ones((2, 4)) * 0.5}
+    fields = {"layer": "dense", "dtype": "float64", "attrs": {}, "arrays": arrays,
+              "cotangents": {"y": np.ones((2, 4)) * 0.5}}
     fields.update(overrides)
     return Case(**fields)
 
 
 def ce_case(labels):
     return Case("cross_entropy", "float64", {"label_smoothing": 0.0, "reduction": "mean"},
-                {"logits": np.zeros((2, 3)), "labels": np.asarray(labels)}, np.array(1.0))
+                {"logits": np.zeros((2, 3)), "labels": np.asarray(labels)}, {"loss": np.array(1.0)})
+
+
+def conv_case(**attrs):
+    base = {"stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "groups": 1, "padding": "valid",
+            "pad_top": 0, "pad_bottom": 0, "pad_left": 0, "pad_right": 0}
+    return Case("conv2d", "float64", {**base, **attrs}, {"x": np.ones((1, 1, 3, 3)), "W": np.ones((1, 1, 2, 2))},
+                {"y": np.ones((1, 1, 2, 2))})
+
+
+def softmax_case(axis, x=np.ones((2, 2))):
+    return Case("softmax", "float64", {"axis": axis}, {"x": x}, {"y": np.ones(x.shape)})
 
 
 @pytest.mark.parametrize("case, field", [
@@ -44,20 +58,41 @@ def ce_case(labels):
     (dense_case(arrays={"x": np.ones((2, 3), np.float32), "W": np.ones((3, 4))}), "x"),
     (dense_case(arrays={"x": np.full((2, 3), np.nan), "W": np.ones((3, 4))}), "x"),
     (dense_case(attrs={"stride": 2}), "attrs"),
-    (dense_case(g=np.ones((4, 2))), "g"),
+    (dense_case(cotangents={"y": np.ones((4, 2))}), "cotangents[y]"),
+    # a NaN or Inf cotangent would let every gradient pass vacuously
+    (dense_case(cotangents={"y": np.full((2, 4), np.nan)}), "cotangents[y]"),
+    (dense_case(cotangents={"y": np.full((2, 4), np.inf)}), "cotangents[y]"),
+    (dense_case(cotangents={"y": np.ones((2, 4), np.float32)}), "cotangents[y]"),
+    (dense_case(cotangents={"y": [[0.5] * 4] * 2}), "cotangents[y]"),
+    (dense_case(cotangents={}), "cotangents"),
+    (dense_case(cotangents={"out": np.ones((2, 4))}), "cotangents"),
+    (dense_case(cotangents=np.ones((2, 4))), "cotangents"),
+    # an empty batch
+    (dense_case(arrays={"x": np.ones((0, 3)), "W": np.ones((3, 4))}, cotangents={"y": np.ones((0, 4))}), "x"),
     (ce_case([0, 3]), "labels"),
     (ce_case([0, -1]), "labels"),
     (ce_case([0.0, 1.0]), "labels"),
     (ce_case([0, 1, 2]), "labels"),
-    (Case("huber", "float64", {"delta": -1.0}, {"pred": np.ones(3), "target": np.ones(3)}, np.array(1.0)), "delta"),
-    (Case("softmax", "float64", {"axis": 2}, {"x": np.ones((2, 2))}, np.ones((2, 2))), "axis"),
-    (Case("huber", "float64", {}, {"pred": np.ones(3), "target": np.ones(3)}, np.array(1.0)), "attrs"),
+    (Case("huber", "float64", {"delta": -1.0}, {"pred": np.ones(3), "target": np.ones(3)},
+          {"loss": np.array(1.0)}), "delta"),
+    (Case("huber", "float64", {}, {"pred": np.ones(3), "target": np.ones(3)}, {"loss": np.array(1.0)}), "attrs"),
+    (softmax_case(2), "axis"),
+    # wrong types: a bool where an int belongs, a string where an int belongs
+    (conv_case(stride_h=True), "stride_h"),
+    (conv_case(stride_w=1.0), "stride_w"),
+    (conv_case(padding="SAME"), "padding"),
+    (softmax_case("1"), "axis"),
+    (Case("huber", "float64", {"delta": "1"}, {"pred": np.ones(3), "target": np.ones(3)},
+          {"loss": np.array(1.0)}), "delta"),
 ])
 def test_invalid_case_names_the_field_before_any_framework_runs(case, field):
-    with pytest.raises(ValueError, match=rf"^{field}: "):
-        validate(case)
-    with pytest.raises(ValueError, match=rf"^{field}: "):
-        check(case, Untouchable())
+    with pytest.raises(ValueError, match=rf"^{re.escape(field)}: "):
+        check(case, Oracle(), Untouchable())
+
+
+def test_validation_alone_runs_nothing_and_names_the_field():
+    with pytest.raises(ValueError, match=r"^stride_h: expected an int, got bool True"):
+        validate(conv_case(stride_h=True))
 
 
 def test_valid_case_passes_validation():

@@ -9,7 +9,7 @@ each member runs once, which keeps the benchmarks working.
 import pytest
 
 from gradparity.adapters import ADAPTERS
-from gradparity.reference import LAYERS, evaluate
+from gradparity.reference import GRAD, LAYERS, Oracle
 from gradparity.tests.strategies import fixed_case
 
 # layer -> (dims, attrs) at a size a real network uses, float64.
@@ -33,13 +33,13 @@ MEMBERS = ["oracle", *ADAPTERS]
 
 @pytest.mark.parametrize("member", MEMBERS)
 @pytest.mark.parametrize("layer", list(BENCH))
-def test_forward_backward(benchmark, layer, member, adapter_for):
+def test_forward_backward(benchmark, layer, member, runner_for):
     if layer not in LAYERS:
         pytest.skip(f"{layer} is not in the catalogue")
     dims, attrs = BENCH[layer]
     case = fixed_case(layer, "float64", dims, attrs)
     benchmark.group = layer
     benchmark.name = member
-    run = evaluate if member == "oracle" else adapter_for(member).run
-    result = benchmark(run, case)
-    assert set(result.grads) == set(evaluate(case).grads)
+    runner = Oracle() if member == "oracle" else runner_for(member)
+    result = benchmark(runner.run, case)
+    assert set(result[GRAD]) == set(Oracle().run(case)[GRAD])

@@ -1,0 +1,105 @@
+"""The ``gradparity`` command.
+
+    gradparity run [-k EXPR] [--frameworks A,B] [--dtypes A,B] [--profile ci|dev|thorough]
+                   [--report-dir DIR] [-n N] [--shard K/N] [-p MODULE] [-- PYTEST ARGS]
+    gradparity merge DIR [DIR ...] --out DIR
+    gradparity replay CASE.npz [--framework NAME]
+
+``run`` is pytest on the suite installed with the package (the parity tests
+and the oracle's finite-difference check), from any directory; ``merge`` joins
+report directories (shards of one run, or several runs); ``replay`` reruns one
+saved case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+SUITE = ["gradparity.tests.test_gradients", "gradparity.tests.test_reference"]
+
+
+def _shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N (this machine's part of N), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _workers(text: str) -> str:
+    if text != "auto" and not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of processes or 'auto', got {text!r}")
+    return text
+
+
+def run_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Run the suite: every layer x framework x dtype against "
+                                "the oracle, and the oracle against finite differences.")
+    p.add_argument("-k", metavar="EXPR", help="only tests matching EXPR (pytest -k), e.g. 'dense and torch'")
+    p.add_argument("--frameworks", metavar="A,B", help="frameworks to check (default: every registered one)")
+    p.add_argument("--dtypes", metavar="A,B", help="dtypes to check (default: float32,float64)")
+    p.add_argument("--profile", choices=["dev", "ci", "thorough"], default="ci",
+                   help="examples per test: dev 8, ci 25 derandomized (default), thorough 250 random")
+    p.add_argument("--report-dir", metavar="DIR", help="write the report (CSV, HTML, failing cases) into DIR")
+    p.add_argument("-n", dest="workers", type=_workers, metavar="N",
+                   help="processes to run in (pytest-xdist); default: one")
+    p.add_argument("--shard", type=_shard, metavar="K/N",
+                   help="run only part K of N (pytest-shard; stable across machines); join the reports "
+                        "with gradparity merge")
+    p.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (a module that registers your own layers and builders)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest as they are")
+    return p
+
+
+def pytest_args(args: argparse.Namespace) -> list[str]:
+    """The pytest command line for ``gradparity run``: the installed suite, with
+    the settings of the directory it runs in left out (its addopts are another
+    project's)."""
+    out = ["--pyargs", *SUITE, "-o", "addopts=", "--import-mode=importlib", "-p", "no:cacheprovider",
+           f"--gradparity-profile={args.profile}"]
+    for plugin in args.plugins:
+        out += ["-p", plugin]
+    for option, value in (("-k", args.k), ("--frameworks", args.frameworks), ("--dtypes", args.dtypes),
+                          ("--report-dir", args.report_dir)):
+        if value:
+            out += [option, value]
+    if args.workers is not None:
+        out += ["-n", args.workers]
+    if args.shard:
+        k, n = args.shard
+        out += ["--shard-id", str(k - 1), "--num-shards", str(n)]
+    extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    return out + extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = {"run": "run the suite", "merge": "join report directories into one report",
+                "replay": "rerun one saved case"}
+    if not argv or argv[0] not in commands:
+        parser = argparse.ArgumentParser(prog="gradparity", description=__doc__.split("\n\n")[0],
+                                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                                         epilog="\n".join(f"  {k:<8}{v}" for k, v in commands.items()))
+        parser.add_argument("command", choices=list(commands))
+        parser.parse_args(argv[:1])  # prints usage (and exits 2) for a missing or unknown command
+    command, rest = argv[0], argv[1:]
+    if command == "merge":
+        from .__main__ import main as merge
+
+        return merge(rest, prog="gradparity merge")
+    if command == "replay":
+        from .replay import main as replay
+
+        return replay(rest, prog="gradparity replay")
+    args = run_parser("gradparity run").parse_args(rest)
+    import pytest
+
+    sys.path.insert(0, os.getcwd())  # `-p MODULE` finds a module in the current directory, as `python -m` would
+    return int(pytest.main(pytest_args(args)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

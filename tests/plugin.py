@@ -1,0 +1,313 @@
+"""The gradparity pytest plugin, registered through the ``pytest11`` entry point.
+
+It adds the options (``--report-dir``, ``--frameworks``, ``--dtypes``,
+``--gradparity-profile``), the hypothesis profiles, the layer x framework x
+dtype parametrization (``@pytest.mark.gradparity_matrix``), and the report
+pipeline:
+
+* every process (the only one, or each xdist worker) appends its rows to its
+  own shard file ``DIR/.rows/RUN-WORKER.jsonl`` as each test finishes, so an
+  interrupted run or a crashed worker loses nothing it had finished;
+* at the end the controller joins the shards into the report; a run that did
+  not finish says "partial" with what is missing, and never replaces an
+  existing report (it goes to ``DIR/partial/`` then).
+
+Loaded in every pytest session of an environment where gradparity is
+installed, it does nothing unless gradparity's tests run: importing it imports
+no framework, and its hypothesis profiles have their own names.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+PROFILES = {
+    "dev": dict(max_examples=8),
+    "ci": dict(max_examples=25, derandomize=True, print_blob=True),
+    "thorough": dict(max_examples=250, print_blob=True),
+}
+_active_profile = "ci"
+
+
+def profile():
+    """The hypothesis settings of the profile chosen with ``--gradparity-profile``
+    (``ci`` outside pytest): gradparity's tests decorate with ``@settings(profile())``."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+                    **PROFILES[_active_profile])
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("gradparity", "gradparity: gradients against the NumPy oracle")
+    group.addoption("--report-dir", default=None, metavar="DIR",
+                    help="write gradients.csv, summary.csv, report.html (and the failing cases) into DIR")
+    group.addoption("--frameworks", default=None, metavar="A,B",
+                    help="frameworks to check (default: every registered one)")
+    group.addoption("--dtypes", default=None, metavar="A,B", help="dtypes to check (default: float32,float64)")
+    group.addoption("--gradparity-profile", default="ci", choices=sorted(PROFILES),
+                    help="hypothesis profile of gradparity's tests: dev (8 examples), ci (25, derandomized; "
+                         "the default), thorough (250, random)")
+
+
+def _listed(config, option: str, known, what: str) -> list[str]:
+    raw = config.getoption(option)
+    if raw is None:
+        return list(known)
+    chosen = [v.strip() for v in raw.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in known]
+    if unknown or not chosen:
+        raise pytest.UsageError(f"{option} {raw}: unknown {what} {', '.join(unknown) or '(none given)'}; "
+                                f"known: {', '.join(known)}")
+    return chosen
+
+
+def _usable_report_dir(raw: str) -> Path:
+    """The report directory, created now; a clear one-line error if it cannot be."""
+    path = Path(raw)
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"--report-dir {raw}: exists and is not a directory")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise pytest.UsageError(f"--report-dir {raw}: {existing} is a file, not a directory")
+    try:
+        (path / ".rows").mkdir(parents=True, exist_ok=True)
+        probe = path / ".rows" / f".probe-{uuid.uuid4().hex}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise pytest.UsageError(f"--report-dir {raw}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def _load_user_plugins():
+    """Modules that add layers, builders or runners, from the ``gradparity.plugins``
+    entry point group (a package's way; a conftest or ``-p module`` works too)."""
+    for ep in importlib.metadata.entry_points(group="gradparity.plugins"):
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001 - say which plugin, not a traceback
+            raise pytest.UsageError(f"gradparity plugin {ep.name} ({ep.value}) failed to load: {e}") from None
+
+
+class Recorder:
+    """Takes each test's rows: saves every case that did not pass (for replay)
+    and appends the rows to this process's shard file right away."""
+
+    def __init__(self, report_dir: Path | None, case_dir: Path, run: str, worker: str):
+        self.report_dir, self.case_dir = report_dir, case_dir
+        self.shard = report_dir / ".rows" / f"{run}-{worker}.jsonl" if report_dir else None
+
+    def add(self, rows: list[dict], case) -> list[dict]:
+        if any(r["status"] != "pass" for r in rows):
+            path = case.save(self.case_dir / f"{case.layer}-{case.id}.npz")
+            for r in rows:
+                if r["status"] != "pass":
+                    r["reproduce"] = f"gradparity replay {path} --framework {r['framework']}"
+        if self.shard is not None:
+            with self.shard.open("a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(_plain(r)) + "\n" for r in rows))
+        return rows
+
+
+def _plain(row: dict) -> dict:
+    """Builtin types only (no NumPy scalars), NaN as null: one JSON line per row."""
+    out = {}
+    for k, v in row.items():
+        v = v.item() if hasattr(v, "item") else v
+        out[k] = None if isinstance(v, float) and v != v else v
+    return out
+
+
+class _State:
+    def __init__(self, config):
+        self.frameworks: list[str] = []
+        self.dtypes: list[str] = []
+        self.report_dir: Path | None = None
+        self.run = ""
+        self.recorder: Recorder | None = None
+        self.collected: list[str] = []
+        self.finished: set[str] = set()
+        self.crashed: list[str] = []
+        self.written = None
+
+
+_STATE = pytest.StashKey[_State]()
+
+
+def pytest_configure(config):
+    global _active_profile
+    config.addinivalue_line("markers", "gradparity_matrix: parametrize layer, framework, dtype from the catalogue")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _active_profile = config.getoption("--gradparity-profile")
+    state = config.stash[_STATE] = _State(config)
+    _load_user_plugins()
+    from gradparity.adapters import ADAPTERS
+    from gradparity.reference import DTYPES
+
+    state.frameworks = _listed(config, "--frameworks", list(ADAPTERS), "framework")
+    state.dtypes = _listed(config, "--dtypes", list(DTYPES), "dtype")
+    raw = config.getoption("--report-dir")
+    state.report_dir = _usable_report_dir(raw) if raw else None
+    worker = getattr(config, "workerinput", None)
+    state.run = worker["gradparity_run"] if worker and "gradparity_run" in worker else uuid.uuid4().hex[:12]
+    if state.report_dir:
+        case_dir = state.report_dir / "cases"
+    else:
+        cache = getattr(config, "cache", None)
+        case_dir = Path(str(cache.mkdir("gradparity-cases"))) if cache else Path(".gradparity-cases")
+    state.recorder = Recorder(state.report_dir, case_dir, state.run, worker["workerid"] if worker else "main")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):  # xdist controller: workers write shards of the same run
+    node.workerinput["gradparity_run"] = node.config.stash[_STATE].run
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("gradparity_matrix") is None:
+        return
+    from gradparity.reference import LAYERS
+
+    state = metafunc.config.stash[_STATE]
+    metafunc.parametrize("layer, framework, dtype", [
+        pytest.param(layer, fw, dt, id=f"{layer}-{fw}-{dt}")
+        for layer in LAYERS for fw in state.frameworks for dt in state.dtypes])
+
+
+@pytest.fixture(scope="session")
+def recorder(request) -> Recorder:
+    return request.config.stash[_STATE].recorder
+
+
+@pytest.fixture(scope="session")
+def runner_for():
+    """``runner_for(name)``: the runner, or a skip saying why its framework is missing."""
+    from gradparity.adapters import ADAPTERS
+
+    def get(name):
+        runner = ADAPTERS[name]
+        ok, why = runner.available()
+        if not ok:
+            pytest.skip(why)
+        return runner
+
+    return get
+
+
+def failure_message(case, rows) -> str:
+    lines = [f"{case.describe()} (case {case.id})"]
+    for r in rows:
+        lines.append(f"  {r['framework']} {r['kind']} {r['name']}{r['shape']}: {r['status']}, "
+                     f"err_eps={r['err_eps']:.3g}, atol={r['atol']:.3g}: {r['detail']}")
+    reproduce = next((r["reproduce"] for r in rows if r["reproduce"]), "")
+    if reproduce:
+        lines.append(f"  reproduce: {reproduce}")
+    return "\n".join(lines)
+
+
+# ---- knowing whether the run finished (the controller sees every test's reports)
+
+def pytest_collection_finish(session):
+    session.config.stash[_STATE].collected = [item.nodeid for item in session.items]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    state = node.config.stash[_STATE]
+    if not state.collected:
+        state.collected = list(ids)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem, report, sched):
+    sched.config.stash[_STATE].crashed.append(crashitem)
+
+
+class _Finished:
+    """Counts tests whose teardown was reported: those that ran to the end."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "teardown":
+            self.state.finished.add(report.nodeid)
+
+
+def pytest_sessionstart(session):
+    config = session.config
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_Finished(config.stash[_STATE]), "gradparity-finished")
+
+
+def _run_status(session, exitstatus, state) -> dict:
+    missing = [n for n in state.collected if n not in state.finished]
+    why = []
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        why.append("interrupted")
+    if state.crashed:
+        why.append(f"{len(state.crashed)} test(s) crashed their worker: {', '.join(state.crashed[:5])}")
+    if missing and not why:
+        why.append("some tests did not finish")
+    return {"partial": bool(why or missing), "missing": missing, "why": "; ".join(why)}
+
+
+def _shard_rows(report_dir: Path, run: str) -> list[dict]:
+    rows = []
+    for shard in sorted((report_dir / ".rows").glob(f"{run}-*.jsonl")):
+        for line in shard.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass  # the last line of a shard whose worker died mid-write
+    return rows
+
+
+def _notes(rows: list[dict]) -> dict:
+    from gradparity.adapters import ADAPTERS
+    from gradparity.reports.tolerances import divergence_notes
+
+    conventions = []
+    for layer, fw in sorted({(r["layer"], r["framework"]) for r in rows}):
+        c = ADAPTERS[fw].convention(layer) if fw in ADAPTERS else None
+        if c is not None:
+            conventions.append({"layer": layer, "framework": fw,
+                                "convention": ", ".join(f"{k}={v}" for k, v in c.values.items()),
+                                "reason": c.reason})
+    return {"conventions": conventions, "divergences": divergence_notes()}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    state = config.stash.get(_STATE, None)
+    if state is None or hasattr(config, "workerinput") or state.report_dir is None:
+        return
+    rows = _shard_rows(state.report_dir, state.run)
+    if not rows and not state.collected:
+        return  # nothing of gradparity's ran (another project's tests, or nothing selected)
+    from gradparity.reports.render import write_report
+
+    state.written = write_report(rows, state.report_dir, notes=_notes(rows), run=_run_status(session, exitstatus, state))
+    for shard in (state.report_dir / ".rows").glob(f"{state.run}-*.jsonl"):
+        shard.unlink()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    state = config.stash.get(_STATE, None)
+    written = state.written if state else None
+    if written is None:
+        return
+    terminalreporter.write_sep("-", "gradparity report")
+    terminalreporter.write_line(written.text)
+    for message in written.warnings:
+        terminalreporter.write_line(f"WARNING: {message}", yellow=True)
