@@ -98,9 +98,14 @@ def by_name(*builders) -> dict:
     return {b.__name__: b for b in builders}
 
 
-def named_outputs(out, names: tuple, framework: str) -> dict:
+def named_outputs(out, names: tuple | None, framework: str) -> dict:
     """A builder's result as ``{output name: tensor}``: a layer with one output may
-    return it bare; one with several returns exactly its output names."""
+    return it bare; one with several returns exactly its output names; a
+    forward-only entry (names None) returns the names it chooses."""
+    if names is None:
+        if not isinstance(out, dict):
+            raise TypeError(f"the {framework} builder of a forward-only layer must return {{name: tensor}}")
+        return out
     if not isinstance(out, dict):
         if len(names) != 1:
             raise TypeError(f"the {framework} builder returned one output; the layer has {', '.join(names)}")

@@ -390,7 +390,9 @@ class TensorFlowAdapter(FrameworkAdapter):
                 if isinstance(s, T.Tensor):  # inputs; Keras variables are watched already
                     tape.watch(s)
             outs = forward(tensors)
-            loss = T.add_n([T.reduce_sum(out * T.constant(cotangents[n], dtype=dtype)) for n, out in outs.items()])
+            loss = sum(T.reduce_sum(outs[n] * T.constant(g, dtype=dtype)) for n, g in cotangents.items())
+        if not sources:
+            return {n: T.convert_to_tensor(out).numpy() for n, out in outs.items()}, []
         grads = tape.gradient(loss, sources, unconnected_gradients=T.UnconnectedGradients.ZERO)
         # convert_to_tensor densifies an IndexedSlices (an embedding's), summing duplicates
         return {n: out.numpy() for n, out in outs.items()}, [T.convert_to_tensor(g).numpy() for g in grads]

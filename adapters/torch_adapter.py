@@ -315,7 +315,7 @@ class TorchAdapter(FrameworkAdapter):
     def forward_backward(self, forward, tensors, cotangents, sources, dtype):
         T = torch()
         outs = forward(tensors)
-        loss = sum((out * T.as_tensor(cotangents[n], dtype=getattr(T, dtype))).sum() for n, out in outs.items())
+        loss = sum((outs[n] * T.as_tensor(g, dtype=getattr(T, dtype))).sum() for n, g in cotangents.items())
         grads = (T.autograd.grad(loss, sources, allow_unused=True) if sources and loss.requires_grad
                  else [None] * len(sources))
         return ({n: out.detach().numpy() for n, out in outs.items()},

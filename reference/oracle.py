@@ -35,8 +35,11 @@ def layer_of(case: Case) -> Layer:
 
 
 def differentiable(case: Case) -> list[str]:
-    """Names of the case's arrays whose gradient is checked, in catalogue order."""
+    """Names of the case's arrays whose gradient is checked, in catalogue order
+    (none for a forward-only entry)."""
     layer = layer_of(case)
+    if layer.vjp is None:
+        return []
     return [n for n, spec in layer.arrays.items() if spec.differentiable and n in case.arrays]
 
 
@@ -78,9 +81,10 @@ def validate(case: Case) -> Layer:
             _check_array(name, arr, case.dtype)
     require(isinstance(case.cotangents, dict), "cotangents",
             f"expected a dict of one array per output, got {type(case.cotangents).__name__}")
-    outputs = layer.output_names
+    outputs = layer.output_names or ()
     require(set(case.cotangents) == set(outputs), "cotangents",
-            f"expected one per output ({', '.join(outputs)}), got {', '.join(case.cotangents) or 'none'}")
+            f"expected one per output ({', '.join(outputs) or 'none: the layer is forward-only'}), "
+            f"got {', '.join(case.cotangents) or 'none'}")
     for name in outputs:
         _check_array(f"cotangents[{name}]", case.cotangents[name], case.dtype)
     return layer
@@ -88,11 +92,11 @@ def validate(case: Case) -> Layer:
 
 def _named_outputs(layer: Layer, out) -> dict:
     names = layer.output_names
-    if len(names) == 1 and not isinstance(out, dict):
+    if names is not None and len(names) == 1 and not isinstance(out, dict):
         return {names[0]: np.asarray(out, dtype=np.float64)}
-    assert isinstance(out, dict) and set(out) == set(names), (
-        f"{layer.name}'s forward must return {{{', '.join(names)}}}, got {type(out).__name__}")
-    return {n: np.asarray(out[n], dtype=np.float64) for n in names}
+    assert isinstance(out, dict) and (names is None or set(out) == set(names)), (
+        f"{layer.name}'s forward must return {{{', '.join(names or ['name: array'])}}}, got {type(out).__name__}")
+    return {n: np.asarray(v, dtype=np.float64) for n, v in out.items()}
 
 
 def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
@@ -112,11 +116,13 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
     out, res = layer.forward(**arrays, **case.attrs, **chosen)
     outs = _named_outputs(layer, out)
     for name, value in outs.items():
+        if layer.vjp is None:
+            continue
         g = case.cotangents[name]
         require(g.shape == value.shape, f"cotangents[{name}]",
                 f"expected shape {value.shape} like the output {name}, got {g.shape}")
-    gs = {n: case.cotangents[n].astype(np.float64) for n in outs}
-    grads = layer.vjp(res, gs if len(gs) > 1 else next(iter(gs.values())))
+    gs = {n: case.cotangents[n].astype(np.float64) for n in case.cotangents}
+    grads = {} if layer.vjp is None else layer.vjp(res, gs if len(gs) > 1 else next(iter(gs.values())))
     names = differentiable(case)
     kappa = 1.0 if layer.condition is None else max(1.0, float(layer.condition(res, **arrays, **case.attrs)))
     return Evaluation(

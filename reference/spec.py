@@ -166,6 +166,9 @@ class Layer:
     receives ``{name: cotangent}``. Default: ``("y",)``, or ``("loss",)`` for a loss.
     ``loss``: the output is a scalar loss; its cotangent is 1, so the gradient
     is that of the loss itself.
+    ``vjp=None``: a forward-only entry (an optimizer trajectory): the forward
+    returns ``{name: array}`` with names of its own choosing (``w@1``, ``w@2``,
+    one per step), the case has no cotangents, and no gradient is taken.
     ``conventions``: attributes that are not drawn but chosen by each framework
     (the derivative taken at a kink, the element a tie routes to), with the
     oracle's default; an adapter states the value its framework follows.
@@ -178,7 +181,7 @@ class Layer:
 
     name: str
     forward: Callable[..., tuple]
-    vjp: Callable[[Any, Any], dict]
+    vjp: Callable[[Any, Any], dict] | None
     dims: dict
     arrays: dict
     attrs: dict = field(default_factory=dict)
@@ -188,7 +191,11 @@ class Layer:
     outputs: tuple = ()
 
     @property
-    def output_names(self) -> tuple:
+    def output_names(self) -> tuple | None:
+        """The forward outputs' names, each with a cotangent (None: a forward-only
+        entry names its outputs when it runs)."""
+        if self.vjp is None:
+            return None
         return self.outputs or (("loss",) if self.loss else ("y",))
 
     @property

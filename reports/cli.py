@@ -17,6 +17,7 @@ import argparse
 import os
 import re
 import sys
+from pathlib import Path
 
 SUITE = ["gradparity.tests.test_gradients", "gradparity.tests.test_reference"]
 
@@ -58,8 +59,11 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
     """The pytest command line for ``gradparity run``: the installed suite, with
     the settings of the directory it runs in left out (its addopts are another
     project's)."""
+    from gradparity import tests
+
+    # rootdir at the installed tests: node ids read test_gradients.py::test_...[dense-torch-float32]
     out = ["--pyargs", *SUITE, "-o", "addopts=", "--import-mode=importlib", "-p", "no:cacheprovider",
-           f"--gradparity-profile={args.profile}"]
+           f"--rootdir={Path(tests.__file__).parent}", f"--gradparity-profile={args.profile}"]
     for plugin in args.plugins:
         out += ["-p", plugin]
     for option, value in (("-k", args.k), ("--frameworks", args.frameworks), ("--dtypes", args.dtypes),

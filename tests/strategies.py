@@ -131,6 +131,8 @@ def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
     gradient is checked."""
     layer = LAYERS[name]
     as64 = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in arrays.items()}
+    if layer.vjp is None:  # forward-only: nothing to differentiate
+        return Case(name, dtype, attrs, arrays, {})
     outs = _named_outputs(layer, layer.forward(**as64, **attrs)[0])
     cotangents = {n: np.array(1.0) if layer.loss else rng.standard_normal(out.shape) for n, out in outs.items()}
     return Case(name, dtype, attrs, arrays, {n: _round(np.asarray(g), dtype) for n, g in cotangents.items()})

@@ -123,3 +123,27 @@ def test_the_most_specific_override_wins():
     assert tolerance_for("dense", "torch", "float32", table) is specific
     assert tolerance_for("dense", "tensorflow", "float32", table) is general
     assert tolerance_for("dense", "torch", "float64", table) is DEFAULT["float64"]
+
+
+def test_one_oracle_forward_per_check(monkeypatch):
+    import dataclasses
+
+    from gradparity.reference import LAYERS
+
+    case = relu_case([[1.0, -2.0, 0.0]])
+    answer = Oracle().run(case)
+    calls = []
+    layer = LAYERS["relu"]
+
+    def counted(**kwargs):
+        calls.append(1)
+        return layer.forward(**kwargs)
+
+    monkeypatch.setitem(LAYERS, "relu", dataclasses.replace(layer, forward=counted))
+
+    class Fixed(Scripted):
+        def run(self, case):
+            return answer
+
+    assert statuses(check_oracle(case, Fixed())) == {"y": "pass", "x": "pass"}
+    assert len(calls) == 1

@@ -1,43 +1,185 @@
-"""The report files: schema, summary counts, merging, and rows arriving from xdist workers."""
+"""The run pipeline, end to end in subprocesses: rows reaching disk from every
+process, interrupted and crashed runs, the report directory checked first, the
+`gradparity` command from any directory, sharding, replay's errors."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from gradparity.reports.__main__ import main as merge_main
-from gradparity.reports.compare import COLUMNS
-from gradparity.reports.render import write_report
+from gradparity.adapters import ADAPTERS
+from gradparity.reference import Case
+from gradparity.reports.render import read_rows, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def row(case, tensor="x", status="pass", layer="relu", framework="torch", err=1e-12, reproduce=""):
-    return {"layer": layer, "framework": framework, "framework_version": "9.9", "dtype": "float64",
-            "case": case, "tensor": tensor, "shape": "(2,)", "max_abs_err": err, "max_rel_err": err,
-            "err_eps": err / 2.2e-16, "scale": 1.0, "atol": 1e-10, "rtol": 1e-10, "status": status,
-            "detail": "" if status == "pass" else "worst at (0,)", "convention": "",
-            "tolerance_reason": "default", "attrs": "relu[float64](x(2,))", "reproduce": reproduce}
+KEY = ["layer", "framework", "dtype", "case", "kind", "name"]
+FRAMEWORK = next((name for name in ("torch", "tensorflow") if ADAPTERS[name].available()[0]), None)
+needs_framework = pytest.mark.skipif(FRAMEWORK is None, reason="no framework installed (pip install 'gradparity[torch]')")
+SMALL = "relu- or tanh-"
 
 
-def _run_suite(report_dir: Path, *extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "pytest", "tests/test_gradients.py", "-q", "-p", "no:cacheprovider",
-           "-k", "relu- or tanh-", "--hypothesis-profile", "ci", "--report-dir", str(report_dir), *extra]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return pd.read_csv(report_dir / "gradients.csv")
+def gradparity(*args, cwd: Path, check=True, **popen) -> subprocess.CompletedProcess:
+    """The `gradparity` command, from ``cwd`` (never the repository)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(cwd)}
+    done = subprocess.run([sys.executable, "-m", "gradparity.reports.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600, **popen)
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
 
 
+def suite(report_dir: Path, *extra, cwd: Path, k=SMALL, check=True):
+    return gradparity("run", "-k", k, "--frameworks", FRAMEWORK, "--report-dir", str(report_dir), *extra,
+                      cwd=cwd, check=check)
+
+
+def keys(df: pd.DataFrame) -> set:
+    return set(map(tuple, df[KEY].values))
+
+
+@needs_framework
 def test_rows_from_xdist_workers_all_arrive_once(tmp_path):
-    pytest.importorskip("xdist")
-    serial = _run_suite(tmp_path / "serial")
-    parallel = _run_suite(tmp_path / "parallel", "-n", "2")
-    key = ["layer", "framework", "dtype", "case", "tensor"]
-    assert not parallel.duplicated(key).any()
-    assert set(map(tuple, parallel[key].values)) == set(map(tuple, serial[key].values))
-    assert set(parallel["framework"]) == set(serial["framework"]) and len(serial) > 0
+    suite(tmp_path / "serial", cwd=tmp_path)
+    suite(tmp_path / "parallel", "-n", "2", cwd=tmp_path)
+    serial, parallel = read_rows(tmp_path / "serial"), read_rows(tmp_path / "parallel")
+    assert len(serial) > 0 and not parallel.duplicated(KEY).any()
+    assert keys(parallel) == keys(serial)
+    assert not list((tmp_path / "parallel" / ".rows").glob("*.jsonl")), "shards are removed once joined"
+
+
+@needs_framework
+def test_the_command_runs_from_any_directory_into_an_existing_report_dir(tmp_path):
+    report = tmp_path / "D"
+    report.mkdir()
+    done = gradparity("run", "-k", "dense", "--frameworks", FRAMEWORK, "--dtypes", "float32",
+                      "--report-dir", str(report), "--profile", "dev", cwd=tmp_path)
+    rows = read_rows(report)
+    assert set(rows["layer"]) == {"dense"} and set(rows["framework"]) == {FRAMEWORK}
+    assert set(rows["dtype"]) == {"float32"}
+    assert "gradparity report" in done.stdout and "partial" not in done.stdout
+
+
+@needs_framework
+def test_pytest_without_xdist_works(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q",
+                           "--pyargs", "gradparity.tests.test_gradients", "-k", f"relu-{FRAMEWORK}-float32",
+                           "--report-dir", str(tmp_path / "D")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert len(read_rows(tmp_path / "D")) > 0
+
+
+@needs_framework
+def test_shards_join_into_the_whole_run(tmp_path):
+    suite(tmp_path / "whole", cwd=tmp_path)
+    suite(tmp_path / "one", "--shard", "1/2", cwd=tmp_path)
+    suite(tmp_path / "two", "--shard", "2/2", cwd=tmp_path)
+    one, two = keys(read_rows(tmp_path / "one")), keys(read_rows(tmp_path / "two"))
+    assert one and two and not one & two
+    gradparity("merge", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "joined"),
+               cwd=tmp_path)
+    assert keys(read_rows(tmp_path / "joined")) == keys(read_rows(tmp_path / "whole"))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("a file"), "exists and is not a directory"),
+    (lambda p: (p.parent / "file").write_text("x"), "is a file, not a directory"),
+])
+def test_an_unusable_report_dir_is_one_line_before_anything_runs(tmp_path, make, message):
+    target = tmp_path / "report"
+    make(target)
+    if not target.exists():
+        target = tmp_path / "file" / "report"
+    started = time.monotonic()
+    done = suite(target, cwd=tmp_path, check=False) if FRAMEWORK else gradparity(
+        "run", "--report-dir", str(target), cwd=tmp_path, check=False)
+    assert done.returncode == 4, done.stdout + done.stderr
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert any(message in line and "--report-dir" in line for line in errors), errors
+    assert "Traceback" not in done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_unknown_framework_or_shard_is_a_usage_error(tmp_path):
+    done = gradparity("run", "--frameworks", "torch,mxnet", cwd=tmp_path, check=False)
+    assert done.returncode == 4 and "unknown framework mxnet" in done.stderr + done.stdout
+    done = gradparity("run", "--shard", "3/2", cwd=tmp_path, check=False)
+    assert done.returncode == 2 and "K/N" in done.stderr
+
+
+PRIOR = [{"layer": "relu", "framework": "torch", "framework_version": "0", "reference": "oracle",
+          "dtype": "float64", "case": f"c{i}", "kind": "grad", "name": "x", "shape": "(2,)", "max_abs_err": 0.0,
+          "max_rel_err": 0.0, "err_eps": 0.0, "scale": 1.0, "condition": 1.0, "atol": 1e-10, "rtol": 1e-10,
+          "status": "pass", "detail": "", "convention": "", "divergence": "", "tolerance_reason": "default",
+          "attrs": "", "reproduce": ""} for i in range(50)]
+
+
+@needs_framework
+def test_ctrl_c_keeps_the_previous_report_and_writes_a_partial_one(tmp_path):
+    report = tmp_path / "D"
+    write_report(PRIOR, report)
+    before = (report / "gradients.csv").read_bytes()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradparity.reports.cli", "run", "-k", SMALL, "--frameworks",
+                             FRAMEWORK, "--profile", "thorough", "-n", "2", "--report-dir", str(report)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # until some rows reached disk
+        if sum(len(s.read_text().splitlines()) for s in (report / ".rows").glob("*.jsonl")) >= 20:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stdout.read()[-2000:]
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert (report / "gradients.csv").read_bytes() == before, "an interrupted run replaced the report"
+    partial = read_rows(report / "partial")
+    assert len(partial) >= 20
+    assert "partial" in (report / "partial" / "report.html").read_text().lower()
+    assert "partial" in out, out[-3000:]
+
+
+CRASH = '''
+import os
+
+def pytest_runtest_call(item):
+    if os.environ.get("PYTEST_XDIST_WORKER") and item.nodeid.endswith("[{target}]"):
+        os._exit(1)  # the worker dies as a segfaulting kernel would
+'''
+
+
+@needs_framework
+def test_rows_of_a_crashed_worker_survive_and_the_report_says_partial(tmp_path):
+    target = f"tanh-{FRAMEWORK}-float64"
+    (tmp_path / "crash_plugin.py").write_text(CRASH.format(target=target))
+    suite(tmp_path / "whole", cwd=tmp_path)
+    done = suite(tmp_path / "crashed", "-n", "2", "-p", "crash_plugin", cwd=tmp_path, check=False)
+    assert done.returncode != 0
+    whole, crashed = read_rows(tmp_path / "whole"), read_rows(tmp_path / "crashed")
+    expected = keys(whole[~((whole["layer"] == "tanh") & (whole["dtype"] == "float64"))])
+    assert keys(crashed) == expected
+    meta = json.loads((tmp_path / "crashed" / "meta.json").read_text())
+    assert meta["run"]["partial"] and any(target in m for m in meta["run"]["missing"])
+    assert "partial" in done.stdout
+
+
+def test_replay_of_a_missing_or_corrupt_file_is_one_line(tmp_path):
+    (tmp_path / "corrupt.npz").write_bytes(b"not a zip file")
+    for path in (tmp_path / "missing.npz", tmp_path / "corrupt.npz"):
+        done = gradparity("replay", str(path), cwd=tmp_path, check=False)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and str(path) in lines[0], done.stderr
+
+
+@needs_framework
+def test_replay_reruns_a_saved_case(tmp_path):
+    case = Case("relu", "float64", {}, {"x": np.array([[1.0, -2.0, 0.0]])}, {"y": np.array([[0.5, 1.5, -1.0]])})
+    path = case.save(tmp_path / "relu.npz")
+    done = gradparity("replay", str(path), "--framework", FRAMEWORK, cwd=tmp_path)
+    assert f"{FRAMEWORK:<10} grad x" in done.stdout and "pass" in done.stdout
