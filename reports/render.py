@@ -127,7 +127,8 @@ def divergence_table(df: pd.DataFrame, notes: dict) -> pd.DataFrame:
     rows = []
     for key in keys:
         d = recorded.get(key, {"reason": "(not recorded: this report's notes do not describe it)"})
-        inside = df[df["divergence"] == key]
+        # a case the framework could not express says nothing about the divergence
+        inside = df[(df["divergence"] == key) & (df["status"] != "not_applicable")]
         rows.append({"divergence": key, "layer": d.get("layer", ""), "framework": d.get("framework", ""),
                      "dtype": d.get("dtype", ""), "reason": d.get("reason", ""), "measured": d.get("measured", ""),
                      "bound": d.get("bound", ""), "cases_inside": inside["case"].nunique(),
