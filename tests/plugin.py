@@ -100,13 +100,37 @@ def _load_user_plugins():
 
 class Recorder:
     """Takes each test's rows: saves every case that did not pass (for replay)
-    and appends the rows to this process's shard file right away."""
+    and appends the rows to this process's shard file right away. The case being
+    run is kept in ``.inflight`` until its rows arrive, so a framework that kills
+    the process (an abort in a kernel) still leaves the case that did it."""
 
     def __init__(self, report_dir: Path | None, case_dir: Path, run: str, worker: str):
         self.report_dir, self.case_dir = report_dir, case_dir
         self.shard = report_dir / ".rows" / f"{run}-{worker}.jsonl" if report_dir else None
+        self._inflight = self.shard.with_suffix(".inflight").open("w") if self.shard else None
+
+    def running(self, case) -> None:
+        """Say which case is about to run (rewritten in place: microseconds)."""
+        if self._inflight is not None:
+            from gradparity.reference.case import to_json
+
+            self._mark(to_json(case))
+
+    def _mark(self, text: str) -> None:
+        self._inflight.seek(0)
+        self._inflight.write(text)
+        self._inflight.truncate()
+        self._inflight.flush()
+
+    def close(self) -> None:
+        if self._inflight is not None:
+            self._inflight.close()
+            Path(self._inflight.name).unlink(missing_ok=True)
+            self._inflight = None
 
     def add(self, rows: list[dict], case) -> list[dict]:
+        if self._inflight is not None:
+            self._mark("")
         if any(r["status"] != "pass" for r in rows):
             path = case.save(self.case_dir / f"{case.layer}-{case.id}.npz")
             for r in rows:
@@ -286,18 +310,41 @@ def _notes(rows: list[dict]) -> dict:
     return {"conventions": conventions, "divergences": divergence_notes()}
 
 
+def _unfinished_cases(state) -> list[str]:
+    """The cases some process was running when it stopped, saved for replay."""
+    from gradparity.reference.case import from_json
+
+    found = []
+    for marker in sorted((state.report_dir / ".rows").glob(f"{state.run}-*.inflight")):
+        text = marker.read_text(encoding="utf-8")
+        marker.unlink()
+        if text:
+            case = from_json(text)
+            path = case.save(state.recorder.case_dir / f"{case.layer}-{case.id}.npz")
+            found.append(f"{case.describe()} was running when its process stopped: gradparity replay {path}")
+    return found
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     state = config.stash.get(_STATE, None)
-    if state is None or hasattr(config, "workerinput") or state.report_dir is None:
+    if state is None or state.recorder is None:
+        return
+    if hasattr(config, "workerinput") or state.report_dir is None:
+        state.recorder.close()  # a worker that got here finished its last case
         return
     rows = _shard_rows(state.report_dir, state.run)
+    unfinished = _unfinished_cases(state)
+    state.recorder.close()
     if not rows and not state.collected:
         return  # nothing of gradparity's ran (another project's tests, or nothing selected)
     from gradparity.reports.render import write_report
 
-    state.written = write_report(rows, state.report_dir, notes=_notes(rows), run=_run_status(session, exitstatus, state))
+    run = _run_status(session, exitstatus, state)
+    if unfinished:
+        run = {**run, "partial": True, "why": "; ".join([run["why"], *unfinished]).strip("; ")}
+    state.written = write_report(rows, state.report_dir, notes=_notes(rows), run=run)
     for shard in (state.report_dir / ".rows").glob(f"{state.run}-*.jsonl"):
         shard.unlink()
 

@@ -17,6 +17,7 @@ from gradparity.tests.strategies import cases
 def test_gradients_match_reference(layer, framework, dtype, data, runner_for, recorder):
     runner = runner_for(framework)
     case = data.draw(cases(layer, dtype), label="case")
+    recorder.running(case)
     rows = recorder.add(check(case, Oracle(), runner), case)
     bad = [r for r in rows if r["status"] in ("fail", "error")]
     assert not bad, failure_message(case, bad)

@@ -148,25 +148,40 @@ def test_ctrl_c_keeps_the_previous_report_and_writes_a_partial_one(tmp_path):
 CRASH = '''
 import os
 
-def pytest_runtest_call(item):
-    if os.environ.get("PYTEST_XDIST_WORKER") and item.nodeid.endswith("[{target}]"):
-        os._exit(1)  # the worker dies as a segfaulting kernel would
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        from gradparity.adapters import ADAPTERS
+
+        runner = ADAPTERS["{framework}"]
+        original = runner.run
+
+        def run(case):
+            if case.layer == "tanh" and case.dtype == "float64":
+                os._exit(1)  # the worker dies inside the framework, as an aborting kernel would
+            return original(case)
+
+        runner.run = run
 '''
 
 
 @needs_framework
-def test_rows_of_a_crashed_worker_survive_and_the_report_says_partial(tmp_path):
-    target = f"tanh-{FRAMEWORK}-float64"
-    (tmp_path / "crash_plugin.py").write_text(CRASH.format(target=target))
+def test_rows_of_a_crashed_worker_survive_and_the_report_names_the_case(tmp_path):
+    (tmp_path / "crash_plugin.py").write_text(CRASH.format(framework=FRAMEWORK))
     suite(tmp_path / "whole", cwd=tmp_path)
     done = suite(tmp_path / "crashed", "-n", "2", "-p", "crash_plugin", cwd=tmp_path, check=False)
     assert done.returncode != 0
     whole, crashed = read_rows(tmp_path / "whole"), read_rows(tmp_path / "crashed")
     expected = keys(whole[~((whole["layer"] == "tanh") & (whole["dtype"] == "float64"))])
     assert keys(crashed) == expected
-    meta = json.loads((tmp_path / "crashed" / "meta.json").read_text())
-    assert meta["run"]["partial"] and any(target in m for m in meta["run"]["missing"])
+    run = json.loads((tmp_path / "crashed" / "meta.json").read_text())["run"]
+    target = f"tanh-{FRAMEWORK}-float64"
+    assert run["partial"] and any(target in m for m in run["missing"])
     assert "partial" in done.stdout
+    # the case the worker was running when it died is saved, and replays
+    replay = run["why"].split("gradparity replay ")[1].split(";")[0].strip()
+    assert "tanh[float64]" in run["why"] and Path(replay).is_file()
+    assert "tanh[float64]" in gradparity("replay", replay, "--framework", FRAMEWORK, cwd=tmp_path).stdout
 
 
 def test_replay_of_a_missing_or_corrupt_file_is_one_line(tmp_path):
