@@ -118,12 +118,35 @@ def _inverse(perm):
     return [perm.index(i) for i in range(len(perm))]
 
 
+def xla_conv1d_heap_corruption(dtype: str, x_shape, w_shape, attrs: dict) -> bool:
+    """Whether Keras would run a conv1d whose gradient corrupts the process heap.
+
+    Keras 3 runs every grouped convolution through ``tf.function(jit_compile=True)``
+    (plain TensorFlow has no CPU gradient for grouped convolutions), and XLA's CPU
+    gradient of a float64 1-d convolution with batch 1, 4 channels in and out,
+    kernel 2 and dilation 3 corrupts the heap: the process aborts ("free():
+    invalid pointer", "corrupted double-linked list"), 3 runs out of 3. Measured
+    with tensorflow-cpu 2.21.0 / keras 3.15.1; changing any one of these sizes
+    made it go away, and ungrouped ``tf.nn.convolution`` under jit_compile
+    crashes the same way. A process that dies is not a row: such a case is not run.
+    """
+    if dtype != "float64" or attrs.get("groups", 1) == 1 or attrs.get("dilation") != 3 or len(w_shape) != 3:
+        return False
+    (n, c_in, length), (c_out, _, k) = x_shape, w_shape
+    pads = resolve_padding(attrs["padding"], ((attrs["pad_left"], attrs["pad_right"]),), (length,), (k,),
+                           (attrs["stride"],), (3,))
+    return n == 1 and c_in == 4 and c_out == 4 and k == 2 and length + sum(pads[0]) - 3 > 1
+
+
 def _conv(t, a, dtype, cls, pad_cls, stride, dilation, explicit):
     """Conv1D/Conv2D on channels-last x. Keras refuses strides > 1 with
     dilation_rate > 1 (raises ValueError); the same map is the stride-1 dilated
     convolution subsampled every stride-th output, which is what this runs then."""
     rank = len(stride)
     W = t["W"]
+    if xla_conv1d_heap_corruption(dtype, tuple(t["x"].shape), tuple(W.shape), a):
+        raise RuntimeError("not run: the XLA gradient of this float64 grouped dilated Conv1D corrupts the heap "
+                           "and aborts the process (see the known divergence)")
     kernel = tuple(W.shape[2:])
     mode = a["padding"]
     sizes = tuple(t["x"].shape[2:])

@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..adapters.tf_adapter import xla_conv1d_heap_corruption
 from ..reference.activations import SELU_ALPHA, SELU_SCALE
 
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
@@ -182,6 +183,17 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "(float32 goes through oneDNN and works)",
         "float64, dilation_rate (1, 2) or (2, 2), stride 1: the forward pass raises InvalidArgumentError 'Current CPU "
         "implementations do not yet support dilation rates larger than 1'; float32 matches the oracle"),
+    Divergence(
+        "tf-xla-conv1d-float64-heap-corruption",
+        "conv1d", "tensorflow", "float64",
+        lambda c: xla_conv1d_heap_corruption(c.dtype, c.arrays["x"].shape, c.arrays["W"].shape, c.attrs),
+        "Keras runs grouped convolutions through XLA (jit_compile=True); XLA's CPU gradient of a float64 "
+        "1-d convolution with batch 1, 4 channels in and out, kernel 2 and dilation 3 corrupts the heap and "
+        "aborts the process, so the adapter does not run such a case",
+        "keras Conv1D(4, 2, dilation_rate=3, groups=2|4, dtype='float64') on x (1, 8..32, 4), tape.gradient: "
+        "SIGABRT 'free(): invalid pointer' / 'corrupted double-linked list' in 3 of 3 runs; float32, batch 2, "
+        "other channel counts, kernel 1/3/4 or dilation 1/2/4: 0 crashes (tensorflow-cpu 2.21.0, keras 3.15.1); "
+        "found by the thorough profile (case conv1d x (1, 4, 11), W (4, 2, 2), stride 3, dilation 3, groups 2)"),
     # ---- normalization, embedding, dropout
     Divergence(
         "torch-batch-norm-one-value",
