@@ -21,7 +21,7 @@ from gradparity.reports.render import read_rows, write_report
 KEY = ["layer", "framework", "dtype", "case", "kind", "name"]
 FRAMEWORK = next((name for name in ("torch", "tensorflow") if ADAPTERS[name].available()[0]), None)
 needs_framework = pytest.mark.skipif(FRAMEWORK is None, reason="no framework installed (pip install 'gradparity[torch]')")
-SMALL = "relu- or tanh-"
+SMALL = "relu- or tanh-"  # relu, leaky_relu and tanh: small, and quick in every framework
 
 
 def gradparity(*args, cwd: Path, check=True, **popen) -> subprocess.CompletedProcess:
@@ -43,11 +43,19 @@ def keys(df: pd.DataFrame) -> set:
     return set(map(tuple, df[KEY].values))
 
 
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> pd.DataFrame:
+    """The rows of one serial run of the small selection (the ci profile is derandomized:
+    every run draws the same cases)."""
+    cwd = tmp_path_factory.mktemp("whole")
+    suite(cwd / "report", cwd=cwd)
+    return read_rows(cwd / "report")
+
+
 @needs_framework
-def test_rows_from_xdist_workers_all_arrive_once(tmp_path):
-    suite(tmp_path / "serial", cwd=tmp_path)
+def test_rows_from_xdist_workers_all_arrive_once(tmp_path, whole):
     suite(tmp_path / "parallel", "-n", "2", cwd=tmp_path)
-    serial, parallel = read_rows(tmp_path / "serial"), read_rows(tmp_path / "parallel")
+    serial, parallel = whole, read_rows(tmp_path / "parallel")
     assert len(serial) > 0 and not parallel.duplicated(KEY).any()
     assert keys(parallel) == keys(serial)
     assert not list((tmp_path / "parallel" / ".rows").glob("*.jsonl")), "shards are removed once joined"
@@ -77,15 +85,14 @@ def test_pytest_without_xdist_works(tmp_path):
 
 
 @needs_framework
-def test_shards_join_into_the_whole_run(tmp_path):
-    suite(tmp_path / "whole", cwd=tmp_path)
+def test_shards_join_into_the_whole_run(tmp_path, whole):
     suite(tmp_path / "one", "--shard", "1/2", cwd=tmp_path)
     suite(tmp_path / "two", "--shard", "2/2", cwd=tmp_path)
     one, two = keys(read_rows(tmp_path / "one")), keys(read_rows(tmp_path / "two"))
     assert one and two and not one & two
     gradparity("merge", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "joined"),
                cwd=tmp_path)
-    assert keys(read_rows(tmp_path / "joined")) == keys(read_rows(tmp_path / "whole"))
+    assert keys(read_rows(tmp_path / "joined")) == keys(whole)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -166,12 +173,11 @@ def pytest_configure(config):
 
 
 @needs_framework
-def test_rows_of_a_crashed_worker_survive_and_the_report_names_the_case(tmp_path):
+def test_rows_of_a_crashed_worker_survive_and_the_report_names_the_case(tmp_path, whole):
     (tmp_path / "crash_plugin.py").write_text(CRASH.format(framework=FRAMEWORK))
-    suite(tmp_path / "whole", cwd=tmp_path)
     done = suite(tmp_path / "crashed", "-n", "2", "-p", "crash_plugin", cwd=tmp_path, check=False)
     assert done.returncode != 0
-    whole, crashed = read_rows(tmp_path / "whole"), read_rows(tmp_path / "crashed")
+    crashed = read_rows(tmp_path / "crashed")
     expected = keys(whole[~((whole["layer"] == "tanh") & (whole["dtype"] == "float64"))])
     assert keys(crashed) == expected
     run = json.loads((tmp_path / "crashed" / "meta.json").read_text())["run"]
