@@ -70,8 +70,8 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
                           ("--report-dir", args.report_dir)):
         if value:
             out += [option, value]
-    if args.workers is not None:
-        out += ["-n", args.workers]
+    if args.workers is not None:  # work stealing evens out the end, where one slow layer holds a worker
+        out += ["-n", args.workers, "--dist", "worksteal"]
     if args.shard:
         k, n = args.shard
         out += ["--shard-id", str(k - 1), "--num-shards", str(n)]

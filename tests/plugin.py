@@ -88,6 +88,19 @@ def _usable_report_dir(raw: str) -> Path:
     return path
 
 
+def _threads_per_worker():
+    """In an xdist worker: cores // workers compute threads per framework (unless
+    the user chose). The cases are small, and torch's OpenMP pool spin-waits
+    between operations: with one worker per core, each worker's pool took the
+    other's core (measured on 2 cores: -n 2 took 29.5 s with the default pools,
+    24.7 s with one thread each). Read when the frameworks are first imported,
+    which is later."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(var, str(max(1, cores // workers)))
+
+
 def _load_user_plugins():
     """Modules that add layers, builders or runners, from the ``gradparity.plugins``
     entry point group (a package's way; a conftest or ``-p module`` works too)."""
@@ -182,6 +195,8 @@ def pytest_configure(config):
     raw = config.getoption("--report-dir")
     state.report_dir = _usable_report_dir(raw) if raw else None
     worker = getattr(config, "workerinput", None)
+    if worker:
+        _threads_per_worker()
     state.run = worker["gradparity_run"] if worker and "gradparity_run" in worker else uuid.uuid4().hex[:12]
     if state.report_dir:
         case_dir = state.report_dir / "cases"
@@ -205,6 +220,20 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("layer, framework, dtype", [
         pytest.param(layer, fw, dt, id=f"{layer}-{fw}-{dt}")
         for layer in LAYERS for fw in state.frameworks for dt in state.dtypes])
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each framework's tests together, in registration order (torch, the cheaper
+    import, first): with work stealing, a worker that only meets one framework
+    never imports the other."""
+    state = config.stash[_STATE]
+    rank = {fw: i for i, fw in enumerate(state.frameworks)}
+
+    def framework(item):
+        spec = getattr(item, "callspec", None)
+        return rank.get(spec.params.get("framework"), -1) if spec else -1
+
+    items[:] = sorted(items, key=framework)
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,12 @@ pytestmark = [
 ]
 
 
-def run_example(tmp_path: Path, source: str):
+def run_example(tmp_path: Path, source: str, *extra):
     (tmp_path / "learnable_swish.py").write_text(source)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-m", "gradparity.reports.cli", "run", "-p", "learnable_swish",
-                           "-k", "learnable_swish", "--profile", "dev", "--report-dir", str(tmp_path / "report")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                           "-k", "learnable_swish", "--profile", "dev", "--report-dir", str(tmp_path / "report"),
+                           *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_a_users_layer_is_checked_in_every_framework(tmp_path):
@@ -39,7 +39,8 @@ def test_a_users_layer_is_checked_in_every_framework(tmp_path):
 def test_a_wrong_vjp_in_a_users_layer_is_caught(tmp_path):
     wrong = EXAMPLE.read_text().replace('"beta": (g * x * x * ds).sum(axis=0)', '"beta": (g * x * ds).sum(axis=0)')
     assert wrong != EXAMPLE.read_text()
-    done = run_example(tmp_path, wrong)
+    first = next(name for name, a in ADAPTERS.items() if a.available()[0])  # one framework is enough here
+    done = run_example(tmp_path, wrong, "--frameworks", first)
     assert done.returncode == 1
     assert "test_vjp_matches_numerical_derivative[learnable_swish]" in done.stdout
     rows = read_rows(tmp_path / "report")
