@@ -165,7 +165,9 @@ def _plain(row: dict) -> dict:
 
 
 class _State:
-    def __init__(self, config):
+    """What the plugin knows about this session (kept in the config's stash)."""
+
+    def __init__(self):
         self.frameworks: list[str] = []
         self.dtypes: list[str] = []
         self.report_dir: Path | None = None
@@ -185,7 +187,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gradparity_matrix: parametrize layer, framework, dtype from the catalogue")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _active_profile = config.getoption("--gradparity-profile")
-    state = config.stash[_STATE] = _State(config)
+    state = config.stash[_STATE] = _State()
     _load_user_plugins()
     from gradparity.adapters import ADAPTERS
     from gradparity.reference import DTYPES
@@ -226,12 +228,12 @@ def pytest_collection_modifyitems(config, items):
     """Each framework's tests together, in registration order (torch, the cheaper
     import, first): with work stealing, a worker that only meets one framework
     never imports the other."""
-    state = config.stash[_STATE]
-    rank = {fw: i for i, fw in enumerate(state.frameworks)}
+    rank = {fw: i for i, fw in enumerate(config.stash[_STATE].frameworks)}
 
-    def framework(item):
-        spec = getattr(item, "callspec", None)
-        return rank.get(spec.params.get("framework"), -1) if spec else -1
+    def framework(item):  # other tests keep their place before gradparity's
+        if item.get_closest_marker("gradparity_matrix") is None:
+            return -1
+        return rank.get(item.callspec.params.get("framework"), -1)
 
     items[:] = sorted(items, key=framework)
 
