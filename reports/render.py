@@ -3,10 +3,13 @@
 ``gradients.csv`` has one row per ROW_KEY (case x framework x reference x
 compared name); ``summary.csv`` one row per layer x framework x dtype;
 ``meta.json`` what the run recorded about the frameworks (``notes``) and
-whether it finished (``run``); ``report.html`` shows the verdicts first,
-colour-coded, then the conventions and known divergences as the run recorded
-them, the checks that were not applicable, every check that did not pass (with
-its reproduction), and the worst passing ones.
+whether it finished (``run``); ``plots/*.png`` the plots (see plots.py);
+``report.html`` (one self-contained file: plots inline, no external resource)
+opens with a table of contents, then shows the verdicts, colour-coded, layers
+grouped by family (``FAMILIES``), the plots, the conventions and known
+divergences as the run recorded them, the checks that were not applicable,
+every check that did not pass grouped by layer and divergence (with its
+reproduction), and the worst passing ones. Tables sort on a click on a heading.
 
 The report reads only rows, notes and run: never the current adapters or
 tolerance tables, so an old or merged report shows its own reasons.
@@ -17,6 +20,7 @@ neutralized (and restored exactly by ``read_rows``).
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .plots import render_plots
 from .rows import COLUMNS, GROUP_KEY, NUMERIC, ROW_KEY, STATUSES
 
 PARTLY_NA = "pass (partly n/a)"
@@ -39,6 +44,41 @@ COLOURS = {"pass": "#c8ecc8", PARTLY_NA: "#ecf7e4", "fail": "#f6c6c6", "error": 
            "known_divergence": "#fbe3b4", "not_applicable": "#e4e4e4"}
 SUMMARY_COLUMNS = GROUP_KEY + ["verdict", "cases", "checks", "checked", *STATUSES, "worst_rel_err", "worst_err_eps",
                                "rtol", "max_condition", "convention", "framework_version"]
+# The report groups layers by family: the one place that says which family a layer
+# is in. A layer not named here (a user's own) goes to "other".
+FAMILY_ORDER = ("dense", "activations", "losses", "convolution", "pooling", "normalization", "embedding", "dropout",
+                "recurrent", "attention", "training step", "other")
+FAMILIES = {
+    "dense": ("dense", "residual_block"),
+    "activations": ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "sigmoid", "tanh", "softplus", "softmax",
+                    "log_softmax", "hardtanh", "softsign", "swish", "mish"),
+    "losses": ("mse", "l1", "huber", "cross_entropy", "binary_cross_entropy_with_logits", "nll", "kl_div"),
+    "convolution": ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "depthwise_conv2d"),
+    "pooling": ("max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "global_avg_pool2d", "global_max_pool2d"),
+    "normalization": ("batch_norm", "batch_norm_inference", "layer_norm", "group_norm", "instance_norm", "rms_norm"),
+    "embedding": ("embedding",),
+    "dropout": ("dropout",),
+    "recurrent": ("rnn", "lstm", "gru", "bidirectional_lstm", "bidirectional_gru"),
+    "attention": ("attention", "multi_head_attention", "scaled_dot_product_attention"),
+    "training step": ("sgd_step", "momentum_step", "adam_step", "adamw_step", "rmsprop_step", "train_step"),
+}
+LAYER_FAMILY = {layer: fam for fam, layers in FAMILIES.items() for layer in layers}
+
+
+def family(layer: str) -> str:
+    """The family a layer is shown under in the report ("other" for a layer not in FAMILIES)."""
+    return LAYER_FAMILY.get(layer, "other")
+
+
+def _by_family(df: pd.DataFrame, *more) -> pd.DataFrame:
+    """``df`` with a leading ``family`` column, sorted by family (in FAMILY_ORDER), then layer, then ``more``."""
+    out = df.copy()
+    out.insert(0, "family", out["layer"].map(family))
+    rank = out["family"].map(FAMILY_ORDER.index)
+    return (out.assign(_rank=rank).sort_values(["_rank", "layer", *more], kind="stable")
+            .drop(columns="_rank").reset_index(drop=True))
+
+
 # A spreadsheet runs a cell starting with one of these as a formula; "'" is
 # prefixed too so that read_rows can strip exactly one "'" from every such cell.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -106,16 +146,19 @@ def glance_label(s) -> str:
 
 
 def at_a_glance(summary: pd.DataFrame) -> str:
-    """One line per layer, one column per framework x dtype: the verdict, colour-coded."""
+    """One line per layer (grouped by family), one column per framework x dtype: the verdict, colour-coded."""
     if summary.empty:
         return "<p>No checks ran.</p>"
-    cells = summary.assign(label=summary.apply(glance_label, axis=1),
-                           colour=summary["verdict"].map(lambda v: f"background-color: {COLOURS.get(v, '')}"))
-    labels = cells.pivot(index="layer", columns=["framework", "dtype"], values="label").fillna("")
-    colours = cells.pivot(index="layer", columns=["framework", "dtype"], values="colour").fillna("")
+    cells = _by_family(summary).assign(
+        label=lambda t: t.apply(glance_label, axis=1),
+        colour=lambda t: t["verdict"].map(lambda v: f"background-color: {COLOURS.get(v, '')}"))
+    order = list(dict.fromkeys(zip(cells["family"], cells["layer"])))
+    labels = cells.pivot(index=["family", "layer"], columns=["framework", "dtype"], values="label")
+    colours = cells.pivot(index=["family", "layer"], columns=["framework", "dtype"], values="colour")
+    labels, colours = labels.reindex(order).fillna(""), colours.reindex(order).fillna("")
     return (labels.style.apply(lambda _: colours, axis=None)
             .format(escape="html").format_index(escape="html", axis=0).format_index(escape="html", axis=1)
-            .set_table_attributes('class="grid"').to_html())
+            .set_table_attributes('class="grid glance"').to_html())
 
 
 def divergence_table(df: pd.DataFrame, notes: dict) -> pd.DataFrame:
@@ -155,16 +198,31 @@ def not_applicable_table(df: pd.DataFrame) -> pd.DataFrame:
             .reset_index().rename(columns={"detail": "reason"}))
 
 
-def _html_table(df: pd.DataFrame, caption: str, status_col: str | None = None) -> str:
-    """A captioned table, every cell HTML-escaped, the status column colour-coded."""
-    head = f"<h2>{html.escape(caption)}</h2>"
+STATUS_COLUMNS = ("status", "verdict")
+LONG_COLUMNS = ("detail", "reproduce", "attrs", "reason", "measured", "names", "divergence", "convention",
+                "bound", "changes", "behind")
+
+
+def _table(df: pd.DataFrame, *, wide: bool = False, sortable: bool = True) -> str:
+    """A table, every cell HTML-escaped, status and verdict columns colour-coded;
+    ``wide`` tables take the page's width and wrap long cells; a ``sortable``
+    one sorts on a click on a column heading (the page's inline script)."""
     if df.empty:
-        return head + "<p>None.</p>"
+        return "<p>None.</p>"
     fmt = {c: "{:.3g}" for c in df.columns if df[c].dtype.kind == "f"}
-    styler = df.style.hide(axis="index").format(fmt, na_rep="", escape="html").set_table_attributes('class="grid"')
-    if status_col:
-        styler = styler.map(lambda v: f"background-color: {COLOURS.get(v, '')}", subset=[status_col])
-    return head + styler.to_html()
+    classes = "grid" + (" wide" if wide else "") + (" sortable" if sortable else "")
+    styler = df.style.hide(axis="index").format(fmt, na_rep="", escape="html").set_table_attributes(
+        f'class="{classes}"')
+    long = [c for c in df.columns if str(c).split(" ")[0] in LONG_COLUMNS]
+    if long:  # long text without spaces may break anywhere; a short word never does
+        styler = styler.set_td_classes(pd.DataFrame("long", index=df.index, columns=long))
+    for col in [c for c in df.columns if c in STATUS_COLUMNS or str(c).endswith(" verdict")]:
+        styler = styler.map(lambda v: f"background-color: {COLOURS.get(v, '')}", subset=[col])
+    return styler.to_html()
+
+
+def _section(anchor: str, caption: str, body: str, level: int = 2) -> str:
+    return f'<h{level} id="{html.escape(anchor)}">{html.escape(caption)}</h{level}>\n{body}'
 
 
 def _neutralized(df: pd.DataFrame) -> pd.DataFrame:
@@ -195,15 +253,19 @@ def read_rows(directory: Path) -> pd.DataFrame:
     return df
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str | bytes) -> None:
     """Write a temporary file beside ``path``, then rename it over ``path``: a
     reader, or a crash, sees the old file or the new one, never half of one."""
     # Not tempfile.mkstemp: its files are private (0600), and the report should get
     # the same permissions as any file the user writes.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8", newline="") as f:
-            f.write(text)
+        if isinstance(text, bytes):
+            with open(tmp, "xb") as f:
+                f.write(text)
+        else:
+            with open(tmp, "x", encoding="utf-8", newline="") as f:
+                f.write(text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -220,7 +282,83 @@ def _partial_banner(run: dict) -> str:
             f' Did not run: {html.escape(shown + more) if missing else "unknown"}.</p>')
 
 
-def _page(df, summary, divergences, notes, run, worst) -> str:
+STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:110em}
+table.grid{border-collapse:collapse;font-size:13px;margin-bottom:1em}
+table.grid td,table.grid th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}
+table.grid th{background:#f4f4f4}
+table.wide{width:100%}
+table.wide td{overflow-wrap:break-word;max-width:36em} table.wide th{overflow-wrap:anywhere}
+table.wide td.long{overflow-wrap:anywhere;min-width:6em}
+table.sortable thead th{cursor:pointer} table.sortable thead th:hover{background:#e4e4f4}
+code{font-size:12px} h2{margin-top:1.6em;border-bottom:1px solid #ddd} h3{margin-bottom:.3em}
+nav.toc{background:#f8f8f8;border:1px solid #ddd;padding:.4em 1.2em;display:inline-block}
+nav.toc ol{margin:.2em 0;padding-left:1.4em} nav.toc ol ol{font-size:90%}
+details{margin:.5em 0} summary{cursor:pointer;font-weight:600}
+figure{margin:0} figure img{max-width:100%;border:1px solid #ddd}
+.partial{background:#fbe3b4;border:2px solid #d08000;padding:.5em 1em;font-size:16px}"""
+
+# Sorts a table.sortable on a click on a heading (numbers as numbers); no network, no library.
+SORT_SCRIPT = """document.querySelectorAll('table.sortable').forEach(function(t){
+ var head=t.tHead.rows[t.tHead.rows.length-1];
+ Array.prototype.forEach.call(head.cells,function(th,i){th.title='click to sort';th.addEventListener('click',function(){
+  var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows),dir=th.dataset.dir==='asc'?-1:1;
+  th.dataset.dir=dir>0?'asc':'desc';
+  var key=function(r){var c=r.cells[i],s=c?c.textContent.trim():'';return (s!==''&&isFinite(s))?parseFloat(s):s;};
+  rows.sort(function(a,b){var x=key(a),y=key(b);
+   if(typeof x==='number'&&typeof y==='number')return (x-y)*dir;
+   if(typeof x==='number')return -dir; if(typeof y==='number')return dir;
+   return String(x).localeCompare(String(y))*dir;});
+  rows.forEach(function(r){body.appendChild(r);});});});});"""
+
+# The columns a reader needs first, then the rest.
+CHECK_COLUMNS = ["layer", "framework", "dtype", "kind", "name", "status", "err/atol", "max_abs_err", "atol",
+                 "rtol", "err_eps", "detail", "reproduce", "divergence", "condition", "max_rel_err", "shape",
+                 "reference", "attrs"]
+
+
+def _checks(df: pd.DataFrame, reproduce: bool = True) -> pd.DataFrame:
+    out = df.assign(**{"err/atol": df["max_abs_err"] / df["atol"].where(df["atol"] > 0)})
+    return out[[c for c in CHECK_COLUMNS if reproduce or c != "reproduce"]]
+
+
+def not_passing_groups(bad: pd.DataFrame) -> pd.DataFrame:
+    """The checks that did not pass, one line per layer x framework x dtype x status x divergence:
+    how many checks and cases, which names, the worst error and the detail and reproduction of the worst."""
+    cols = ["family", "layer", "framework", "dtype", "status", "divergence", "checks", "cases", "names",
+            "worst err/atol", "worst err_eps", "detail (worst)", "reproduce (worst)"]
+    if bad.empty:
+        return pd.DataFrame(columns=cols)
+    keys = ["layer", "framework", "dtype", "status", "divergence"]
+    ranked = bad.assign(_r=(bad["max_abs_err"] / bad["atol"].where(bad["atol"] > 0)).fillna(np.inf))
+    ranked = ranked.sort_values("_r", ascending=False, kind="stable")
+    groups = ranked.groupby(keys, sort=False).agg(
+        checks=("status", "size"), cases=("case", "nunique"),
+        names=("name", lambda v: ", ".join(sorted(set(v)))),
+        worst=("_r", "first"), worst_eps=("err_eps", "max"),
+        detail=("detail", "first"), reproduce=("reproduce", "first")).reset_index()
+    groups["worst"] = groups["worst"].replace(np.inf, np.nan)
+    groups = groups.rename(columns={"worst": "worst err/atol", "worst_eps": "worst err_eps",
+                                    "detail": "detail (worst)", "reproduce": "reproduce (worst)"})
+    return _by_family(groups, "framework", "dtype", "status")[cols]
+
+
+def _plots_section(plots: dict) -> str:
+    if not plots:
+        return "<p>No check had a finite error to plot.</p>"
+    figures = "".join(
+        f'<figure id="plot-{html.escape(name)}"><img alt="{html.escape(caption)}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+        f"<figcaption>{html.escape(caption)} (also <code>plots/{html.escape(name)}.png</code>)</figcaption></figure>"
+        for name, (caption, png) in plots.items())
+    return ("<p>One row per layer; each dot is one check: its largest absolute error divided by the atol it had to "
+            "meet, on a log scale. Colours are frameworks, markers dtypes (legend at the right). The vertical line "
+            "at 1 is the pass line: a dot right of it did not pass (ringed in black: a known divergence or a "
+            "failure). A row whose dots sit far left has room to tighten its tolerance; a cloud close to the line "
+            "is where a tolerance is tight. Errors that are NaN (an error raised, a check not applicable) are not "
+            "drawn; an exact match is drawn at the left edge.</p>" + figures)
+
+
+def _page(df, summary, divergences, notes, run, worst, plots=None) -> str:
     bad = df[~df["status"].isin(["pass", "not_applicable"])].sort_values(["status", "err_eps"],
                                                                          ascending=[True, False])
     worst_pass = df[df["status"] == "pass"].nlargest(worst, "err_eps")
@@ -228,13 +366,38 @@ def _page(df, summary, divergences, notes, run, worst) -> str:
     references = ", ".join(sorted(set(df["reference"]))) or "none"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     partial = " (partial)" if run["partial"] else ""
-    shown = ["layer", "framework", "reference", "dtype", "kind", "name", "shape", "status", "max_abs_err",
-             "max_rel_err", "err_eps", "condition", "atol", "rtol", "detail", "divergence", "attrs"]
+    by_family = _by_family(summary, "framework", "dtype")
+    families = list(dict.fromkeys(by_family["family"]))
+    summary_body = "".join(
+        _section(f"summary-{fam.replace(' ', '-')}", fam,
+                 _table(by_family[by_family["family"] == fam].drop(columns="family"), wide=True), level=3)
+        for fam in families) or "<p>None.</p>"
+    bad_body = _table(not_passing_groups(bad), wide=True)
+    if not bad.empty:
+        bad_body += (f"<details><summary>All {len(bad)} checks that did not pass, one per line</summary>"
+                     f"{_table(_checks(bad), wide=True)}</details>")
+    sections = [
+        ("glance", "At a glance", at_a_glance(summary)),
+        ("plots", "Plots: errors against tolerance", _plots_section(plots or {})),
+        ("summary", "Summary: layer x framework x dtype, by family", summary_body),
+        ("conventions", "Conventions: what each framework does where the math leaves a choice",
+         _table(convention_table(df, notes), wide=True)),
+        ("divergences", "Known divergences (reason and measured behaviour, as recorded by the run)",
+         _table(divergences, wide=True)),
+        ("not-applicable", "Checks that were not applicable (not run, not passed)",
+         _table(_by_family(not_applicable_table(df), "framework", "dtype"), wide=True)),
+        ("not-passing", "Every check that did not pass, grouped by layer and divergence (with its reproduction)",
+         bad_body),
+        ("worst-passing", f"The {worst} largest errors that passed", _table(_checks(worst_pass, False), wide=True)),
+    ]
+    toc = "".join(
+        f'<li><a href="#{anchor}">{html.escape(caption)}</a>'
+        + ("<ol>" + "".join(f'<li><a href="#summary-{fam.replace(" ", "-")}">{html.escape(fam)}</a></li>'
+                            for fam in families) + "</ol>" if anchor == "summary" and families else "")
+        + "</li>" for anchor, caption, _ in sections)
+    body = "\n".join(_section(anchor, caption, content) for anchor, caption, content in sections)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>gradparity report{partial}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:110em}}
-table.grid{{border-collapse:collapse;font-size:13px}} table.grid td,table.grid th{{border:1px solid #ccc;padding:3px 6px}}
-table.grid th{{background:#f4f4f4}} code{{font-size:12px}}
-.partial{{background:#fbe3b4;border:2px solid #d08000;padding:.5em 1em;font-size:16px}}</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>gradparity: gradients against a reference{partial}</h1>
 {_partial_banner(run)}
 <p>{len(df)} checks over {df['case'].nunique()} cases; compared with: {html.escape(references)};
@@ -243,17 +406,14 @@ table.grid th{{background:#f4f4f4}} code{{font-size:12px}}
 float64 on the same (rounded) numbers. It passes when
 <code>max |framework - reference| &le; atol = rtol &times; condition &times; scale</code>, with
 <code>scale = max(max|reference tensor|, floor)</code>, the floor being max|cotangent| for a gradient and the largest
-input magnitude for an output; <code>err_eps</code> is the error in units of the dtype's eps relative to that scale.
+input magnitude for an output; <code>err_eps</code> is the error in units of the dtype's eps relative to that scale,
+<code>err/atol</code> the error in units of the tolerance (above 1 does not pass).
 Statuses: {', '.join(STATUSES)}. A group's verdict is one of: {', '.join(VERDICTS)};
-"{PARTLY_NA}" means every check that could run passed but some were not applicable (the grid shows checked/checks).</p>
-<h2>At a glance</h2>
-{at_a_glance(summary)}
-{_html_table(summary, 'Summary: layer x framework x dtype', 'verdict')}
-{_html_table(convention_table(df, notes), 'Conventions: what each framework does where the math leaves a choice')}
-{_html_table(divergences, 'Known divergences (reason and measured behaviour, as recorded by the run)')}
-{_html_table(not_applicable_table(df), 'Checks that were not applicable (not run, not passed)')}
-{_html_table(bad[shown + ['reproduce']], 'Every check that did not pass (with its reproduction)', 'status')}
-{_html_table(worst_pass[shown], f'The {worst} largest errors that passed', 'status')}
+"{PARTLY_NA}" means every check that could run passed but some were not applicable (the grid shows checked/checks).
+Click a column heading to sort a table.</p>
+<nav class="toc" id="contents"><strong>Contents</strong><ol>{toc}</ol></nav>
+{body}
+<script>{SORT_SCRIPT}</script>
 </body></html>"""
 
 
@@ -273,14 +433,19 @@ def write_report(rows, out_dir: Path, *, notes: dict | None = None, run: dict | 
     df = frame(rows)
     summary = summarize(df)
     divergences = divergence_table(df, notes)
+    plots = render_plots(df, list(dict.fromkeys(_by_family(summary)["layer"])))
     # Everything is rendered before anything is written, so a failure leaves the old files.
     files = {
         "meta.json": json.dumps({"notes": notes, "run": run}, indent=2, default=str) + "\n",
         "summary.csv": _csv(summary),
-        "report.html": _page(df, summary, divergences, notes, run, worst),
+        "report.html": _page(df, summary, divergences, notes, run, worst, plots),
         "gradients.csv": _csv(df),  # last: its presence means "a report is here"
     }
     target.mkdir(parents=True, exist_ok=True)
+    if plots:
+        (target / "plots").mkdir(exist_ok=True)
+    for name, (_, png) in plots.items():
+        _write_atomically(target / "plots" / f"{name}.png", png)
     for name, text in files.items():
         _write_atomically(target / name, text)
 

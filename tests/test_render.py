@@ -3,6 +3,7 @@ neutralization, atomic writes, partial runs, and not_applicable groups."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -17,6 +18,7 @@ from gradparity.reports.rows import COLUMNS, NUMERIC, STATUSES
 from gradparity.reports.render import PARTLY_NA, frame, read_rows, write_report
 
 FILES = {"gradients.csv", "summary.csv", "report.html", "meta.json"}
+PLOT_FILES = {"plots/errors.png"}  # written when some check has a finite error
 NOTES = {"conventions": [{"layer": "relu", "framework": "torch", "convention": "relu'(0)=0",
                           "reason": "recorded: torch routes the kink to 0"}],
          "divergences": [{"key": "tf-elu-expm1", "layer": "elu", "framework": "tensorflow", "dtype": "float32",
@@ -35,11 +37,11 @@ def row(**overrides):
 
 
 class Page(HTMLParser):
-    """The tags, the text (style sheets left out), and the h2 headings of a page."""
+    """The tags, the text (style sheets and scripts left out), the scripts, and the h2 headings of a page."""
 
     def __init__(self, text):
         super().__init__()
-        self.tags, self.text, self.headings, self._tag = [], [], [], None
+        self.tags, self.text, self.headings, self.scripts, self._tag = [], [], [], [], None
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
@@ -50,7 +52,9 @@ class Page(HTMLParser):
         self._tag = None
 
     def handle_data(self, data):
-        if self._tag == "style":
+        if self._tag == "script":
+            self.scripts.append(data)
+        if self._tag in ("style", "script"):
             return
         self.text.append(data)
         if self._tag == "h2":
@@ -58,14 +62,15 @@ class Page(HTMLParser):
 
 
 def section(page: str, heading: str) -> str:
-    """The raw HTML from one h2 heading to the next."""
-    start = page.index(heading)
-    end = page.find("<h2>", start)
+    """The raw HTML from one h2 heading (not its entry in the contents) to the next h2."""
+    start = re.search(r"<h2[^>]*>" + re.escape(heading), page).end()
+    end = page.find("<h2", start)
     return page[start:end if end >= 0 else None]
 
 
 def no_temp_files(directory):
-    return sorted(p.name for p in directory.rglob("*") if p.is_file() and p.name not in FILES) == []
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
+                  if p.is_file() and str(p.relative_to(directory)) not in FILES | PLOT_FILES) == []
 
 
 def test_report_files_have_the_schema_and_count_statuses(tmp_path):
@@ -75,7 +80,8 @@ def test_report_files_have_the_schema_and_count_statuses(tmp_path):
             row(case="c", framework="tensorflow"),
             row(case="c", layer="dense", name="W", status="known_divergence", divergence="tf-elu-expm1")]
     written = write_report(rows + [row()], tmp_path, notes=NOTES)  # a repeated ROW_KEY counts once
-    assert set(p.name for p in tmp_path.iterdir()) == FILES and written.path == tmp_path
+    assert set(p.name for p in tmp_path.iterdir()) == FILES | {"plots"} and written.path == tmp_path
+    assert {str(p.relative_to(tmp_path)) for p in (tmp_path / "plots").iterdir()} == PLOT_FILES
     grads = pd.read_csv(tmp_path / "gradients.csv")
     assert list(grads.columns) == COLUMNS and len(grads) == 6
     summary = pd.read_csv(tmp_path / "summary.csv").set_index(["layer", "framework"])
@@ -166,7 +172,8 @@ def test_every_string_from_the_data_is_escaped(tmp_path):
     write_report(rows, tmp_path, notes=notes, run={"partial": True, "missing": [script], "why": bold})
     raw = (tmp_path / "report.html").read_text()
     page = Page(raw)
-    assert "script" not in page.tags and "b" not in page.tags
+    assert page.tags.count("script") == 1 and page.scripts == [render.SORT_SCRIPT]  # the page's own, only
+    assert "b" not in page.tags
     text = "".join(page.text)
     assert script in text and bold in text and "&lt;script&gt;" in raw
     headings = ["At a glance", "Summary", "Conventions", "Known divergences", "Checks that were not applicable",
@@ -195,12 +202,12 @@ def test_files_are_replaced_atomically(tmp_path, monkeypatch):
     replaced, real_replace = [], os.replace
     monkeypatch.setattr(render.os, "replace", lambda src, dst: (replaced.append((src, dst)), real_replace(src, dst)))
     write_report([row()], tmp_path)
-    assert sorted(os.path.basename(dst) for _, dst in replaced) == sorted(FILES)
+    assert sorted(os.path.basename(dst) for _, dst in replaced) == sorted(FILES | {"errors.png"})
     assert all(os.path.dirname(src) == os.path.dirname(dst) for src, dst in replaced)
     assert no_temp_files(tmp_path)
     monkeypatch.undo()
 
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
@@ -212,7 +219,7 @@ def test_files_are_replaced_atomically(tmp_path, monkeypatch):
     monkeypatch.setattr(render.os, "replace", fail)  # the rename fails, after a temp file was written
     with pytest.raises(OSError):
         write_report([row(case="new")], tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_a_partial_run_never_replaces_a_report(tmp_path):
