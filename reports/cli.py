@@ -3,12 +3,13 @@
     gradparity run [-k EXPR] [--frameworks A,B] [--dtypes A,B] [--profile ci|dev|thorough]
                    [--report-dir DIR] [-n N] [--shard K/N] [-p MODULE] [-- PYTEST ARGS]
     gradparity merge DIR [DIR ...] --out DIR
+    gradparity drift DIR [DIR ...] --out DIR
     gradparity replay CASE.npz [--framework NAME]
 
 ``run`` is pytest on the suite installed with the package (the parity tests
 and the oracle's finite-difference check), from any directory; ``merge`` joins
-report directories (shards of one run, or several runs); ``replay`` reruns one
-saved case.
+report directories (shards of one run, or several runs); ``drift`` sets reports
+from different framework versions side by side; ``replay`` reruns one saved case.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = {"run": "run the suite", "merge": "join report directories into one report",
+                "drift": "report directories from different framework versions side by side",
                 "replay": "rerun one saved case"}
     if not argv or argv[0] not in commands:
         parser = argparse.ArgumentParser(prog="gradparity", description=__doc__.split("\n\n")[0],
@@ -94,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         from .__main__ import main as merge
 
         return merge(rest, prog="gradparity merge")
+    if command == "drift":
+        from .drift import main as drift
+
+        return drift(rest, prog="gradparity drift")
     if command == "replay":
         from .replay import main as replay
 
