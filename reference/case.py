@@ -96,6 +96,11 @@ def load(path: str | Path) -> Case:
             meta = json.loads(str(z["__meta__"]))
             arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
             cotangents = {k[2:]: z[k] for k in z.files if k.startswith("g_")}
+            if "__g__" in z.files:  # a case saved before outputs had names: one output, one cotangent
+                from .catalogue import LAYERS
+
+                layer = LAYERS.get(meta["layer"])
+                cotangents = {(layer.output_names or ("y",))[0] if layer else "y": z["__g__"]}
         return Case(meta["layer"], meta["dtype"], meta["attrs"], arrays, cotangents)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise ValueError(f"case file {path}: not a gradparity case ({type(e).__name__}: {e})") from None
