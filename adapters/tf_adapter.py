@@ -18,7 +18,7 @@ import numpy as np
 
 from ..reference import Convention
 from ..reference.conv import resolve_padding, same_pads  # the oracle's rule for 'same': one formula
-from .base import Built, FrameworkAdapter, NotApplicable, by_name, param, seed_of, stateless
+from .base import Built, FrameworkAdapter, NotApplicable, Param, by_name, param, seed_of, stateless
 
 _tf = None
 
@@ -335,11 +335,84 @@ def dropout(t, a, dtype):
     return Built(apply, drawn=lambda: {"mask": probe["kept"].astype(dtype)})
 
 
+# ---- builders: recurrent ------------------------------------------------------
+# Keras stores the kernel (I, G H) and recurrent kernel (H, G H) in the canonical
+# (in, out) layout, with its own gate order: LSTM i, f, c, o is PyTorch's i, f, g, o
+# (no reordering); GRU z, r, h is PyTorch's r, z, n with the first two blocks
+# swapped. SimpleRNN and LSTM hold ONE bias for PyTorch's two: it is loaded with
+# b_ih + b_hh, and its gradient is the gradient of each. GRU(reset_after=True)
+# holds both, as bias (2, 3H): row 0 the input bias, row 1 the recurrent one.
+
+
+def _gate_blocks(order):
+    """A column permutation of a (.., G H) array: block k of the result is block order[k]."""
+    def permute(v):
+        blocks = np.split(np.asarray(v), len(order), axis=-1)
+        return np.concatenate([blocks[k] for k in order], axis=-1)
+    return permute
+
+
+_GRU_ORDER = _gate_blocks((1, 0, 2))  # r, z, n <-> z, r, h (its own inverse)
+
+
+def _recurrent(layer, t, bias, reorder=lambda v: v, states=("h0",)):
+    """Build a Keras RNN layer for the case, load kernel, recurrent kernel and
+    bias (``bias(t) -> (value, Param)``); apply returns y, h_n (and c_n)."""
+    layer.build(tuple(t["x"].shape))
+    cell = layer.cell
+    cell.kernel.assign(reorder(t["W_ih"].numpy()))
+    cell.recurrent_kernel.assign(reorder(t["W_hh"].numpy()))
+    value, bias_param = bias(cell.bias)
+    cell.bias.assign(value)
+    params = (param(cell.kernel, "W_ih", reorder), param(cell.recurrent_kernel, "W_hh", reorder), bias_param)
+
+    def apply(t):
+        y, *last = layer(t["x"], initial_state=[t[s] for s in states])
+        return {"y": y, **dict(zip(("h_n", "c_n"), last))}
+
+    return Built(apply, params)
+
+
+def _summed_bias(t, reorder=lambda v: v):
+    """One Keras bias standing for b_ih + b_hh: loaded with the sum, its gradient is each one's."""
+    def bias(var):
+        return (reorder((t["b_ih"] + t["b_hh"]).numpy()),
+                Param(var, ("b_ih", "b_hh"), lambda g: {"b_ih": reorder(g), "b_hh": reorder(g)}))
+    return bias
+
+
+def _rnn_options(t, dtype):
+    return dict(units=t["W_hh"].shape[0], use_bias=True, dropout=0.0, recurrent_dropout=0.0, return_sequences=True,
+                return_state=True, go_backwards=False, stateful=False, unroll=False, dtype=dtype)
+
+
+def rnn(t, a, dtype):
+    layer = keras().layers.SimpleRNN(activation=a["nonlinearity"], **_rnn_options(t, dtype))
+    return _recurrent(layer, t, _summed_bias(t))
+
+
+def lstm(t, a, dtype):
+    layer = keras().layers.LSTM(activation="tanh", recurrent_activation="sigmoid", unit_forget_bias=False,
+                                use_cudnn=False, **_rnn_options(t, dtype))
+    return _recurrent(layer, t, _summed_bias(t), states=("h0", "c0"))
+
+
+def gru(t, a, dtype):
+    layer = keras().layers.GRU(activation="tanh", recurrent_activation="sigmoid", reset_after=True, use_cudnn=False,
+                               **_rnn_options(t, dtype))
+
+    def bias(var):  # (2, 3H): input bias, recurrent bias, each in Keras' gate order
+        return (np.stack([_GRU_ORDER(t["b_ih"].numpy()), _GRU_ORDER(t["b_hh"].numpy())]),
+                Param(var, ("b_ih", "b_hh"), lambda g: {"b_ih": _GRU_ORDER(g[0]), "b_hh": _GRU_ORDER(g[1])}))
+
+    return _recurrent(layer, t, bias, _GRU_ORDER)
+
+
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
-              dropout),
+              dropout, rnn, lstm, gru),
     # layers without parameters: the op or layer applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: tf().nn.relu(t["x"]),

@@ -242,11 +242,53 @@ def dropout(t, a, dtype):
     return Built(apply, drawn=lambda: {"mask": probe["kept"].numpy().astype(str(dtype).removeprefix("torch."))})
 
 
+# ---- builders: recurrent ------------------------------------------------------
+# Canonical W_ih (I, G H) and W_hh (H, G H) are the transposes of torch's
+# weight_ih_l0 (G H, I) and weight_hh_l0 (G H, H), in torch's own gate order
+# (LSTM i, f, g, o; GRU r, z, n); the biases are bias_ih_l0 and bias_hh_l0 as
+# they are. The modules take and return states with a leading num_layers axis.
+
+
+def _recurrent(module, t, states=("h0",)):
+    """Load the canonical weights into a one-layer batch-first module; apply returns
+    y, h_n (and c_n) with the num_layers axis squeezed."""
+    for name, canonical, convert in (("weight_ih_l0", "W_ih", _transpose), ("weight_hh_l0", "W_hh", _transpose),
+                                     ("bias_ih_l0", "b_ih", None), ("bias_hh_l0", "b_hh", None)):
+        _set(getattr(module, name), t[canonical] if convert is None else convert(t[canonical]))
+    params = (param(module.weight_ih_l0, "W_ih", _transpose), param(module.weight_hh_l0, "W_hh", _transpose),
+              param(module.bias_ih_l0, "b_ih"), param(module.bias_hh_l0, "b_hh"))
+
+    def apply(t):
+        init = tuple(t[s].unsqueeze(0) for s in states)
+        y, last = module(t["x"], init if len(init) > 1 else init[0])
+        last = last if isinstance(last, tuple) else (last,)
+        return {"y": y, **{name: s.squeeze(0) for name, s in zip(("h_n", "c_n"), last)}}
+
+    return Built(apply, params)
+
+
+def _recurrent_sizes(t):
+    return dict(input_size=t["W_ih"].shape[0], hidden_size=t["W_hh"].shape[0], num_layers=1, bias=True,
+                batch_first=True, dropout=0.0, bidirectional=False)
+
+
+def rnn(t, a, dtype):
+    return _recurrent(nn().RNN(**_recurrent_sizes(t), nonlinearity=a["nonlinearity"], dtype=dtype), t)
+
+
+def lstm(t, a, dtype):
+    return _recurrent(nn().LSTM(**_recurrent_sizes(t), proj_size=0, dtype=dtype), t, ("h0", "c0"))
+
+
+def gru(t, a, dtype):
+    return _recurrent(nn().GRU(**_recurrent_sizes(t), dtype=dtype), t)
+
+
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
-              dropout),
+              dropout, rnn, lstm, gru),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: nn().ReLU()(t["x"]),

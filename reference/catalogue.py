@@ -20,6 +20,7 @@ from . import losses as ls
 from . import models as md
 from . import norm as nm
 from . import pooling as pl
+from . import recurrent as rc
 from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Mask, Real, Shape
 
 LAYERS: dict[str, Layer] = {}
@@ -340,4 +341,44 @@ register(Layer(
     "dropout", dr.dropout, dr.dropout_vjp, dims=ANY_SHAPE,
     attrs={"p": Float(0.0, 0.9, edges=(0.0, 0.5))},
     arrays={"x": Array(S("shape")), "mask": Array(S("shape"), Mask("p"), grad=False)},
+))
+
+# ---- recurrent ----------------------------------------------------------------
+# One layer, one direction, batch first; weights (in, G H) in PyTorch's gate order
+# (see reference/recurrent.py). Inputs reach +-3 and weights +-2, so with I = 4
+# the gates saturate now and then (sigma(30) is exactly 1 in float32); zero
+# initial states come from the 0.0 edge. T = 1 (one step) and N = 1 are drawn.
+
+RECURRENT_DIMS = {"N": Int(1, 3), "T": Int(1, 4), "I": Int(1, 4), "H": Int(1, 4, like="I")}
+RECURRENT_X = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
+RECURRENT_STATE = Real(-2.0, 2.0, edges=(0.0,))
+RECURRENT_W = Real(-2.0, 2.0, edges=(0.0, 2.0, -2.0))
+RECURRENT_B = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
+
+
+def _recurrent_arrays(gates, states=("h0",)):
+    return {
+        "x": Array(S("N", "T", "I"), RECURRENT_X),
+        **{s: Array(S("N", "H"), RECURRENT_STATE) for s in states},
+        "W_ih": Array(lambda d, a: (d.I, gates * d.H), RECURRENT_W, param=True),
+        "W_hh": Array(lambda d, a: (d.H, gates * d.H), RECURRENT_W, param=True),
+        "b_ih": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+        "b_hh": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+    }
+
+
+register(Layer(
+    "rnn", rc.rnn, rc.rnn_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    attrs={"nonlinearity": Choice("tanh", "relu")},
+    arrays=_recurrent_arrays(1),
+))
+
+register(Layer(
+    "lstm", rc.lstm, rc.lstm_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
+    arrays=_recurrent_arrays(4, ("h0", "c0")),
+))
+
+register(Layer(
+    "gru", rc.gru, rc.gru_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    arrays=_recurrent_arrays(3),
 ))

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..adapters.tf_adapter import xla_conv1d_heap_corruption
 from ..reference.activations import SELU_ALPHA, SELU_SCALE
+from ..reference.recurrent import rnn
 
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
@@ -133,6 +134,21 @@ def _softplus_threshold_shows(case) -> bool:
     return gap > tolerance_for("softplus", "tensorflow", case.dtype).rtol
 
 
+def _subnormal_rnn_pre_activation(case) -> bool:
+    """A ReLU RNN whose pre-activation a_t = x_t W_ih + b_ih + h_{t-1} W_hh + b_hh is,
+    somewhere, closer to 0 than the I + H + 2 terms it sums could move it if each
+    were flushed from subnormal to zero (|a| < (I + H + 2) tiny): there TensorFlow's
+    sign of a, and so ReLU'(a), may differ from the exact one."""
+    if case.attrs["nonlinearity"] != "relu":
+        return False
+    a = {k: v.astype(np.float64) for k, v in case.arrays.items()}
+    y = rnn(**a, nonlinearity="relu")[0]["y"]
+    h_prev = np.concatenate([a["h0"][:, None], y[:, :-1]], axis=1)
+    pre = a["x"] @ a["W_ih"] + a["b_ih"] + h_prev @ a["W_hh"] + a["b_hh"]
+    reach = (a["W_ih"].shape[0] + a["W_hh"].shape[0] + 2) * np.finfo(case.dtype).tiny
+    return bool(np.any((pre != 0) & (np.abs(pre) < reach)))
+
+
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "tf-elu-exp-minus-one",
@@ -211,6 +227,16 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "the variance is 0; the oracle and Keras give y = beta, gx = 0",
         "torch: ValueError 'Expected more than 1 value per channel when training, got input size [1, 1]' "
         "(F.group_norm checks [N * C / groups, groups, *spatial]); keras GroupNormalization: matches the oracle"),
+    # ---- recurrent
+    Divergence(
+        "tf-flush-to-zero-rnn-relu",
+        "rnn", "tensorflow", "*", _subnormal_rnn_pre_activation,
+        "TensorFlow's CPU kernels flush subnormal results to zero: in a ReLU SimpleRNN a pre-activation "
+        "x_t W_ih + b + h_{t-1} W_hh that is subnormal (or a sum of subnormal products) becomes 0, and the ReLU "
+        "then passes no gradient to that step (PyTorch keeps it and passes g); the states after it are off too",
+        "float32 x = 1.1754944e-38 (the smallest normal), W_ih = 0.41776422, b = 0, h0 = 0: x W_ih = 4.9e-39 > 0; "
+        "SimpleRNN(activation='relu') gives y = 0 and gb_ih = gb_hh = gx = 0, PyTorch's nn.RNN and the oracle "
+        "y = 4.9e-39, gb = g_y + g_h_n = 1.1672 (tensorflow-cpu 2.21.0, keras 3.15.1)"),
 ]
 
 
