@@ -34,10 +34,11 @@ def _label(text) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in str(text)).replace("$", r"\$")
 
 
-def errors_against_tolerance(df: pd.DataFrame, layer_order=None):
+def errors_against_tolerance(df: pd.DataFrame, layer_order=None, family_of=None):
     """Per layer x framework x dtype, every check's max |error| / atol on a log
     axis (one row per layer, frameworks as colours, dtypes as markers), the pass
-    line at 1. NaN errors (errors, not applicable) are left out."""
+    line at 1. NaN errors (errors, not applicable) are left out. ``family_of``
+    (layer -> family name), when given, labels and separates the families."""
     ratio = df["max_abs_err"] / df["atol"]
     d = df.assign(ratio=ratio)[np.isfinite(ratio) & (df["atol"] > 0)]
     if d.empty:
@@ -63,31 +64,43 @@ def errors_against_tolerance(df: pd.DataFrame, layer_order=None):
             ax.scatter(x[over], y[over], s=22, marker=MARKERS.get(dt, "D"), facecolors="none", edgecolors="black",
                        linewidths=0.7)
     ax.axvline(1.0, color="black", linewidth=1.2)
-    ax.text(1.0, -0.9, " pass line: error = atol", fontsize=8, va="bottom")
+    ax.text(1.0, -0.9, " pass line: error = atol", fontsize=8, va="center")
     ax.set_xscale("log")
     ax.set_yticks(range(len(layers)), [_label(l) for l in layers], fontsize=8)
     ax.set_ylim(len(layers) - 0.5, -1)
     for i in range(len(layers) + 1):
         ax.axhline(i - 0.5, color="#e4e4e4", linewidth=0.6, zorder=0)
+    if family_of is not None:  # a family's name at the right of its first row, a darker line above it
+        previous = None
+        for i, layer in enumerate(layers):
+            fam = family_of(layer)
+            if fam != previous:
+                if i:
+                    ax.axhline(i - 0.5, color="#888888", linewidth=0.9, zorder=0)
+                ax.annotate(_label(fam), (1.005, i), xycoords=("axes fraction", "data"), fontsize=8,
+                            style="italic", va="center", color="#444444")
+                previous = fam
     ax.set_xlabel(f"max |framework - reference| / atol per check (log; right of 1 fails; below {FLOOR:g} drawn at it)")
     ax.grid(axis="x", which="major", color="#eeeeee")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False, markerscale=1.6)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=max(len(combos), 1), fontsize=8, frameon=False,
+              markerscale=1.6)
     fig.tight_layout()
     return fig
 
 
-# name -> (caption, function(rows, layer_order) -> Figure | None). A gradient-flow
+# name -> (caption, function(rows, layer_order, family_of) -> Figure | None). A gradient-flow
 # plot for the recurrent layers goes here when it exists.
 PLOTS = {
     "errors": ("Errors against tolerance: each check's error in units of its atol", errors_against_tolerance),
 }
 
 
-def render_plots(df: pd.DataFrame, layer_order=None) -> dict:
-    """``{name: (caption, png bytes)}`` for every plot that has something to draw."""
+def render_plots(df: pd.DataFrame, layer_order=None, family_of=None) -> dict:
+    """``{name: (caption, png bytes)}`` for every plot that has something to draw; layers in
+    ``layer_order``, grouped by ``family_of`` (layer -> family) when given."""
     out = {}
     for name, (caption, draw) in PLOTS.items():
-        fig = draw(df, layer_order)
+        fig = draw(df, layer_order, family_of)
         if fig is None:
             continue
         buf = io.BytesIO()

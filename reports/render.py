@@ -351,8 +351,8 @@ def _plots_section(plots: dict) -> str:
         f"<figcaption>{html.escape(caption)} (also <code>plots/{html.escape(name)}.png</code>)</figcaption></figure>"
         for name, (caption, png) in plots.items())
     return ("<p>One row per layer; each dot is one check: its largest absolute error divided by the atol it had to "
-            "meet, on a log scale. Colours are frameworks, markers dtypes (legend at the right). The vertical line "
-            "at 1 is the pass line: a dot right of it did not pass (ringed in black: a known divergence or a "
+            "meet, on a log scale, grouped by family (names at the right). Colours are frameworks, markers "
+            "dtypes (legend above). The vertical line at 1 is the pass line: a dot right of it did not pass (ringed in black: a known divergence or a "
             "failure). A row whose dots sit far left has room to tighten its tolerance; a cloud close to the line "
             "is where a tolerance is tight. Errors that are NaN (an error raised, a check not applicable) are not "
             "drawn; an exact match is drawn at the left edge.</p>" + figures)
@@ -433,7 +433,7 @@ def write_report(rows, out_dir: Path, *, notes: dict | None = None, run: dict | 
     df = frame(rows)
     summary = summarize(df)
     divergences = divergence_table(df, notes)
-    plots = render_plots(df, list(dict.fromkeys(_by_family(summary)["layer"])))
+    plots = render_plots(df, list(dict.fromkeys(_by_family(summary)["layer"])), family)
     # Everything is rendered before anything is written, so a failure leaves the old files.
     files = {
         "meta.json": json.dumps({"notes": notes, "run": run}, indent=2, default=str) + "\n",

@@ -219,6 +219,10 @@ def test_the_plot_leaves_out_nan_errors_and_marks_the_pass_line():
     assert sorted(points[:3, 0]) == pytest.approx([plots.FLOOR, 1e-2, 5.0])
     assert any(list(line.get_xdata()) == [1.0, 1.0] for line in ax.lines)
     assert plots.errors_against_tolerance(frame([row(max_abs_err=float("nan"))])) is None
+    two = frame([row(layer="dense"), row(layer="relu", case="b"), row(layer="lstm", case="c")])
+    fig = plots.errors_against_tolerance(two, ["dense", "relu", "lstm"], family)
+    assert [t.get_text() for t in fig.axes[0].texts if t.get_text() in FAMILY_ORDER] == [
+        "dense", "activations", "recurrent"]
 
 
 def test_a_report_of_7000_rows_renders_quickly(tmp_path):
