@@ -134,19 +134,41 @@ def _softplus_threshold_shows(case) -> bool:
     return gap > tolerance_for("softplus", "tensorflow", case.dtype).rtol
 
 
-def _subnormal_rnn_pre_activation(case) -> bool:
-    """A ReLU RNN whose pre-activation a_t = x_t W_ih + b_ih + h_{t-1} W_hh + b_hh is,
-    somewhere, closer to 0 than the I + H + 2 terms it sums could move it if each
-    were flushed from subnormal to zero (|a| < (I + H + 2) tiny): there TensorFlow's
-    sign of a, and so ReLU'(a), may differ from the exact one."""
+def _rnn_relu_pre_activations(case):
+    """A ReLU RNN's pre-activations a_t = x_t W_ih + b_ih + h_{t-1} W_hh + b_hh (float64,
+    from the oracle's states), the sum of their terms' magnitudes, and how many terms
+    each sums (I + H + 2); None for a tanh RNN."""
     if case.attrs["nonlinearity"] != "relu":
-        return False
+        return None
     a = {k: v.astype(np.float64) for k, v in case.arrays.items()}
     y = rnn(**a, nonlinearity="relu")[0]["y"]
     h_prev = np.concatenate([a["h0"][:, None], y[:, :-1]], axis=1)
     pre = a["x"] @ a["W_ih"] + a["b_ih"] + h_prev @ a["W_hh"] + a["b_hh"]
-    reach = (a["W_ih"].shape[0] + a["W_hh"].shape[0] + 2) * np.finfo(case.dtype).tiny
-    return bool(np.any((pre != 0) & (np.abs(pre) < reach)))
+    size = (np.abs(a["x"]) @ np.abs(a["W_ih"]) + np.abs(a["b_ih"]) + np.abs(h_prev) @ np.abs(a["W_hh"])
+            + np.abs(a["b_hh"]))
+    return pre, size, a["W_ih"].shape[0] + a["W_hh"].shape[0] + 2
+
+
+def _subnormal_rnn_pre_activation(case) -> bool:
+    """A ReLU RNN whose pre-activation is, somewhere, closer to 0 than its I + H + 2
+    terms could move it if each were flushed from subnormal to zero (|a| < (I + H + 2)
+    tiny): there TensorFlow's sign of a, and so ReLU'(a), may differ from the exact one."""
+    found = _rnn_relu_pre_activations(case)
+    if found is None:
+        return False
+    pre, _, terms = found
+    return bool(np.any((pre != 0) & (np.abs(pre) < terms * np.finfo(case.dtype).tiny)))
+
+
+def _rnn_relu_sign_by_rounding(case) -> bool:
+    """A ReLU RNN with a pre-activation whose sign rounding decides: |a| within the
+    summation bound terms * eps * sum|terms| of 0 (terms = I + H + 2), where some term
+    is nonzero (a sum of cancelling terms, such as b_ih = 3, b_hh = -3)."""
+    found = _rnn_relu_pre_activations(case)
+    if found is None:
+        return False
+    pre, size, terms = found
+    return bool(np.any((size > 0) & (np.abs(pre) <= terms * EPS[case.dtype] * size)))
 
 
 KNOWN_DIVERGENCES: list[Divergence] = [
@@ -237,6 +259,16 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "float32 x = 1.1754944e-38 (the smallest normal), W_ih = 0.41776422, b = 0, h0 = 0: x W_ih = 4.9e-39 > 0; "
         "SimpleRNN(activation='relu') gives y = 0 and gb_ih = gb_hh = gx = 0, PyTorch's nn.RNN and the oracle "
         "y = 4.9e-39, gb = g_y + g_h_n = 1.1672 (tensorflow-cpu 2.21.0, keras 3.15.1)"),
+    Divergence(
+        "tf-rnn-relu-kink-summation-order",
+        "rnn", "tensorflow", "*", _rnn_relu_sign_by_rounding,
+        "ReLU'(0) = 0 everywhere, but which side of the kink a pre-activation within rounding of 0 falls on "
+        "depends on the order of the sum: Keras' SimpleRNN holds one bias b_ih + b_hh and computes "
+        "(x_t W_ih + b) + h_{t-1} W_hh, PyTorch and the oracle (x_t W_ih + b_ih) + (h_{t-1} W_hh + b_hh); where "
+        "the terms cancel, one side gets exactly 0 (no gradient) and the other a rounding residue (gradient g)",
+        "float64, x = 0, b_ih = 3, b_hh = -3 in unit 2, h0 W_hh contributing 3.5e-68 there: the oracle and "
+        "nn.RNN compute 3 + 3.5e-68 - 3 = 0 and pass no gradient; SimpleRNN computes 0 + 0 + 3.5e-68 > 0 (the "
+        "exact value) and passes it (gW_hh off by 5.7 at scale 2.5; tensorflow-cpu 2.21.0, keras 3.15.1)"),
 ]
 
 
