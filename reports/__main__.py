@@ -12,18 +12,13 @@ was. ``--out`` may be one of the inputs: everything is read before writing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from .render import Written, frame, read_rows, write_report
-
-
-class MergeError(Exception):
-    """An input that is not a readable report directory."""
+from .render import ReportError, Written, directories_command, frame, read_rows, report_dirs, write_report
 
 
 def _meta(directory: Path) -> dict | None:
@@ -33,16 +28,12 @@ def _meta(directory: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
-        raise MergeError(f"{path}: not valid JSON ({e})") from None
+        raise ReportError(f"{path}: not valid JSON ({e})") from None
 
 
 def merge(inputs: list[Path], out: Path) -> Written:
     """One report in ``out`` from the report directories ``inputs`` (see the module docstring)."""
-    inputs = [Path(d) for d in inputs]
-    bad = [f"{d} (no such directory)" if not d.is_dir() else f"{d} (no gradients.csv)"
-           for d in inputs if not (d / "gradients.csv").is_file()]
-    if bad:
-        raise MergeError("not a report directory: " + ", ".join(bad))
+    inputs = report_dirs(inputs)
     frames, conventions, divergences, partial, missing, warnings = [], {}, {}, [], [], []
     for d in inputs:
         frames.append(frame(read_rows(d)))  # one input at a time: old and new schemas upgrade separately
@@ -66,19 +57,8 @@ def merge(inputs: list[Path], out: Path) -> Written:
 
 
 def main(argv=None, prog: str = "python -m gradparity.reports") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="+", type=Path, help="report directories to merge")
-    parser.add_argument("--out", required=True, type=Path, help="directory for the merged report")
-    args = parser.parse_args(argv)
-    try:
-        written = merge(args.inputs, args.out)
-    except MergeError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    print(written.text)
-    for message in written.warnings:
-        print(f"WARNING: {message}", file=sys.stderr)
-    return 0
+    return directories_command(argv, prog, __doc__.splitlines()[0], merge, "report directories to merge",
+                               "directory for the merged report")
 
 
 if __name__ == "__main__":

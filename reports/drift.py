@@ -18,7 +18,6 @@ escaped; CSV formula cells are neutralized.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import sys
@@ -29,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .render import (COLOURS, SORT_SCRIPT, STYLE, _by_family, _csv, _write_atomically, frame, read_rows,
-                     summarize)
+from .render import (COLOURS, SORT_SCRIPT, STYLE, ReportError, _by_family, _csv, _write_atomically,
+                     directories_command, frame, read_rows, report_dirs, summarize)
 from .rows import GROUP_KEY, ROW_KEY
 
 FACTOR = 4.0
@@ -38,10 +37,6 @@ ERR_FLOOR = 1.0  # err_eps below this counts as this
 ABSENT = "absent"
 MAX_BEHIND = 5  # cases listed per change
 FIELDS = ("version", "verdict", "worst err_eps", "convention", "divergences")
-
-
-class DriftError(Exception):
-    """An input that is not a readable report directory."""
 
 
 @dataclass
@@ -234,13 +229,9 @@ def _partial(directory: Path) -> bool:
 
 def drift(inputs: list[Path], out: Path) -> Drift:
     """drift.csv and drift.html in ``out`` from the report directories ``inputs`` (see the module docstring)."""
-    inputs = [Path(d) for d in inputs]
-    bad = [f"{d} (no such directory)" if not d.is_dir() else f"{d} (no gradients.csv)"
-           for d in inputs if not (d / "gradients.csv").is_file()]
-    if bad:
-        raise DriftError("not a report directory: " + ", ".join(bad))
+    inputs = report_dirs(inputs)
     if len(inputs) < 2:
-        raise DriftError("drift compares two or more report directories")
+        raise ReportError("drift compares two or more report directories")
     labels = _labels(inputs)
     frames = [frame(read_rows(d)) for d in inputs]
     table, changed = compare(frames, labels)
@@ -257,19 +248,8 @@ def drift(inputs: list[Path], out: Path) -> Drift:
 
 
 def main(argv=None, prog: str = "gradparity drift") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="+", type=Path, help="report directories, oldest version first")
-    parser.add_argument("--out", required=True, type=Path, help="directory for drift.csv and drift.html")
-    args = parser.parse_args(argv)
-    try:
-        result = drift(args.inputs, args.out)
-    except DriftError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    print(result.text)
-    for message in result.warnings:
-        print(f"WARNING: {message}", file=sys.stderr)
-    return 0
+    return directories_command(argv, prog, __doc__.splitlines()[0], drift, "report directories, oldest version first",
+                               "directory for drift.csv and drift.html")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,41 @@ def _by_family(df: pd.DataFrame, *more) -> pd.DataFrame:
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
+class ReportError(Exception):
+    """An input that is not a readable report directory (merge, drift)."""
+
+
+def report_dirs(inputs) -> list[Path]:
+    """The inputs as paths, each a directory holding gradients.csv; else ReportError naming every bad one."""
+    inputs = [Path(d) for d in inputs]
+    bad = [f"{d} (no such directory)" if not d.is_dir() else f"{d} (no gradients.csv)"
+           for d in inputs if not (d / "gradients.csv").is_file()]
+    if bad:
+        raise ReportError("not a report directory: " + ", ".join(bad))
+    return inputs
+
+
+def directories_command(argv, prog: str, description: str, action, inputs_help: str, out_help: str) -> int:
+    """``PROG DIR... --out DIR``: run ``action(inputs, out)``, print what it wrote and its warnings;
+    a ReportError is one line on stderr and exit status 2."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("inputs", nargs="+", type=Path, help=inputs_help)
+    parser.add_argument("--out", required=True, type=Path, help=out_help)
+    args = parser.parse_args(argv)
+    try:
+        written = action(args.inputs, args.out)
+    except ReportError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    print(written.text)
+    for message in written.warnings:
+        print(f"WARNING: {message}", file=sys.stderr)
+    return 0
+
+
 @dataclass
 class Written:
     text: str

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from gradparity.adapters import ADAPTERS, Built, Param, register_builder
-from gradparity.reference import GRAD, LAYERS, OUT, Array, Case, Float, Int, Layer, Oracle, Real, register
+from gradparity.reference import GRAD, LAYERS, OUT, Array, Case, Float, Int, Layer, Oracle, register
 from gradparity.reports.compare import check
+from gradparity.reports.tolerances import NUMERICAL
 
 torch = pytest.importorskip("torch", reason="the toy builders are PyTorch modules")
 
@@ -140,9 +141,10 @@ def test_the_toy_vjp_is_the_derivative(toys):
     from gradparity.reference.numdiff import numerical_gradients
 
     case = rnn_case()
-    numeric, exact = numerical_gradients(case, 1e-6), Oracle().run(case)[GRAD]
-    for name, g in exact.items():
-        np.testing.assert_allclose(g, numeric[name], rtol=1e-6, atol=1e-8, err_msg=name)
+    numeric, exact = numerical_gradients(case, 1e-5), Oracle().run(case)[GRAD]
+    for name, g in exact.items():  # the smooth toy needs no rounding term: the plain numerical tolerance
+        scale = max(float(np.abs(g).max()), 1.0)
+        assert float(np.abs(g - numeric[name]).max()) <= NUMERICAL.rtol * scale, name
 
 
 def test_each_cotangent_reaches_its_own_output(toys):

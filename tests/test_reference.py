@@ -7,7 +7,6 @@ case, and the full gradient, element by element, on tiny cases.
 """
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
