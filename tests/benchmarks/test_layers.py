@@ -9,6 +9,9 @@ each member runs once, which keeps the benchmarks working.
 import pytest
 
 from gradparity.adapters import ADAPTERS
+
+pytest.importorskip("pytest_benchmark", reason="the benchmarks need pytest-benchmark (the test extra)")
+
 from gradparity.reference import GRAD, LAYERS, Oracle
 from gradparity.tests.strategies import fixed_case
 
