@@ -1,4 +1,4 @@
-"""Plots for the report: rows in, PNG bytes out (matplotlib, Agg backend, no display).
+"""Plots for the report: rows in, PNG bytes out (matplotlib figures outside pyplot, no display).
 
 Each plot is a function ``rows DataFrame -> Figure | None`` (None: nothing to
 draw) registered in ``PLOTS`` under the file name it is written to
@@ -20,13 +20,12 @@ MARKERS = {"float32": "o", "float64": "s", "float16": "^", "bfloat16": "v"}
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A figure outside pyplot: no backend is chosen for the caller's process (a report
+    rendered from a notebook leaves its backend alone), and nothing to close."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def _label(text) -> str:
@@ -43,14 +42,14 @@ def errors_against_tolerance(df: pd.DataFrame, layer_order=None, family_of=None)
     d = df.assign(ratio=ratio)[np.isfinite(ratio) & (df["atol"] > 0)]
     if d.empty:
         return None
-    plt = _pyplot()
     layers = [l for l in (layer_order or sorted(set(d["layer"]))) if l in set(d["layer"])]
     row = {layer: i for i, layer in enumerate(layers)}
     combos = sorted(set(zip(d["framework"], d["dtype"])))
     frameworks = sorted(set(d["framework"]))
     band = 0.8 / max(len(combos), 1)  # each framework x dtype gets its own strip inside a layer's row
     rng = np.random.default_rng(0)  # fixed jitter: the same rows give the same picture
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.32 * len(layers)), dpi=90)
+    fig = _figure(figsize=(11, 1.2 + 0.32 * len(layers)), dpi=90)
+    ax = fig.subplots()
     for j, (fw, dt) in enumerate(combos):
         part = d[(d["framework"] == fw) & (d["dtype"] == dt)]
         y = (part["layer"].map(row).to_numpy(float) - 0.4 + band * (j + 0.5)
@@ -105,6 +104,5 @@ def render_plots(df: pd.DataFrame, layer_order=None, family_of=None) -> dict:
             continue
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
-        _pyplot().close(fig)
         out[name] = (caption, buf.getvalue())
     return out
