@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 import numpy as np
 
@@ -299,6 +300,34 @@ def layer_norm(t, a, dtype):
     return Built(lambda t: layer(t["x"]), _affine(layer, t))
 
 
+def rms_norm(t, a, dtype):
+    """Both ways Keras users reach RMS normalization. RMSNormalization always has a
+    scale: without gamma it stays at ones and is not compared. LayerNormalization's
+    rms_scaling=True (deprecated) always has gamma and no beta."""
+    x = t["x"]
+    axes = list(range(x.ndim - a["axes"], x.ndim))
+    if a["route"] == "rms_normalization":
+        layer = keras().layers.RMSNormalization(axis=axes, epsilon=a["eps"], dtype=dtype)
+        weight = "scale"
+    else:
+        with warnings.catch_warnings():  # deprecated, and what this route measures
+            warnings.simplefilter("ignore")
+            layer = keras().layers.LayerNormalization(axis=axes, epsilon=a["eps"], center=False, rms_scaling=True,
+                                                      dtype=dtype)
+        weight = "gamma"
+    layer.build(x.shape)
+    if "gamma" in t:
+        getattr(layer, weight).assign(t["gamma"])
+    params = (param(getattr(layer, weight), "gamma"),) if "gamma" in t else ()
+
+    def apply(t):
+        with warnings.catch_warnings():  # LayerNormalization's op warns again on every call
+            warnings.simplefilter("ignore")
+            return layer(t["x"])
+
+    return Built(apply, params)
+
+
 def group_norm(t, a, dtype):
     x = t["x"]
     layer = keras().layers.GroupNormalization(groups=a["groups"], axis=1, epsilon=a["eps"], center="beta" in t,
@@ -410,7 +439,7 @@ def gru(t, a, dtype):
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
-              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
+              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, rms_norm, group_norm, embedding,
               dropout, rnn, lstm, gru),
     # layers without parameters: the op or layer applied to the case's tensors
     **{name: stateless(fn) for name, fn in {

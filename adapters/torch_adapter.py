@@ -210,6 +210,17 @@ def layer_norm(t, a, dtype):
     return Built(lambda t: ln(t["x"]), _affine(ln, t))
 
 
+def rms_norm(t, a, dtype):
+    if a["route"] != "rms_normalization":
+        raise NotApplicable(f"route {a['route']} is a Keras way to RMS normalization; PyTorch has one, nn.RMSNorm")
+    x = t["x"]
+    rn = nn().RMSNorm(tuple(x.shape[x.ndim - a["axes"]:]), eps=a["eps"], elementwise_affine="gamma" in t, dtype=dtype)
+    if "gamma" not in t:
+        return Built(lambda t: rn(t["x"]))
+    _set(rn.weight, t["gamma"])
+    return Built(lambda t: rn(t["x"]), (param(rn.weight, "gamma"),))
+
+
 def group_norm(t, a, dtype):
     x = t["x"]
     gn = nn().GroupNorm(a["groups"], x.shape[1], eps=a["eps"], affine="gamma" in t or "beta" in t, dtype=dtype)
@@ -287,7 +298,7 @@ def gru(t, a, dtype):
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
-              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
+              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, rms_norm, group_norm, embedding,
               dropout, rnn, lstm, gru),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {

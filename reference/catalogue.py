@@ -306,6 +306,16 @@ register(Layer(
     },
 ))
 
+# Keras reaches RMS normalization two ways; `route` names which one a framework
+# runs (PyTorch has only nn.RMSNorm; see the adapters).
+register(Layer(
+    "rms_norm", nm.rms_norm, nm.rms_norm_vjp, condition=nm.kappa,
+    dims={"shape": Shape(min_dims=1, max_dims=3, max_side=4)},
+    attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS,
+           "route": Choice("rms_normalization", "layer_normalization_rms_scaling")},
+    arrays={"x": Array(S("shape"), NORM_X), "gamma": Array(_trailing, param=True, optional=True)},
+))
+
 # Groups and channels per group are drawn, so groups always divides the channels.
 GROUPED = {"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 3),
            "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}

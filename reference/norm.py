@@ -141,6 +141,41 @@ def layer_norm_vjp(res, g):
     return grads
 
 
+def rms_norm(x, gamma=None, *, axes, eps, route="rms_normalization"):
+    """Root-mean-square normalization over the last ``axes`` axes of x (Zhang and
+    Sennrich 2019): no mean is subtracted.
+
+    y = gamma x r,  r = 1 / sqrt(mean(x^2) + eps), the mean over the last ``axes``
+    axes, per leading index; gamma (optional) has the shape of those axes.
+
+    Gradients (means over the normalized axes; gh = g gamma, or g without gamma):
+      gx     = r (gh - xhat mean(gh xhat)),  xhat = x r,
+      ggamma = sum over the leading axes of g xhat.
+    Smooth everywhere for eps > 0 (at x = 0: y = 0, gx = gh / sqrt(eps)).
+    ``route`` names the framework API a case asks for; RMS normalization is the
+    answer on every route (a route that computes something else diverges).
+    Shapes: x (*lead, *norm) with len(norm) == axes -> y like x.
+    """
+    _check_eps(eps)
+    require(1 <= axes <= x.ndim, "axes", f"expected 1..{x.ndim} trailing axes of x {x.shape}, got {axes}")
+    norm_shape = x.shape[x.ndim - axes:]
+    if gamma is not None:
+        require(gamma.shape == norm_shape, "gamma", f"expected {norm_shape} (the last {axes} axes of x), got {gamma.shape}")
+    red = tuple(range(x.ndim - axes, x.ndim))
+    inv = 1.0 / np.sqrt((x * x).mean(axis=red, keepdims=True) + eps)
+    xhat = x * inv
+    return (xhat if gamma is None else gamma * xhat), (xhat, inv, gamma, red)
+
+
+def rms_norm_vjp(res, g):
+    xhat, inv, gamma, red = res
+    gh = g if gamma is None else g * gamma
+    grads = {"x": inv * (gh - xhat * (gh * xhat).mean(axis=red, keepdims=True))}
+    if gamma is not None:
+        grads["gamma"] = (g * xhat).sum(axis=tuple(range(xhat.ndim - len(red))))
+    return grads
+
+
 def group_norm(x, gamma=None, beta=None, *, groups, eps):
     """Group normalization: channels split into ``groups`` contiguous groups,
     each normalized per sample over its channels and all spatial positions.

@@ -212,6 +212,14 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "TensorFlow's CPU kernels flush subnormal results to zero: a subnormal pre-activation x W1 + b1 "
         "becomes 0, and the ReLU then passes no gradient (PyTorch keeps it and passes g)",
         "float64 x = 1.7e-27, W1 = 2.5e-290: h = 4.3e-317 > 0; TensorFlow gives gb1 = 0, PyTorch and the oracle g"),
+    Divergence(
+        "keras-layer-norm-rms-scaling-uses-variance",
+        "rms_norm", "tensorflow", "*", lambda c: c.attrs["route"] == "layer_normalization_rms_scaling",
+        "keras.layers.LayerNormalization(rms_scaling=True) divides by sqrt(var(x) + eps), the centred variance, "
+        "not by the root mean square; Keras 3.15 deprecates the argument for this reason (a warning points to "
+        "keras.layers.RMSNormalization, which matches the oracle)",
+        "agrees only where every normalized slice has mean 0; x = (1, 1), eps = 1e-5: RMS norm gives 0.999995, "
+        "this route 316.2 (1 / sqrt(eps)); on drawn cases y is off by up to 1e18 eps (float64)"),
     # ---- convolution and pooling
     Divergence(
         "tf-conv-transpose-float64-dilation",
