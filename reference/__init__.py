@@ -7,9 +7,9 @@ NumPy only, float64 inside. Entry points: ``LAYERS`` (the catalogue) and
 
 from .case import DTYPES, Case, load
 from .catalogue import LAYERS, register
-from .oracle import GRAD, OUT, Evaluation, Oracle, condition, differentiable, evaluate, validate
+from .oracle import FLOW, GRAD, OUT, Evaluation, Oracle, condition, differentiable, evaluate, validate, with_flow
 from .spec import Array, Choice, Convention, Drawn, Float, Int, Labels, Layer, Mask, Real, Shape, require
 
-__all__ = ["DTYPES", "GRAD", "LAYERS", "OUT", "Array", "Case", "Choice", "Convention", "Drawn", "Evaluation",
+__all__ = ["DTYPES", "FLOW", "GRAD", "LAYERS", "OUT", "Array", "Case", "Choice", "Convention", "Drawn", "Evaluation",
            "Float", "Int", "Labels", "Layer", "Mask", "Oracle", "Real", "Shape", "condition", "differentiable",
-           "evaluate", "load", "register", "require", "validate"]
+           "evaluate", "load", "register", "require", "validate", "with_flow"]

@@ -357,9 +357,11 @@ register(Layer(
 # One layer, one direction, batch first; weights (in, G H) in PyTorch's gate order
 # (see reference/recurrent.py). Inputs reach +-3 and weights +-2, so with I = 4
 # the gates saturate now and then (sigma(30) is exactly 1 in float32); zero
-# initial states come from the 0.0 edge. T = 1 (one step) and N = 1 are drawn.
+# initial states come from the 0.0 edge. T = 1 (one step) and N = 1 are drawn, and
+# now and then T = 50, where the gradient reaching early steps shrinks or grows
+# (``flow``: its norm per step is compared too).
 
-RECURRENT_DIMS = {"N": Int(1, 3), "T": Int(1, 4), "I": Int(1, 4), "H": Int(1, 4, like="I")}
+RECURRENT_DIMS = {"N": Int(1, 3), "T": Int(1, 4, edges=(50,)), "I": Int(1, 4), "H": Int(1, 4, like="I")}
 RECURRENT_X = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
 RECURRENT_STATE = Real(-2.0, 2.0, edges=(0.0,))
 RECURRENT_W = Real(-2.0, 2.0, edges=(0.0, 2.0, -2.0))
@@ -378,17 +380,17 @@ def _recurrent_arrays(gates, states=("h0",)):
 
 
 register(Layer(
-    "rnn", rc.rnn, rc.rnn_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    "rnn", rc.rnn, rc.rnn_vjp, flow="x", dims=RECURRENT_DIMS, outputs=("y", "h_n"),
     attrs={"nonlinearity": Choice("tanh", "relu")},
     arrays=_recurrent_arrays(1),
 ))
 
 register(Layer(
-    "lstm", rc.lstm, rc.lstm_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
+    "lstm", rc.lstm, rc.lstm_vjp, flow="x", dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
     arrays=_recurrent_arrays(4, ("h0", "c0")),
 ))
 
 register(Layer(
-    "gru", rc.gru, rc.gru_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    "gru", rc.gru, rc.gru_vjp, flow="x", dims=RECURRENT_DIMS, outputs=("y", "h_n"),
     arrays=_recurrent_arrays(3),
 ))

@@ -16,7 +16,7 @@ from .case import DTYPES, Case
 from .catalogue import LAYERS
 from .spec import Convention, Labels, Layer, attr_type_error, require
 
-OUT, GRAD = "out", "grad"
+OUT, GRAD, FLOW = "out", "grad", "flow"
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,22 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
     grads = {} if layer.vjp is None else layer.vjp(res, gs if len(gs) > 1 else next(iter(gs.values())))
     names = differentiable(case)
     kappa = 1.0 if layer.condition is None else max(1.0, float(layer.condition(res, **arrays, **case.attrs)))
-    return Evaluation(
-        {OUT: outs,
-         GRAD: {n: np.asarray(grads.get(n, np.zeros(case.arrays[n].shape)), dtype=np.float64) for n in names}},
-        kappa)
+    outputs = {OUT: outs,
+               GRAD: {n: np.asarray(grads.get(n, np.zeros(case.arrays[n].shape)), dtype=np.float64) for n in names}}
+    return Evaluation(with_flow(case, outputs), kappa)
+
+
+def with_flow(case: Case, outputs: dict) -> dict:
+    """``outputs`` plus, for a layer through time (``Layer.flow``), kind ``flow``:
+    the norm of the gradient reaching each time step, sqrt(sum over the batch and
+    features of (dL/dx[:, t])^2), shape (T,); derived from the runner's own
+    gradient, so every runner gets it the same way."""
+    name = layer_of(case).flow
+    g = outputs.get(GRAD, {}).get(name)
+    if name is None or g is None:
+        return outputs
+    g = np.asarray(g, dtype=np.float64)
+    return {**outputs, FLOW: {name: np.sqrt(np.square(np.moveaxis(g, 1, 0)).reshape(g.shape[1], -1).sum(axis=1))}}
 
 
 def condition(case: Case) -> float:

@@ -29,11 +29,14 @@ def require(ok: bool, field_name: str, message: str) -> None:
 @dataclass(frozen=True)
 class Int:
     """An integer in ``[lo, hi]``; ``like`` names another dim it equals on purpose
-    now and then (square weights, equal widths)."""
+    now and then (square weights, equal widths); ``edges`` are sizes worth drawing
+    on purpose, outside the range too (a 50-step sequence in a range kept small
+    for speed)."""
 
     lo: int
     hi: int
     like: str | None = None
+    edges: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,9 @@ class Layer:
     amplified in its output and gradients (a normalization of nearly equal values
     far from 0), computed from the forward pass's residuals. The comparison
     allows kappa times the usual error, and the report shows kappa.
+    ``flow``: for a layer through time, the input (batch first, time on axis 1)
+    whose gradient's norm per time step, ||dL/dx_t||, is also compared (kind
+    ``flow``): the profile that shows gradients vanishing or exploding.
     """
 
     name: str
@@ -189,6 +195,7 @@ class Layer:
     conventions: dict = field(default_factory=dict)
     condition: Callable[..., float] | None = None
     outputs: tuple = ()
+    flow: str | None = None
 
     @property
     def output_names(self) -> tuple | None:

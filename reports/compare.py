@@ -4,19 +4,22 @@
 once (its answer, or at least the validation and the condition number when the
 reference is another framework), runs both runners and compares every name
 both produce: the forward outputs (kind ``out``) and the gradients (kind
-``grad``). It never raises for a runner's failure: the rows say ``error`` with
+``grad``), and for a layer through time the per-step gradient norms (kind
+``flow``, with both profiles in the row). It never raises for a runner's failure: the rows say ``error`` with
 the message, so a crash in one case never loses the rest. It raises
 ``ValueError`` only for an invalid case, before any framework runs.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import traceback
 
 import numpy as np
 
 from ..adapters.base import NotApplicable
-from ..reference import GRAD, OUT, Case, Oracle, evaluate
+from ..reference import FLOW, GRAD, OUT, Case, Oracle, evaluate, with_flow
 from .rows import COLUMNS
 from .tolerances import EPS, Tolerance, known_divergence, tolerance_for
 
@@ -40,7 +43,23 @@ def _max_abs(arrays) -> float:
 FLOORS = {
     OUT: lambda case: _max_abs(case.arrays.values()),
     GRAD: lambda case: _max_abs(case.cotangents.values()),
+    FLOW: lambda case: _max_abs(case.cotangents.values()),
 }
+
+
+def _spread(case: Case, kind: str, name: str) -> float:
+    """How much wider a kind's tolerance is than the gradient's it derives from: a
+    per-step norm over m elements, each within atol, is within sqrt(m) atol."""
+    if kind != FLOW:
+        return 1.0
+    x = case.arrays[name]
+    return math.sqrt(x.size // x.shape[1]) if x.size else 1.0
+
+
+def _profile(expected, actual) -> str:
+    """Both per-step profiles of a flow row, for the report's plot (6 digits)."""
+    return json.dumps({"reference": [float(f"{v:.6g}") for v in np.asarray(expected, dtype=float)],
+                       "candidate": [float(f"{v:.6g}") for v in np.asarray(actual, dtype=float)]})
 
 
 def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype: str, rtol: float,
@@ -126,6 +145,8 @@ def check(case: Case, reference, candidate) -> list[dict]:
         for kind, named in truth.outputs.items() for name, value in named.items()]
 
     actual, failed = _run(candidate, case)
+    if actual is not None:
+        actual = with_flow(case, actual)
     if isinstance(reference, Oracle):
         expected, ref_failed = truth.outputs, None
         drawn = (actual or {}).get("drawn")
@@ -136,6 +157,8 @@ def check(case: Case, reference, candidate) -> list[dict]:
                 failed = ("error", f"{candidate.name} drew {', '.join(drawn)} the layer cannot take: {e}")
     else:
         expected, ref_failed = _run(reference, case)
+        if expected is not None:
+            expected = with_flow(case, expected)
         other = conventions(reference, case.layer)
         if other != conv:
             for r in rows:
@@ -155,6 +178,12 @@ def check(case: Case, reference, candidate) -> list[dict]:
         if missing:
             r.update(status="error", detail=f"{' and '.join(missing)} returned no {kind} {name}")
             continue
+        spread = _spread(case, kind, name)
+        if spread != 1.0:
+            r.update(rtol=r["rtol"] * spread, tolerance_reason=f"{r['tolerance_reason']}; x sqrt({round(spread ** 2)}): "
+                                                                 f"a norm over {round(spread ** 2)} gradient elements")
+        if kind == FLOW:
+            r["profile"] = _profile(expected[kind][name], actual[kind][name])
         m = tensor_errors(expected[kind][name], actual[kind][name], floors.get(kind, 0.0), case.dtype,
                           r["rtol"], truth.condition)
         ok = m.pop("ok")

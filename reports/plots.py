@@ -3,13 +3,13 @@
 Each plot is a function ``rows DataFrame -> Figure | None`` (None: nothing to
 draw) registered in ``PLOTS`` under the file name it is written to
 (``DIR/plots/NAME.png``) with its caption; ``render_plots`` draws every one.
-A new plot (the gradient flow of recurrent layers, say) is one more function
-and one more ``PLOTS`` entry.
+A new plot is one more function and one more ``PLOTS`` entry.
 """
 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -87,10 +87,77 @@ def errors_against_tolerance(df: pd.DataFrame, layer_order=None, family_of=None)
     return fig
 
 
-# name -> (caption, function(rows, layer_order, family_of) -> Figure | None). A gradient-flow
-# plot for the recurrent layers goes here when it exists.
+def _parse_profile(text):
+    """(reference, candidate) arrays from a flow row's profile, or None (unreadable,
+    or no positive value to put on a log axis)."""
+    try:
+        p = json.loads(text)
+        ref, got = (np.asarray(p[k], dtype=float) for k in ("reference", "candidate"))
+    except (TypeError, ValueError, KeyError):
+        return None
+    return (ref, got) if ref.shape == got.shape and (ref > 0).any() else None
+
+
+def _profiles(df: pd.DataFrame) -> pd.DataFrame:
+    """Flow rows with a drawable profile (a report from before profiles has none),
+    each with its two per-step norm arrays and its range in orders of magnitude."""
+    if "profile" not in df.columns:
+        return pd.DataFrame()
+    d = df[df["kind"] == "flow"].assign(parsed=lambda f: f["profile"].map(_parse_profile))
+    d = d[d["parsed"].notna()]
+    if d.empty:
+        return d
+    d = d.assign(ref=d["parsed"].str[0], got=d["parsed"].str[1])
+    d["steps"] = d["ref"].map(len)
+    d["spread"] = d["ref"].map(lambda v: float(np.log10(v[v > 0].max() / v[v > 0].min())))
+    return d
+
+
+def gradient_flow(df: pd.DataFrame, layer_order=None, family_of=None):
+    """For each layer through time (rows) and framework (columns): ||dL/dx_t|| over
+    t on a log axis, the oracle's profile as a line and the framework's as
+    markers, for the case of each dtype with the longest sequence (ties: the
+    widest range, where vanishing or exploding shows best)."""
+    d = _profiles(df)
+    if d.empty:
+        return None
+    layers = [l for l in (layer_order or sorted(set(d["layer"]))) if l in set(d["layer"])]
+    frameworks = sorted(set(d["framework"]))
+    fig = _figure(figsize=(5.2 * len(frameworks), 0.6 + 2.3 * len(layers)), dpi=90)
+    axes = np.atleast_2d(fig.subplots(len(layers), len(frameworks), squeeze=False))
+    for i, layer in enumerate(layers):
+        for j, fw in enumerate(frameworks):
+            ax = axes[i, j]
+            part = d[(d["layer"] == layer) & (d["framework"] == fw)]
+            for k, (dt, rows) in enumerate(sorted(part.groupby("dtype"), key=lambda kv: kv[0])):
+                pick = rows.sort_values(["steps", "spread"], ascending=False).iloc[0]
+                t = np.arange(pick["steps"])
+                colour = COLOURS[k % len(COLOURS)]
+                ref, got = pick["ref"], pick["got"]
+                ax.plot(t, np.where(ref > 0, ref, np.nan), color=colour, linewidth=1.2,
+                        label=_label(f"oracle ({dt} case {pick['case']})"))
+                ax.scatter(t, np.where(got > 0, got, np.nan), s=10, marker=MARKERS.get(dt, "D"),
+                           facecolors="none", edgecolors=colour, linewidths=0.8, label=_label(f"{fw} {dt}"))
+            if not part.empty:
+                ax.set_yscale("log")
+                ax.legend(fontsize=6.5, frameon=False)
+            ax.set_title(_label(f"{layer}: {fw}"), fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.grid(color="#eeeeee")
+            if i == len(layers) - 1:
+                ax.set_xlabel("time step t", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("||dL/dx_t||", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# name -> (caption, function(rows, layer_order, family_of) -> Figure | None)
 PLOTS = {
     "errors": ("Errors against tolerance: each check's error in units of its atol", errors_against_tolerance),
+    "gradient_flow": ("Gradient flow through time: the norm of the gradient reaching each step, oracle (line) "
+                      "and framework (markers), for the longest sequence drawn per layer, framework and dtype",
+                      gradient_flow),
 }
 
 

@@ -41,6 +41,8 @@ def _size(draw, spec, dims):
         return draw(hnp.array_shapes(min_dims=spec.min_dims, max_dims=spec.max_dims,
                                      min_side=spec.min_side, max_side=spec.max_side))
     value = draw(st.integers(spec.lo, spec.hi))
+    if spec.edges and draw(st.integers(0, 9)) == 0:  # one case in ten on an edge size
+        value = draw(st.sampled_from(spec.edges))
     other = dims.get(spec.like)
     if other is not None and spec.lo <= other <= spec.hi and draw(st.booleans()):
         value = other  # equal widths on purpose: square weights
@@ -127,14 +129,19 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
 
 def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
     """Complete a case with one cotangent per output: random and generic, never
-    all-ones (ones through softmax give a zero gradient); 1 for a loss, whose own
-    gradient is checked."""
+    all-ones (ones through softmax give a zero gradient), now and then zero for
+    all outputs but one; 1 for a loss, whose own gradient is checked."""
     layer = LAYERS[name]
     as64 = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in arrays.items()}
     if layer.vjp is None:  # forward-only: nothing to differentiate
         return Case(name, dtype, attrs, arrays, {})
     outs = _named_outputs(layer, layer.forward(**as64, **attrs)[0])
     cotangents = {n: np.array(1.0) if layer.loss else rng.standard_normal(out.shape) for n, out in outs.items()}
+    if len(outs) > 1 and rng.random() < 0.25:
+        # A loss on one output only (a recurrent layer's last state: the gradient
+        # reaching early steps then comes through time alone, and vanishes or explodes).
+        kept = list(outs)[rng.integers(len(outs))]
+        cotangents = {n: g if n == kept else np.zeros_like(g) for n, g in cotangents.items()}
     return Case(name, dtype, attrs, arrays, {n: _round(np.asarray(g), dtype) for n, g in cotangents.items()})
 
 

@@ -1,5 +1,7 @@
 """The comparison itself: statuses, NaN/Inf agreement, errors that become rows."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -162,3 +164,38 @@ def test_a_case_that_would_abort_tensorflow_is_not_run_and_is_explained():
     rows = check(case, Oracle(), tf)  # without the guard this aborts the process (heap corruption in XLA)
     assert {r["status"] for r in rows} == {"known_divergence"}
     assert {r["divergence"] for r in rows} == {"tf-xla-conv1d-float64-heap-corruption"}
+
+
+def rnn_case(steps=5):
+    rng = np.random.default_rng(3)
+    n, i, h = 2, 3, 2
+    arrays = {"x": rng.standard_normal((n, steps, i)), "h0": rng.standard_normal((n, h)),
+              "W_ih": rng.standard_normal((i, h)), "W_hh": rng.standard_normal((h, h)) / 2,
+              "b_ih": rng.standard_normal(h), "b_hh": rng.standard_normal(h)}
+    cot = {"y": np.zeros((n, steps, h)), "h_n": rng.standard_normal((n, h))}  # a loss on the last state only
+    return Case("rnn", "float64", {"nonlinearity": "tanh"}, arrays, cot)
+
+
+def test_a_layer_through_time_gets_per_step_gradient_norms_with_both_profiles():
+    case = rnn_case()
+    gx = Oracle().run(case)[GRAD]["x"]
+
+    def step_two_off(out, grads):  # the gradient reaching step 2 off by 1e-9 of the scale
+        grads = dict(grads)
+        grads["x"] = gx.copy()
+        grads["x"][:, 2] *= 1 + 1e-6
+        return out, grads
+
+    runner = Scripted(step_two_off)
+    runner.run = lambda c, _run=runner.run: {**_run(c), OUT: Oracle().run(c)[OUT]}
+    rows = {(r["kind"], r["name"]): r for r in check_oracle(case, runner)}
+    flow = rows[("flow", "x")]
+    expected = [float(np.sqrt((gx[:, t] ** 2).sum())) for t in range(5)]
+    profile = json.loads(flow["profile"])
+    assert profile["reference"] == pytest.approx(expected, rel=1e-5) and flow["shape"] == "(5,)"
+    assert profile["candidate"][2] == pytest.approx(expected[2] * (1 + 1e-6), rel=1e-5)
+    assert flow["status"] == "fail" and rows[("grad", "x")]["status"] == "fail"
+    # a norm over N * I = 6 elements per step: sqrt(6) times the gradient's tolerance, said so
+    assert flow["rtol"] == pytest.approx(rows[("grad", "x")]["rtol"] * np.sqrt(6))
+    assert "sqrt(6)" in flow["tolerance_reason"]
+    assert all(r["profile"] == "" for key, r in rows.items() if key[0] != "flow")

@@ -15,6 +15,7 @@ from gradparity.reports import render
 from gradparity.reports.__main__ import main as merge_main
 from gradparity.reports.__main__ import merge
 from gradparity.reports.rows import COLUMNS, NUMERIC, STATUSES
+from gradparity.reports.plots import gradient_flow
 from gradparity.reports.render import PARTLY_NA, frame, read_rows, write_report
 
 FILES = {"gradients.csv", "summary.csv", "report.html", "meta.json"}
@@ -31,7 +32,7 @@ def row(**overrides):
             "dtype": "float64", "case": "a", "kind": "grad", "name": "x", "shape": "(2,)",
             "max_abs_err": 1e-12, "max_rel_err": 1e-12, "err_eps": 4.5e3, "scale": 1.0, "condition": 1.0,
             "atol": 1e-10, "rtol": 1e-10, "status": "pass", "detail": "", "convention": "", "divergence": "",
-            "tolerance_reason": "default", "attrs": "relu[float64](x(2,))", "reproduce": ""}
+            "tolerance_reason": "default", "attrs": "relu[float64](x(2,))", "reproduce": "", "profile": ""}
     assert set(base) == set(COLUMNS)
     return {**base, **overrides}
 
@@ -257,3 +258,14 @@ def test_groups_with_not_applicable_checks_do_not_read_as_pass(tmp_path):
     assert "relu has no W" in na and "random mask" in na
     assert "relu has no W" not in section(page, "Every check that did not pass")
     assert render.COLOURS[PARTLY_NA] != render.COLOURS["pass"]
+
+
+def test_flow_rows_draw_the_gradient_flow_plot_and_old_reports_without_profiles_do_not(tmp_path):
+    profile = json.dumps({"reference": [1e-3, 1e-2, 1e-1, 1.0], "candidate": [1e-3, 1e-2, 1e-1, 1.0]})
+    flow = row(layer="rnn", kind="flow", shape="(4,)", profile=profile)
+    write_report([row(), flow], tmp_path / "new")
+    assert (tmp_path / "new" / "plots" / "gradient_flow.png").stat().st_size > 1000
+    assert "Gradient flow through time" in (tmp_path / "new" / "report.html").read_text()
+    old = pd.DataFrame([row(), flow]).drop(columns="profile")  # a report written before profiles existed
+    assert gradient_flow(old) is None
+    assert gradient_flow(pd.DataFrame([flow | {"profile": "not json"}])) is None
