@@ -21,6 +21,7 @@ from . import models as md
 from . import norm as nm
 from . import pooling as pl
 from . import recurrent as rc
+from .sensitivity import through_time
 from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Mask, Real, Shape
 
 LAYERS: dict[str, Layer] = {}
@@ -380,17 +381,17 @@ def _recurrent_arrays(gates, states=("h0",)):
 
 
 register(Layer(
-    "rnn", rc.rnn, rc.rnn_vjp, flow="x", dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    "rnn", rc.rnn, rc.rnn_vjp, flow="x", condition=through_time(rc.rnn, rc.rnn_vjp), dims=RECURRENT_DIMS, outputs=("y", "h_n"),
     attrs={"nonlinearity": Choice("tanh", "relu")},
     arrays=_recurrent_arrays(1),
 ))
 
 register(Layer(
-    "lstm", rc.lstm, rc.lstm_vjp, flow="x", dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
+    "lstm", rc.lstm, rc.lstm_vjp, flow="x", condition=through_time(rc.lstm, rc.lstm_vjp), dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
     arrays=_recurrent_arrays(4, ("h0", "c0")),
 ))
 
 register(Layer(
-    "gru", rc.gru, rc.gru_vjp, flow="x", dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    "gru", rc.gru, rc.gru_vjp, flow="x", condition=through_time(rc.gru, rc.gru_vjp), dims=RECURRENT_DIMS, outputs=("y", "h_n"),
     arrays=_recurrent_arrays(3),
 ))

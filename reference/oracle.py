@@ -124,7 +124,8 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
     gs = {n: case.cotangents[n].astype(np.float64) for n in case.cotangents}
     grads = {} if layer.vjp is None else layer.vjp(res, gs if len(gs) > 1 else next(iter(gs.values())))
     names = differentiable(case)
-    kappa = 1.0 if layer.condition is None else max(1.0, float(layer.condition(res, **arrays, **case.attrs)))
+    kappa = 1.0 if layer.condition is None else max(
+        1.0, float(layer.condition(res, cotangents=gs, **arrays, **case.attrs)))
     outputs = {OUT: outs,
                GRAD: {n: np.asarray(grads.get(n, np.zeros(case.arrays[n].shape)), dtype=np.float64) for n in names}}
     return Evaluation(with_flow(case, outputs), kappa)

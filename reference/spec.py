@@ -175,11 +175,12 @@ class Layer:
     ``conventions``: attributes that are not drawn but chosen by each framework
     (the derivative taken at a kink, the element a tie routes to), with the
     oracle's default; an adapter states the value its framework follows.
-    ``condition(residuals, **arrays, **attrs) -> kappa``: for a layer whose
-    rounding error depends on the data, how much one rounding of the inputs is
-    amplified in its output and gradients (a normalization of nearly equal values
-    far from 0), computed from the forward pass's residuals. The comparison
-    allows kappa times the usual error, and the report shows kappa.
+    ``condition(residuals, cotangents=..., **arrays, **attrs) -> kappa``: for a
+    layer whose rounding error depends on the data, how much one rounding of the
+    inputs is amplified in its output and gradients (a normalization of nearly
+    equal values far from 0), from the forward pass's residuals, or measured by
+    perturbation (``sensitivity.sensitivity``). The comparison allows kappa
+    times the usual error, and the report shows kappa.
     ``flow``: for a layer through time, the input (batch first, time on axis 1)
     whose gradient's norm per time step, ||dL/dx_t||, is also compared (kind
     ``flow``): the profile that shows gradients vanishing or exploding.

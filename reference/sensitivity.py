@@ -1,0 +1,84 @@
+"""A data-dependent condition number by perturbation, for layers whose rounding
+error compounds in ways no closed form bounds (backpropagation through time).
+
+Every implementation rounds its inputs, and each step's results, to its dtype;
+to first order that acts as a relative perturbation of size ~eps of what goes
+in. How far such a perturbation moves the outputs and gradients, against the
+scales the comparison judges them by, is the case's sensitivity: a tanh RNN
+whose recurrent weights expand (a chaotic trajectory over 50 steps) moves by
+thousands of times the perturbation, and every implementation, the oracle run
+in float32 included, loses that many digits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STEP = 2.0**-26  # relative: far above float64 rounding, small enough to stay linear
+PATTERNS = 3  # random sign patterns; the sensitivity is the largest response seen
+
+
+def _as_dict(value) -> dict:
+    return value if isinstance(value, dict) else {"": value}
+
+
+def _max_abs(values) -> float:
+    return max((float(np.abs(v).max(initial=0.0)) for v in values), default=0.0)
+
+
+def _largest_relative_change(before: dict, after: dict, floor: float) -> float:
+    return max((float(np.abs(after[n] - v).max(initial=0.0)) / max(_max_abs([v]), floor, 1e-300)
+                for n, v in before.items()), default=0.0)
+
+
+def sensitivity(forward, vjp, residuals, cotangents, **arrays_and_attrs) -> float:
+    """The largest change of any output (against max(its max|value|, max|inputs|))
+    or gradient (against max(its max|value|, max|cotangents|)), the scales
+    ``check`` judges them by, per unit STEP, when every float input is multiplied
+    by (1 + s STEP), s = +-1 from a fixed seed; the largest over PATTERNS sign
+    patterns. A statistical estimate (small-sample condition estimation, Kenney
+    and Laub 1994): it can fall short of the worst case by a small factor, not
+    by orders of magnitude. ``residuals`` (of the unperturbed forward) are unused:
+    the unperturbed answer is recomputed the same way as the perturbed ones."""
+    arrays = {k: v for k, v in arrays_and_attrs.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+    rest = {k: v for k, v in arrays_and_attrs.items() if k not in arrays}
+    g = None if not cotangents else (next(iter(cotangents.values())) if len(cotangents) == 1 else cotangents)
+
+    def run(values):
+        out, res = forward(**values, **rest)
+        return _as_dict(out), (vjp(res, g) if g is not None else {})
+
+    out0, grad0 = run(arrays)
+    floor_out, floor_grad = _max_abs(arrays.values()), _max_abs((cotangents or {}).values())
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(PATTERNS):
+        out1, grad1 = run({k: v * (1.0 + STEP * rng.choice((-1.0, 1.0), size=v.shape)) for k, v in arrays.items()})
+        worst = max(worst, _largest_relative_change(out0, out1, floor_out),
+                    _largest_relative_change(grad0, grad1, floor_grad))
+    return worst / STEP
+
+
+# The default tolerances were measured on recurrences of up to this many steps.
+CALIBRATED_STEPS = 4
+
+
+def through_time(forward, vjp):
+    """The condition of a layer through time (x batch first, time on axis 1):
+
+        kappa = max(1, sensitivity) * max(1, T / CALIBRATED_STEPS)
+
+    The sensitivity covers dynamics that amplify a perturbation (expanding
+    recurrent weights); the factor in T covers rounding that merely adds up, one
+    step's worth per step: a recurrence whose Jacobian is close to the identity
+    (an update gate saturated at 1 carrying h along) keeps every step's rounding
+    of the state, so the error of a T-step sequence grows in proportion to T.
+    Measured in float32 at T = 50: torch's GRU 310 eps with a sensitivity of 1,
+    against at most 8 eps for T <= 4."""
+
+    def condition(residuals, cotangents=None, **arrays_and_attrs) -> float:
+        steps = arrays_and_attrs["x"].shape[1]
+        return (max(1.0, sensitivity(forward, vjp, residuals, cotangents, **arrays_and_attrs))
+                * max(1.0, steps / CALIBRATED_STEPS))
+
+    return condition
