@@ -13,7 +13,9 @@ inputs alone moves the output by eps of them (a loss near 0 computed as
 logsumexp(z) - z_y keeps only eps * |z| absolute accuracy). ``condition`` is 1
 except for layers whose catalogue entry declares a data-dependent condition
 number (a normalization of nearly equal values amplifies one rounding by
-kappa = max(1, max|x|, max|gamma|) / sqrt(var + eps)); the report shows it.
+kappa = max(1, max|x|, max|gamma|) / sqrt(var + eps); a layer through time
+measures its sensitivity by perturbation and scales it by T / 4, see
+reference/sensitivity.py); the report shows it.
 The scale never drops below tiny / (eps rtol condition): under tiny / eps a
 result's own rounding error is subnormal, and TensorFlow flushes those to zero.
 
