@@ -48,7 +48,7 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("-n", dest="workers", type=_workers, metavar="N",
                    help="processes to run in (pytest-xdist); default: one")
     p.add_argument("--shard", type=_shard, metavar="K/N",
-                   help="run only part K of N (pytest-shard; stable across machines); join the reports "
+                   help="run only part K of N (by a hash of each test id: stable across machines); join the reports "
                         "with gradparity merge")
     p.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (a module that registers your own layers and builders)")
@@ -74,8 +74,7 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
     if args.workers is not None:  # work stealing evens out the end, where one slow layer holds a worker
         out += ["-n", args.workers, "--dist", "worksteal"]
     if args.shard:
-        k, n = args.shard
-        out += ["--shard-id", str(k - 1), "--num-shards", str(n)]
+        out += ["--gradparity-shard", "/".join(map(str, args.shard))]
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
     return out + extra
 

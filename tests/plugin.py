@@ -19,6 +19,7 @@ no framework, and its hypothesis profiles have their own names.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -54,6 +55,9 @@ def pytest_addoption(parser):
     group.addoption("--gradparity-profile", default="ci", choices=sorted(PROFILES),
                     help="hypothesis profile of gradparity's tests: dev (8 examples), ci (25, derandomized; "
                          "the default), thorough (250, random)")
+    group.addoption("--gradparity-shard", default=None, metavar="K/N",
+                    help="run only part K of N of the collected tests (by a hash of each test id: the same "
+                         "parts on every machine); gradparity merge joins the reports")
 
 
 def _listed(config, option: str, known, what: str) -> list[str]:
@@ -236,6 +240,28 @@ def pytest_collection_modifyitems(config, items):
         return rank.get(item.callspec.params.get("framework"), -1)
 
     items[:] = sorted(items, key=framework)
+    shard = config.getoption("--gradparity-shard")
+    if shard:
+        k, n = _shard(shard)
+        kept = [item for item in items if _shard_of(item.nodeid, n) == k - 1]
+        config.hook.pytest_deselected(items=[item for item in items if _shard_of(item.nodeid, n) != k - 1])
+        items[:] = kept
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """K/N with 1 <= K <= N, or a usage error naming the option."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise pytest.UsageError(f"--gradparity-shard {text}: expected K/N with 1 <= K <= N, e.g. 1/4")
+    return k, n
+
+
+def _shard_of(nodeid: str, n: int) -> int:
+    """A test's part, from its id alone: the same on every machine and in every process."""
+    return int.from_bytes(hashlib.sha256(nodeid.encode()).digest()[:8], "little") % n
 
 
 @pytest.fixture(scope="session")
