@@ -397,8 +397,12 @@ def lstm(t, a, dtype):
 
 
 def gru(t, a, dtype):
-    layer = keras().layers.GRU(activation="tanh", recurrent_activation="sigmoid", reset_after=True, use_cudnn=False,
-                               **_rnn_options(t, dtype))
+    """reset_after=True holds two biases, as bias (2, 3H); reset_after=False one (3H,),
+    added on the input side (x W + b), with b_hn outside the reset: b_ih + b_hh."""
+    layer = keras().layers.GRU(activation="tanh", recurrent_activation="sigmoid", reset_after=a["reset_after"],
+                               use_cudnn=False, **_rnn_options(t, dtype))
+    if not a["reset_after"]:
+        return _recurrent(layer, t, _summed_bias(t, _GRU_ORDER), _GRU_ORDER)
 
     def bias(var):  # (2, 3H): input bias, recurrent bias, each in Keras' gate order
         return (np.stack([_GRU_ORDER(t["b_ih"].numpy()), _GRU_ORDER(t["b_hh"].numpy())]),

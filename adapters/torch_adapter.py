@@ -281,6 +281,9 @@ def lstm(t, a, dtype):
 
 
 def gru(t, a, dtype):
+    if not a["reset_after"]:
+        raise NotApplicable("torch.nn.GRU only implements reset_after=True (the reset gate multiplies "
+                            "h W_hn + b_hn); reset_after=False (r h_{t-1} before the matmul) has no PyTorch module")
     return _recurrent(nn().GRU(**_recurrent_sizes(t), dtype=dtype), t)
 
 

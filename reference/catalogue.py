@@ -380,5 +380,6 @@ register(Layer(
 
 register(Layer(
     "gru", rc.gru, rc.gru_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    attrs={"reset_after": Choice(True, False)},
     arrays=_recurrent_arrays(3),
 ))
