@@ -13,7 +13,8 @@ import importlib
 
 from ..reference import Convention
 from ..reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
-from .base import Built, FrameworkAdapter, NotApplicable, by_name, param, seed_of, stateless
+from ..reference.recurrent import param_names
+from .base import Built, FrameworkAdapter, NotApplicable, by_name, param, same, seed_of, stateless
 
 _torch = None
 
@@ -287,11 +288,51 @@ def gru(t, a, dtype):
     return _recurrent(nn().GRU(**_recurrent_sizes(t), dtype=dtype), t)
 
 
+def _deep(cls, t, layers, directions, states=("h0",), **options):
+    """nn.LSTM / nn.GRU with num_layers and bidirectional: torch's own parameter names
+    (weight_ih_l1, weight_ih_l0_reverse, ...) are the canonical ones, weights transposed;
+    states and final states are (L D, N, H) in both."""
+    H = t["W_hh_l0"].shape[0]
+    module = cls(input_size=t["W_ih_l0"].shape[0], hidden_size=H, num_layers=layers, bias=True, batch_first=True,
+                 dropout=0.0, bidirectional=directions == 2, **options)
+    params = ()
+    for s in param_names(layers, directions):
+        for weight, canonical, convert in (("weight_ih", "W_ih", _transpose), ("weight_hh", "W_hh", _transpose),
+                                           ("bias_ih", "b_ih", None), ("bias_hh", "b_hh", None)):
+            p = getattr(module, weight + s)
+            _set(p, t[canonical + s] if convert is None else convert(t[canonical + s]))
+            params += (param(p, canonical + s, convert or same),)
+
+    def apply(t):
+        init = tuple(t[s] for s in states)
+        y, last = module(t["x"], init if len(init) > 1 else init[0])
+        last = last if isinstance(last, tuple) else (last,)
+        return {"y": y, **dict(zip(("h_n", "c_n"), last))}
+
+    return Built(apply, params)
+
+
+def stacked_lstm(t, a, dtype):
+    return _deep(nn().LSTM, t, 2, 1, ("h0", "c0"), proj_size=0, dtype=dtype)
+
+
+def stacked_gru(t, a, dtype):
+    return _deep(nn().GRU, t, 2, 1, dtype=dtype)
+
+
+def bidirectional_lstm(t, a, dtype):
+    return _deep(nn().LSTM, t, 1, 2, ("h0", "c0"), proj_size=0, dtype=dtype)
+
+
+def bidirectional_gru(t, a, dtype):
+    return _deep(nn().GRU, t, 1, 2, dtype=dtype)
+
+
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
-              dropout, rnn, lstm, gru),
+              dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: nn().ReLU()(t["x"]),

@@ -383,3 +383,32 @@ register(Layer(
     attrs={"reset_after": Choice(True, False)},
     arrays=_recurrent_arrays(3),
 ))
+
+# Stacks and directions: PyTorch's weight names (W_ih_l1, W_ih_l0_reverse, ...) and
+# state layout (L D, N, H), index l D + d; smaller sizes (the cost grows with L D).
+DEEP_DIMS = {"N": Int(1, 3), "T": Int(1, 4), "I": Int(1, 3), "H": Int(1, 3, like="I")}
+
+
+def _deep_arrays(gates, layers, directions, states=("h0",)):
+    arrays = {"x": Array(S("N", "T", "I"), RECURRENT_X),
+              **{s: Array(lambda d, a: (layers * directions, d.N, d.H), RECURRENT_STATE) for s in states}}
+    for k, suffix in enumerate(rc.param_names(layers, directions)):
+        first = k < directions
+        arrays.update({
+            f"W_ih{suffix}": Array(lambda d, a, first=first: (d.I if first else directions * d.H, gates * d.H),
+                                   RECURRENT_W, param=True),
+            f"W_hh{suffix}": Array(lambda d, a: (d.H, gates * d.H), RECURRENT_W, param=True),
+            f"b_ih{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+            f"b_hh{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+        })
+    return arrays
+
+
+for _name, _gates, _layers, _directions in (("stacked_lstm", 4, 2, 1), ("stacked_gru", 3, 2, 1),
+                                            ("bidirectional_lstm", 4, 1, 2), ("bidirectional_gru", 3, 1, 2)):
+    _lstm = _gates == 4
+    register(Layer(
+        _name, getattr(rc, _name), getattr(rc, _name + "_vjp"), dims=DEEP_DIMS,
+        outputs=("y", "h_n", "c_n") if _lstm else ("y", "h_n"),
+        arrays=_deep_arrays(_gates, _layers, _directions, ("h0", "c0") if _lstm else ("h0",)),
+    ))

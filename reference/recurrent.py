@@ -57,10 +57,10 @@ from .spec import require
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0=None, prefix="", suffix=""):
+def _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0=None, suffix=""):
     """Shapes of the canonical layout; returns (N, T, I, H)."""
     g = GATES[kind]
-    require(x.ndim == 3, prefix + "x", f"expected (N, T, I), got shape {x.shape}")
+    require(x.ndim == 3, "x", f"expected (N, T, I), got shape {x.shape}")
     n, t, i = x.shape
     require(h0.ndim == 2 and h0.shape[0] == n, "h0", f"expected ({n}, H) for x {x.shape}, got {h0.shape}")
     h = h0.shape[1]
@@ -319,3 +319,134 @@ def gru(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
 
 def gru_vjp(res, g):
     return _scan_vjp(res, g["y"], g["h_n"])
+
+
+# ---- stacks, directions, lengths ------------------------------------------------
+
+def param_names(layers: int, directions: int) -> list[str]:
+    """PyTorch's weight names without the ``weight_``/``bias_`` split: the suffix of
+    layer l and direction d is ``_l{l}`` (+ ``_reverse`` for the reverse direction)."""
+    return [f"_l{l}{'_reverse' if d else ''}" for l in range(layers) for d in range(directions)]
+
+
+def _reversal(lengths, N, T):
+    """The time index that reverses each sequence's first lengths[n] steps and leaves
+    its padding in place (an involution): rev[n, t] = lengths[n] - 1 - t for t < lengths[n]."""
+    t = np.arange(T)
+    if lengths is None:
+        return np.broadcast_to(T - 1 - t, (N, T))
+    return np.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+
+
+def _gather(a, rev):
+    return np.take_along_axis(a, rev[:, :, None], axis=1)
+
+
+def check_lengths(lengths, x):
+    """Valid steps (N, T) from lengths (N,) with 1 <= lengths <= T."""
+    N, T = x.shape[:2]
+    require(lengths.shape == (N,), "lengths", f"expected ({N},), one per sequence of x {x.shape}, got {lengths.shape}")
+    require(np.issubdtype(lengths.dtype, np.integer), "lengths", f"expected integers, got {lengths.dtype}")
+    require(bool(np.all((lengths >= 1) & (lengths <= T))), "lengths",
+            f"expected values in [1, {T}] (T = x.shape[1]), got {lengths.tolist()}")
+    return np.arange(T)[None, :] < lengths[:, None]
+
+
+def _deep(kind, x, h0, c0, params, *, layers, directions, lengths=None, padded_output="zeros", **cell):
+    """L layers x D directions of one scan; states (L D, N, H), index l D + d."""
+    require(x.ndim == 3, "x", f"expected (N, T, I), got shape {x.shape}")
+    N, T, _ = x.shape
+    require(h0.ndim == 3 and h0.shape[:2] == (layers * directions, N), "h0",
+            f"expected ({layers * directions}, {N}, H) (L D, N, H), got {h0.shape}")
+    if c0 is not None:
+        require(c0.shape == h0.shape, "c0", f"expected {h0.shape} like h0, got {c0.shape}")
+    suffixes = param_names(layers, directions)
+    wanted = {f"{p}{s}" for s in suffixes for p in ("W_ih", "W_hh", "b_ih", "b_hh")}
+    require(set(params) == wanted, "params", f"expected {', '.join(sorted(wanted))}, got {', '.join(sorted(params))}")
+    valid = None if lengths is None else check_lengths(lengths, x)
+    rev = _reversal(lengths, N, T)
+    inp, res, h_n, c_n = x, [], [], []
+    for l in range(layers):
+        ys = []
+        for d in range(directions):
+            k, s = l * directions + d, suffixes[l * directions + d]
+            W_ih, W_hh, b_ih, b_hh = (params[p + s] for p in ("W_ih", "W_hh", "b_ih", "b_hh"))
+            _check(kind, inp, h0[k], W_ih, W_hh, b_ih, b_hh, None if c0 is None else c0[k], suffix=s)
+            y, h, c, r = _scan(kind, inp if d == 0 else _gather(inp, rev), h0[k], None if c0 is None else c0[k],
+                               W_ih, W_hh, b_ih, b_hh, valid=valid, padded_output=padded_output, **cell)
+            ys.append(y if d == 0 else _gather(y, rev))
+            res.append(r)
+            h_n.append(h)
+            c_n.append(c)
+        inp = ys[0] if directions == 1 else np.concatenate(ys, axis=2)
+    out = {"y": inp, "h_n": np.stack(h_n)}
+    if c0 is not None:
+        out["c_n"] = np.stack(c_n)
+    return out, (res, suffixes, layers, directions, rev, h0.shape[2])
+
+
+def _deep_vjp(residuals, g):
+    res, suffixes, layers, directions, rev, H = residuals
+    gy, grads = g["y"], {}
+    gh0 = np.empty_like(g["h_n"])
+    gc0 = np.empty_like(g["c_n"]) if "c_n" in g else None
+    for l in range(layers - 1, -1, -1):
+        g_in = 0.0
+        for d in range(directions):
+            k, s = l * directions + d, suffixes[l * directions + d]
+            gyd = gy[:, :, d * H:(d + 1) * H]
+            gr = _scan_vjp(res[k], gyd if d == 0 else _gather(gyd, rev), g["h_n"][k],
+                           None if gc0 is None else g["c_n"][k])
+            g_in = g_in + (gr["x"] if d == 0 else _gather(gr["x"], rev))
+            gh0[k] = gr["h0"]
+            if gc0 is not None:
+                gc0[k] = gr["c0"]
+            grads.update({p + s: gr[p] for p in ("W_ih", "W_hh", "b_ih", "b_hh")})
+        gy = g_in
+    grads.update(x=gy, h0=gh0)
+    if gc0 is not None:
+        grads["c0"] = gc0
+    return grads
+
+
+def stacked_lstm(x, h0, c0, **params):
+    """Two stacked LSTM layers (PyTorch's ``nn.LSTM(num_layers=2)``, dropout 0): layer 1
+    is ``lstm`` on x, layer 2 is ``lstm`` on layer 1's y.
+
+    Shapes: x (N, T, I), h0, c0 (2, N, H) (index = layer), W_ih_l0 (I, 4H),
+    W_ih_l1 (H, 4H), W_hh_l{0,1} (H, 4H), b_ih_l{0,1}, b_hh_l{0,1} (4H,) ->
+    y (N, T, H) (layer 2's), h_n, c_n (2, N, H) (PyTorch's layout).
+    Gradients: layer 2's vjp, whose gx is added to the cotangent of layer 1's y.
+    """
+    return _deep("lstm", x, h0, c0, params, layers=2, directions=1)
+
+
+def stacked_gru(x, h0, **params):
+    """Two stacked GRU layers (``reset_after=True``), as ``stacked_lstm``: h0, h_n (2, N, H),
+    W_ih_l0 (I, 3H), W_ih_l1 (H, 3H), ... -> y (N, T, H)."""
+    return _deep("gru", x, h0, None, params, layers=2, directions=1, reset_after=True)
+
+
+def bidirectional_lstm(x, h0, c0, **params):
+    """A bidirectional LSTM layer (PyTorch's ``nn.LSTM(bidirectional=True)``, Keras'
+    ``Bidirectional(LSTM, merge_mode="concat")``): the forward direction is ``lstm``
+    on x; the reverse direction is ``lstm`` on x reversed in time (weights
+    ``*_l0_reverse``), its y reversed back:
+
+        y = [y_fwd | reverse_t(lstm(reverse_t(x))_y)]  (N, T, 2H),
+        h_n, c_n (2, N, H): index 0 forward (after t = T-1), 1 reverse (after t = 0).
+
+    Shapes: h0, c0 (2, N, H); W_ih_l0, W_ih_l0_reverse (I, 4H); W_hh_* (H, 4H); b_* (4H,).
+    Gradients: each direction's vjp on its half of g_y (reversed for the reverse
+    direction), the two gx summed.
+    """
+    return _deep("lstm", x, h0, c0, params, layers=1, directions=2)
+
+
+def bidirectional_gru(x, h0, **params):
+    """A bidirectional GRU layer (``reset_after=True``), as ``bidirectional_lstm``:
+    y (N, T, 2H), h0, h_n (2, N, H), W_ih_l0, W_ih_l0_reverse (I, 3H), ..."""
+    return _deep("gru", x, h0, None, params, layers=1, directions=2, reset_after=True)
+
+
+stacked_lstm_vjp = stacked_gru_vjp = bidirectional_lstm_vjp = bidirectional_gru_vjp = _deep_vjp
