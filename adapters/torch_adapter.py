@@ -328,11 +328,40 @@ def bidirectional_gru(t, a, dtype):
     return _deep(nn().GRU, t, 1, 2, dtype=dtype)
 
 
+def _packed(module_cls, t, a, dtype, states=("h0",), **options):
+    """A one-layer module run the way PyTorch users run a padded batch: pack_padded_sequence
+    (enforce_sorted=False: the module sorts by length and unsorts states and outputs),
+    the module on the packed sequence, pad_packed_sequence back to T with zeros."""
+    if a["padded_output"] != "zeros":
+        raise NotApplicable("pad_packed_sequence fills padded steps with one constant (padding_value); "
+                            "y repeating the last valid output (Keras' zero_output_for_mask=False) has no PyTorch form")
+    rnn_utils = nn().utils.rnn
+    built = _recurrent(module_cls(**_recurrent_sizes(t), dtype=dtype, **options), t, states)
+    T = t["x"].shape[1]
+
+    def apply(t):
+        packed = rnn_utils.pack_padded_sequence(t["x"], t["lengths"], batch_first=True, enforce_sorted=False)
+        out = built.apply({**t, "x": packed})
+        y, _ = rnn_utils.pad_packed_sequence(out["y"], batch_first=True, padding_value=0.0, total_length=T)
+        return {**out, "y": y if a["return_sequences"] else y[:, -1]}
+
+    return Built(apply, built.params)
+
+
+def masked_lstm(t, a, dtype):
+    return _packed(nn().LSTM, t, a, dtype, ("h0", "c0"), proj_size=0)
+
+
+def masked_gru(t, a, dtype):
+    return _packed(nn().GRU, t, a, dtype)
+
+
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
-              dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru),
+              dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru,
+              masked_lstm, masked_gru),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: nn().ReLU()(t["x"]),
@@ -373,6 +402,12 @@ CONVENTIONS: dict[str, Convention] = {
                               "case), recovered from the same draw on ones, and the oracle answers for that mask"),
     "batch_norm": Convention({}, "training mode normalizes with the biased batch variance (stores the unbiased one in "
                                  "running_var); refuses N * prod(spatial) == 1; measured"),
+    # ---- recurrent
+    **{name: Convention({}, "pack_padded_sequence(enforce_sorted=False) + pad_packed_sequence(padding_value=0, "
+                            "total_length=T): padded steps keep the state, get no gradient, and y is 0 there "
+                            "(padded_output 'zeros' only); h_n, c_n are the states after each sequence's last "
+                            "valid step; measured")
+       for name in ("masked_lstm", "masked_gru")},
 }
 
 

@@ -21,7 +21,7 @@ from . import models as md
 from . import norm as nm
 from . import pooling as pl
 from . import recurrent as rc
-from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Mask, Real, Shape
+from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Lengths, Mask, Real, Shape
 
 LAYERS: dict[str, Layer] = {}
 
@@ -412,3 +412,23 @@ for _name, _gates, _layers, _directions in (("stacked_lstm", 4, 2, 1), ("stacked
         outputs=("y", "h_n", "c_n") if _lstm else ("y", "h_n"),
         arrays=_deep_arrays(_gates, _layers, _directions, ("h0", "c0") if _lstm else ("h0",)),
     ))
+
+# Variable-length sequences: lengths in [1, T] (all full and all 1 drawn on purpose);
+# what y holds at a padded step and whether y is the whole sequence are attributes.
+MASKED_ATTRS = {"padded_output": Choice(*rc.PADDED_OUTPUTS), "return_sequences": Choice(True, False)}
+
+
+def _masked_arrays(gates, states=("h0",)):
+    arrays = _recurrent_arrays(gates, states)
+    return {"x": arrays.pop("x"), "lengths": Array(S("N"), Lengths("T")), **arrays}
+
+
+register(Layer(
+    "masked_lstm", rc.masked_lstm, rc.masked_lstm_vjp, dims=DEEP_DIMS, outputs=("y", "h_n", "c_n"),
+    attrs=MASKED_ATTRS, arrays=_masked_arrays(4, ("h0", "c0")),
+))
+
+register(Layer(
+    "masked_gru", rc.masked_gru, rc.masked_gru_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
+    attrs=MASKED_ATTRS, arrays=_masked_arrays(3),
+))

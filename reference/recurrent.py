@@ -450,3 +450,65 @@ def bidirectional_gru(x, h0, **params):
 
 
 stacked_lstm_vjp = stacked_gru_vjp = bidirectional_lstm_vjp = bidirectional_gru_vjp = _deep_vjp
+
+
+# ---- variable-length sequences ----------------------------------------------------
+
+PADDED_OUTPUTS = ("zeros", "repeat")
+
+
+def _masked(kind, x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, **cell):
+    require(padded_output in PADDED_OUTPUTS, "padded_output", f"expected 'zeros' or 'repeat', got {padded_output!r}")
+    require(return_sequences in (True, False), "return_sequences", f"expected True or False, got {return_sequences!r}")
+    _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0)
+    valid = check_lengths(lengths, x)
+    y, h_n, c_n, res = _scan(kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh, valid=valid, padded_output=padded_output,
+                             **cell)
+    out = {"y": y if return_sequences else y[:, -1], "h_n": h_n}
+    if c_n is not None:
+        out["c_n"] = c_n
+    return out, (res, return_sequences, y.shape)
+
+
+def _masked_vjp(residuals, g):
+    res, return_sequences, shape = residuals
+    gy = g["y"]
+    if not return_sequences:
+        gy = np.zeros(shape)
+        gy[:, -1] = g["y"]
+    return _scan_vjp(res, gy, g["h_n"], g.get("c_n"))
+
+
+def masked_rnn(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity, padded_output, return_sequences):
+    """``rnn`` over a batch of variable-length sequences, as ``masked_lstm``."""
+    require(nonlinearity in ("tanh", "relu"), "nonlinearity", f"expected 'tanh' or 'relu', got {nonlinearity!r}")
+    return _masked("rnn", x, lengths, h0, None, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity,
+                   padded_output=padded_output, return_sequences=return_sequences)
+
+
+def masked_lstm(x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences):
+    """``lstm`` over a batch of variable-length sequences: sequence n is x[n, :lengths[n]],
+    padded to T (the values of x past its length are ignored).
+
+    A padded step t >= lengths[n] leaves the state alone, (h_t, c_t) = (h_{t-1}, c_{t-1}),
+    and receives no gradient: h_n, c_n are the states after step lengths[n] - 1 (what
+    PyTorch's packed sequences and Keras' masks give). y at a padded step is
+    ``padded_output``: "zeros" (pad_packed_sequence's padding_value=0, Keras'
+    zero_output_for_mask=True) or "repeat" (the state, i.e. the last valid output
+    repeated: Keras' default). ``return_sequences=False``: y is y[:, -1] (N, H), the
+    last step's output (0 for a short sequence under "zeros", h_n under "repeat").
+    Shapes: x (N, T, I), lengths (N,) integers in [1, T], the rest as ``lstm``.
+    Gradients: as ``lstm``, where a padded step passes dL/dh_t, dL/dc_t on to t - 1
+    unchanged (plus g_y[:, t] under "repeat") and contributes nothing else; gx = 0 there.
+    """
+    return _masked("lstm", x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, padded_output=padded_output,
+                   return_sequences=return_sequences)
+
+
+def masked_gru(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences):
+    """``gru`` (reset_after=True) over a batch of variable-length sequences, as ``masked_lstm``."""
+    return _masked("gru", x, lengths, h0, None, W_ih, W_hh, b_ih, b_hh, padded_output=padded_output,
+                   return_sequences=return_sequences, reset_after=True)
+
+
+masked_rnn_vjp = masked_lstm_vjp = masked_gru_vjp = _masked_vjp

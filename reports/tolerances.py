@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..adapters.tf_adapter import xla_conv1d_heap_corruption
+from ..adapters.tf_adapter import masking_route, xla_conv1d_heap_corruption
 from ..reference.activations import SELU_ALPHA, SELU_SCALE
 from ..reference.recurrent import rnn
 
@@ -171,6 +171,13 @@ def _rnn_relu_sign_by_rounding(case) -> bool:
     return bool(np.any((size > 0) & (np.abs(pre) <= terms * EPS[case.dtype] * size)))
 
 
+def _masking_layer_ignored(case) -> bool:
+    """A masked recurrent case the TensorFlow adapter runs through a Masking layer
+    (with initial_state), where some sequence is shorter than T."""
+    x = case.arrays["x"]
+    return masking_route(x) and bool(np.any(case.arrays["lengths"] < x.shape[1]))
+
+
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "tf-elu-exp-minus-one",
@@ -269,6 +276,17 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "float64, x = 0, b_ih = 3, b_hh = -3 in unit 2, h0 W_hh contributing 3.5e-68 there: the oracle and "
         "nn.RNN compute 3 + 3.5e-68 - 3 = 0 and pass no gradient; SimpleRNN computes 0 + 0 + 3.5e-68 > 0 (the "
         "exact value) and passes it (gW_hh off by 5.7 at scale 2.5; tensorflow-cpu 2.21.0, keras 3.15.1)"),
+    *(Divergence(
+        f"tf-masking-layer-dropped-with-initial-state-{_kind}",
+        f"masked_{_kind}", "tensorflow", "*", _masking_layer_ignored,
+        "Keras 3 hands the mask a keras.layers.Masking layer attaches to its output on to the next layer only when "
+        "that layer is called with one tensor argument (Layer.__call__, step 6 'Populate mask argument(s)'); "
+        "an RNN called with initial_state has two, so the mask is silently dropped and the padded steps (zeros "
+        "out of Masking) run as data: y, the final states and every gradient differ wherever a sequence is short",
+        "keras 3.15.1, LSTM(2, return_sequences=True, zero_output_for_mask=True) after Masking(0.0), x[1, 1:] = 0: "
+        "called eagerly without initial_state y[1, :, 0] = [0.114, 0, 0] (masked); with initial_state=[h0, c0] "
+        "[0.114, 0.102, 0.075] (not masked); the same in a functional keras.Model; mask= with initial_state "
+        "masks. The adapter's mask= route matches the oracle in these cases") for _kind in ("lstm", "gru")),
 ]
 
 
