@@ -457,14 +457,16 @@ def _stacked(make, bias, reorder, t, dtype, states):
 
 
 def _bidirectional(make, bias, reorder, t, dtype, states):
-    layer = keras().layers.Bidirectional(make(t, dtype, "_l0"), merge_mode="concat", dtype=dtype)
+    options = {"zero_output_for_mask": True} if "lengths" in t else {}  # forced by Bidirectional anyway
+    layer = keras().layers.Bidirectional(make(t, dtype, "_l0", **options), merge_mode="concat", dtype=dtype)
     layer.build(tuple(t["x"].shape))
     params = (_load(layer.forward_layer, t, None, bias, reorder, "_l0")
               + _load(layer.backward_layer, t, None, bias, reorder, "_l0_reverse"))
+    call = _masked_call(layer, t, dtype) if "lengths" in t else (lambda t, init: layer(t["x"], initial_state=init))
     k = len(states)
 
     def apply(t):
-        y, *last = layer(t["x"], initial_state=[t[s][d] for d in range(2) for s in states])
+        y, *last = call(t, [t[s][d] for d in range(2) for s in states])
         return {"y": y, **{name: tf().stack([last[i], last[k + i]]) for i, name in enumerate(("h_n", "c_n")[:k])}}
 
     return Built(apply, params)
@@ -508,10 +510,9 @@ def _masking_value(x, valid):
     return 0.0 if not zero_steps.any() else float(np.ceil(np.abs(x).max())) + 1.0
 
 
-def _masked(make, bias, reorder, t, a, dtype, states):
-    layer = make(t, dtype, return_sequences=a["return_sequences"],
-                 zero_output_for_mask=a["padded_output"] == "zeros")
-    params = _load(layer, t, t["x"].shape, bias, reorder)
+def _masked_call(layer, t, dtype):
+    """``call(t, initial_state)``: the layer on x masked by the case's lengths, by one
+    of the two routes (``masking_route``)."""
     x, lengths = t["x"].numpy(), t["lengths"].numpy()
     valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
     if masking_route(x):
@@ -521,15 +522,29 @@ def _masked(make, bias, reorder, t, a, dtype, states):
         def call(t, init):
             padded = tf().where(valid[:, :, None], t["x"], tf().constant(value, dtype=dtype))
             return layer(masking(padded), initial_state=init)
-    else:
-        def call(t, init):
-            return layer(t["x"], mask=tf().constant(valid), initial_state=init)
+        return call
+    return lambda t, init: layer(t["x"], mask=tf().constant(valid), initial_state=init)
+
+
+def _masked(make, bias, reorder, t, a, dtype, states):
+    layer = make(t, dtype, return_sequences=a["return_sequences"],
+                 zero_output_for_mask=a["padded_output"] == "zeros")
+    params = _load(layer, t, t["x"].shape, bias, reorder)
+    call = _masked_call(layer, t, dtype)
 
     def apply(t):
         y, *last = call(t, [t[s] for s in states])
         return {"y": y, **dict(zip(("h_n", "c_n"), last))}
 
     return Built(apply, params)
+
+
+def masked_bidirectional_lstm(t, a, dtype):
+    return bidirectional_lstm(t, a, dtype)
+
+
+def masked_bidirectional_gru(t, a, dtype):
+    return bidirectional_gru(t, a, dtype)
 
 
 def masked_lstm(t, a, dtype):
@@ -545,7 +560,7 @@ BUILDERS = {
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
               dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru,
-              masked_lstm, masked_gru),
+              masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
     # layers without parameters: the op or layer applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: tf().nn.relu(t["x"]),
@@ -600,6 +615,12 @@ CONVENTIONS: dict[str, Convention] = {
                             "step) or 0 (zero_output_for_mask=True: 'zeros'); return_sequences=False returns the "
                             "last step's output, so 0 for a short sequence under zero_output_for_mask=True; measured")
        for name in ("masked_lstm", "masked_gru")},
+    **{name: Convention({}, "Bidirectional(merge_mode='concat') over a mask (mask= or a Masking layer, alternately): "
+                            "the backward layer (go_backwards) reads the whole padded sequence reversed, so its "
+                            "masked steps come first and keep the initial state: the valid part is processed "
+                            "reversed, as PyTorch's packed sequences do; Bidirectional forces zero_output_for_mask "
+                            "when it returns sequences, so y is 0 at padded steps; measured")
+       for name in ("masked_bidirectional_lstm", "masked_bidirectional_gru")},
 }
 
 

@@ -303,13 +303,28 @@ def _deep(cls, t, layers, directions, states=("h0",), **options):
             _set(p, t[canonical + s] if convert is None else convert(t[canonical + s]))
             params += (param(p, canonical + s, convert or same),)
 
+    rnn_utils, T = nn().utils.rnn, t["x"].shape[1]
+
     def apply(t):
         init = tuple(t[s] for s in states)
-        y, last = module(t["x"], init if len(init) > 1 else init[0])
+        x = t["x"]
+        if "lengths" in t:  # a padded batch, as in _packed
+            x = rnn_utils.pack_padded_sequence(x, t["lengths"], batch_first=True, enforce_sorted=False)
+        y, last = module(x, init if len(init) > 1 else init[0])
+        if "lengths" in t:
+            y, _ = rnn_utils.pad_packed_sequence(y, batch_first=True, padding_value=0.0, total_length=T)
         last = last if isinstance(last, tuple) else (last,)
         return {"y": y, **dict(zip(("h_n", "c_n"), last))}
 
     return Built(apply, params)
+
+
+def masked_bidirectional_lstm(t, a, dtype):
+    return _deep(nn().LSTM, t, 1, 2, ("h0", "c0"), proj_size=0, dtype=dtype)
+
+
+def masked_bidirectional_gru(t, a, dtype):
+    return _deep(nn().GRU, t, 1, 2, dtype=dtype)
 
 
 def stacked_lstm(t, a, dtype):
@@ -361,7 +376,7 @@ BUILDERS = {
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
               dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru,
-              masked_lstm, masked_gru),
+              masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: nn().ReLU()(t["x"]),
@@ -407,7 +422,7 @@ CONVENTIONS: dict[str, Convention] = {
                             "total_length=T): padded steps keep the state, get no gradient, and y is 0 there "
                             "(padded_output 'zeros' only); h_n, c_n are the states after each sequence's last "
                             "valid step; measured")
-       for name in ("masked_lstm", "masked_gru")},
+       for name in ("masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru")},
 }
 
 

@@ -432,3 +432,12 @@ register(Layer(
     "masked_gru", rc.masked_gru, rc.masked_gru_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
     attrs=MASKED_ATTRS, arrays=_masked_arrays(3),
 ))
+
+for _name, _gates in (("masked_bidirectional_lstm", 4), ("masked_bidirectional_gru", 3)):
+    _states = ("h0", "c0") if _gates == 4 else ("h0",)
+    _arrays = _deep_arrays(_gates, 1, 2, _states)
+    register(Layer(
+        _name, getattr(rc, _name), getattr(rc, _name + "_vjp"), dims=DEEP_DIMS,
+        outputs=("y", "h_n", "c_n") if _gates == 4 else ("y", "h_n"),
+        arrays={"x": _arrays.pop("x"), "lengths": Array(S("N"), Lengths("T")), **_arrays},
+    ))

@@ -512,3 +512,24 @@ def masked_gru(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_
 
 
 masked_rnn_vjp = masked_lstm_vjp = masked_gru_vjp = _masked_vjp
+
+
+def masked_bidirectional_lstm(x, lengths, h0, c0, **params):
+    """``bidirectional_lstm`` over a batch of variable-length sequences: the reverse
+    direction runs on each sequence's valid part reversed, x[n, lengths[n]-1 .. 0]
+    (PyTorch's packed sequences; Keras' go_backwards over a mask, whose padded steps
+    then come first and keep the initial state), and its y is reversed back in place.
+    Padded steps keep the state, get no gradient, and y is 0 there in both halves
+    (pad_packed_sequence; keras Bidirectional forces zero_output_for_mask when it
+    returns sequences). h_n, c_n (2, N, H): forward after step lengths[n] - 1, reverse
+    after step 0. Shapes as ``bidirectional_lstm`` plus lengths (N,) in [1, T].
+    """
+    return _deep("lstm", x, h0, c0, params, layers=1, directions=2, lengths=lengths)
+
+
+def masked_bidirectional_gru(x, lengths, h0, **params):
+    """``bidirectional_gru`` over a batch of variable-length sequences, as ``masked_bidirectional_lstm``."""
+    return _deep("gru", x, h0, None, params, layers=1, directions=2, lengths=lengths, reset_after=True)
+
+
+masked_bidirectional_lstm_vjp = masked_bidirectional_gru_vjp = _deep_vjp

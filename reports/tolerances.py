@@ -286,7 +286,9 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "keras 3.15.1, LSTM(2, return_sequences=True, zero_output_for_mask=True) after Masking(0.0), x[1, 1:] = 0: "
         "called eagerly without initial_state y[1, :, 0] = [0.114, 0, 0] (masked); with initial_state=[h0, c0] "
         "[0.114, 0.102, 0.075] (not masked); the same in a functional keras.Model; mask= with initial_state "
-        "masks. The adapter's mask= route matches the oracle in these cases") for _kind in ("lstm", "gru")),
+        "masks; Bidirectional(LSTM/GRU) after Masking with initial_state: the same (y, h_n off entirely). The "
+        "adapter's mask= route matches the oracle in these cases")
+      for _kind in ("lstm", "gru", "bidirectional_lstm", "bidirectional_gru")),
 ]
 
 
