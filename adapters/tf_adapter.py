@@ -547,6 +547,12 @@ def masked_bidirectional_gru(t, a, dtype):
     return bidirectional_gru(t, a, dtype)
 
 
+def masked_rnn(t, a, dtype):
+    make = lambda t, dtype, **options: keras().layers.SimpleRNN(  # noqa: E731
+        activation=a["nonlinearity"], **{**_rnn_options(t, dtype), **options})
+    return _masked(make, _summed_bias(t), _same, t, a, dtype, ("h0",))
+
+
 def masked_lstm(t, a, dtype):
     return _masked(_keras_lstm, _summed_bias(t), _same, t, a, dtype, ("h0", "c0"))
 
@@ -560,7 +566,7 @@ BUILDERS = {
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
               dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru,
-              masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
+              masked_rnn, masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
     # layers without parameters: the op or layer applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: tf().nn.relu(t["x"]),
@@ -614,7 +620,7 @@ CONVENTIONS: dict[str, Convention] = {
                             "(zero_output_for_mask=False: padded_output 'repeat', the state after the last valid "
                             "step) or 0 (zero_output_for_mask=True: 'zeros'); return_sequences=False returns the "
                             "last step's output, so 0 for a short sequence under zero_output_for_mask=True; measured")
-       for name in ("masked_lstm", "masked_gru")},
+       for name in ("masked_rnn", "masked_lstm", "masked_gru")},
     **{name: Convention({}, "Bidirectional(merge_mode='concat') over a mask (mask= or a Masking layer, alternately): "
                             "the backward layer (go_backwards) reads the whole padded sequence reversed, so its "
                             "masked steps come first and keep the initial state: the valid part is processed "

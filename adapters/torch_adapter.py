@@ -363,6 +363,10 @@ def _packed(module_cls, t, a, dtype, states=("h0",), **options):
     return Built(apply, built.params)
 
 
+def masked_rnn(t, a, dtype):
+    return _packed(nn().RNN, t, a, dtype, nonlinearity=a["nonlinearity"])
+
+
 def masked_lstm(t, a, dtype):
     return _packed(nn().LSTM, t, a, dtype, ("h0", "c0"), proj_size=0)
 
@@ -376,7 +380,7 @@ BUILDERS = {
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
               dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru,
-              masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
+              masked_rnn, masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: nn().ReLU()(t["x"]),
@@ -422,7 +426,8 @@ CONVENTIONS: dict[str, Convention] = {
                             "total_length=T): padded steps keep the state, get no gradient, and y is 0 there "
                             "(padded_output 'zeros' only); h_n, c_n are the states after each sequence's last "
                             "valid step; measured")
-       for name in ("masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru")},
+       for name in ("masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm",
+                    "masked_bidirectional_gru")},
 }
 
 

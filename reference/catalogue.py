@@ -424,6 +424,11 @@ def _masked_arrays(gates, states=("h0",)):
 
 
 register(Layer(
+    "masked_rnn", rc.masked_rnn, rc.masked_rnn_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
+    attrs={"nonlinearity": Choice("tanh", "relu"), **MASKED_ATTRS}, arrays=_masked_arrays(1),
+))
+
+register(Layer(
     "masked_lstm", rc.masked_lstm, rc.masked_lstm_vjp, dims=DEEP_DIMS, outputs=("y", "h_n", "c_n"),
     attrs=MASKED_ATTRS, arrays=_masked_arrays(4, ("h0", "c0")),
 ))

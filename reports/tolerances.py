@@ -140,7 +140,9 @@ def _rnn_relu_pre_activations(case):
     each sums (I + H + 2); None for a tanh RNN."""
     if case.attrs["nonlinearity"] != "relu":
         return None
-    a = {k: v.astype(np.float64) for k, v in case.arrays.items()}
+    # masked_rnn: the valid steps come first and match the unmasked run; its padded
+    # steps only widen the condition
+    a = {k: v.astype(np.float64) for k, v in case.arrays.items() if k != "lengths"}
     y = rnn(**a, nonlinearity="relu")[0]["y"]
     h_prev = np.concatenate([a["h0"][:, None], y[:, :-1]], axis=1)
     pre = a["x"] @ a["W_ih"] + a["b_ih"] + h_prev @ a["W_hh"] + a["b_hh"]
@@ -276,6 +278,18 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "float64, x = 0, b_ih = 3, b_hh = -3 in unit 2, h0 W_hh contributing 3.5e-68 there: the oracle and "
         "nn.RNN compute 3 + 3.5e-68 - 3 = 0 and pass no gradient; SimpleRNN computes 0 + 0 + 3.5e-68 > 0 (the "
         "exact value) and passes it (gW_hh off by 5.7 at scale 2.5; tensorflow-cpu 2.21.0, keras 3.15.1)"),
+    Divergence(
+        "tf-flush-to-zero-masked-rnn-relu",
+        "masked_rnn", "tensorflow", "*", _subnormal_rnn_pre_activation,
+        "as tf-flush-to-zero-rnn-relu: the same SimpleRNN cell under a mask flushes a subnormal pre-activation "
+        "to zero, and the ReLU then passes no gradient to that step",
+        "as tf-flush-to-zero-rnn-relu (the cell is the same; the mask only decides which steps run)"),
+    Divergence(
+        "tf-masked-rnn-relu-kink-summation-order",
+        "masked_rnn", "tensorflow", "*", _rnn_relu_sign_by_rounding,
+        "as tf-rnn-relu-kink-summation-order: the same SimpleRNN cell under a mask sums its one bias in another "
+        "order than PyTorch and the oracle, so a pre-activation within rounding of 0 may take the other side of the kink",
+        "as tf-rnn-relu-kink-summation-order (the cell is the same; the mask only decides which steps run)"),
     *(Divergence(
         f"tf-masking-layer-dropped-with-initial-state-{_kind}",
         f"masked_{_kind}", "tensorflow", "*", _masking_layer_ignored,
@@ -288,7 +302,7 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "[0.114, 0.102, 0.075] (not masked); the same in a functional keras.Model; mask= with initial_state "
         "masks; Bidirectional(LSTM/GRU) after Masking with initial_state: the same (y, h_n off entirely). The "
         "adapter's mask= route matches the oracle in these cases")
-      for _kind in ("lstm", "gru", "bidirectional_lstm", "bidirectional_gru")),
+      for _kind in ("rnn", "lstm", "gru", "bidirectional_lstm", "bidirectional_gru")),
 ]
 
 
