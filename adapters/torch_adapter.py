@@ -319,14 +319,6 @@ def _deep(cls, t, layers, directions, states=("h0",), **options):
     return Built(apply, params)
 
 
-def masked_bidirectional_lstm(t, a, dtype):
-    return _deep(nn().LSTM, t, 1, 2, ("h0", "c0"), proj_size=0, dtype=dtype)
-
-
-def masked_bidirectional_gru(t, a, dtype):
-    return _deep(nn().GRU, t, 1, 2, dtype=dtype)
-
-
 def stacked_lstm(t, a, dtype):
     return _deep(nn().LSTM, t, 2, 1, ("h0", "c0"), proj_size=0, dtype=dtype)
 
@@ -361,6 +353,14 @@ def _packed(module_cls, t, a, dtype, states=("h0",), **options):
         return {**out, "y": y if a["return_sequences"] else y[:, -1]}
 
     return Built(apply, built.params)
+
+
+def masked_bidirectional_lstm(t, a, dtype):
+    return _deep(nn().LSTM, t, 1, 2, ("h0", "c0"), proj_size=0, dtype=dtype)
+
+
+def masked_bidirectional_gru(t, a, dtype):
+    return _deep(nn().GRU, t, 1, 2, dtype=dtype)
 
 
 def masked_rnn(t, a, dtype):
