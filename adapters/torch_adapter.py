@@ -13,7 +13,8 @@ import importlib
 
 from ..reference import Convention
 from ..reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
-from .base import Built, FrameworkAdapter, NotApplicable, by_name, param, seed_of, stateless
+from ..reference.recurrent import param_names
+from .base import Built, FrameworkAdapter, NotApplicable, by_name, param, same, seed_of, stateless
 
 _torch = None
 
@@ -292,14 +293,105 @@ def lstm(t, a, dtype):
 
 
 def gru(t, a, dtype):
+    if not a["reset_after"]:
+        raise NotApplicable("torch.nn.GRU only implements reset_after=True (the reset gate multiplies "
+                            "h W_hn + b_hn); reset_after=False (r h_{t-1} before the matmul) has no PyTorch module")
     return _recurrent(nn().GRU(**_recurrent_sizes(t), dtype=dtype), t)
+
+
+def _deep(cls, t, layers, directions, states=("h0",), **options):
+    """nn.LSTM / nn.GRU with num_layers and bidirectional: torch's own parameter names
+    (weight_ih_l1, weight_ih_l0_reverse, ...) are the canonical ones, weights transposed;
+    states and final states are (L D, N, H) in both."""
+    H = t["W_hh_l0"].shape[0]
+    module = cls(input_size=t["W_ih_l0"].shape[0], hidden_size=H, num_layers=layers, bias=True, batch_first=True,
+                 dropout=0.0, bidirectional=directions == 2, **options)
+    params = ()
+    for s in param_names(layers, directions):
+        for weight, canonical, convert in (("weight_ih", "W_ih", _transpose), ("weight_hh", "W_hh", _transpose),
+                                           ("bias_ih", "b_ih", None), ("bias_hh", "b_hh", None)):
+            p = getattr(module, weight + s)
+            _set(p, t[canonical + s] if convert is None else convert(t[canonical + s]))
+            params += (param(p, canonical + s, convert or same),)
+
+    rnn_utils, T = nn().utils.rnn, t["x"].shape[1]
+
+    def apply(t):
+        init = tuple(t[s] for s in states)
+        x = t["x"]
+        if "lengths" in t:  # a padded batch, as in _packed
+            x = rnn_utils.pack_padded_sequence(x, t["lengths"], batch_first=True, enforce_sorted=False)
+        y, last = module(x, init if len(init) > 1 else init[0])
+        if "lengths" in t:
+            y, _ = rnn_utils.pad_packed_sequence(y, batch_first=True, padding_value=0.0, total_length=T)
+        last = last if isinstance(last, tuple) else (last,)
+        return {"y": y, **dict(zip(("h_n", "c_n"), last))}
+
+    return Built(apply, params)
+
+
+def stacked_lstm(t, a, dtype):
+    return _deep(nn().LSTM, t, 2, 1, ("h0", "c0"), proj_size=0, dtype=dtype)
+
+
+def stacked_gru(t, a, dtype):
+    return _deep(nn().GRU, t, 2, 1, dtype=dtype)
+
+
+def bidirectional_lstm(t, a, dtype):
+    return _deep(nn().LSTM, t, 1, 2, ("h0", "c0"), proj_size=0, dtype=dtype)
+
+
+def bidirectional_gru(t, a, dtype):
+    return _deep(nn().GRU, t, 1, 2, dtype=dtype)
+
+
+def _packed(module_cls, t, a, dtype, states=("h0",), **options):
+    """A one-layer module run the way PyTorch users run a padded batch: pack_padded_sequence
+    (enforce_sorted=False: the module sorts by length and unsorts states and outputs),
+    the module on the packed sequence, pad_packed_sequence back to T with zeros."""
+    if a["padded_output"] != "zeros":
+        raise NotApplicable("pad_packed_sequence fills padded steps with one constant (padding_value); "
+                            "y repeating the last valid output (Keras' zero_output_for_mask=False) has no PyTorch form")
+    rnn_utils = nn().utils.rnn
+    built = _recurrent(module_cls(**_recurrent_sizes(t), dtype=dtype, **options), t, states)
+    T = t["x"].shape[1]
+
+    def apply(t):
+        packed = rnn_utils.pack_padded_sequence(t["x"], t["lengths"], batch_first=True, enforce_sorted=False)
+        out = built.apply({**t, "x": packed})
+        y, _ = rnn_utils.pad_packed_sequence(out["y"], batch_first=True, padding_value=0.0, total_length=T)
+        return {**out, "y": y if a["return_sequences"] else y[:, -1]}
+
+    return Built(apply, built.params)
+
+
+def masked_bidirectional_lstm(t, a, dtype):
+    return _deep(nn().LSTM, t, 1, 2, ("h0", "c0"), proj_size=0, dtype=dtype)
+
+
+def masked_bidirectional_gru(t, a, dtype):
+    return _deep(nn().GRU, t, 1, 2, dtype=dtype)
+
+
+def masked_rnn(t, a, dtype):
+    return _packed(nn().RNN, t, a, dtype, nonlinearity=a["nonlinearity"])
+
+
+def masked_lstm(t, a, dtype):
+    return _packed(nn().LSTM, t, a, dtype, ("h0", "c0"), proj_size=0)
+
+
+def masked_gru(t, a, dtype):
+    return _packed(nn().GRU, t, a, dtype)
 
 
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
               global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, rms_norm, group_norm, embedding,
-              dropout, rnn, lstm, gru),
+              dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru,
+              masked_rnn, masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: nn().ReLU()(t["x"]),
@@ -340,6 +432,13 @@ CONVENTIONS: dict[str, Convention] = {
                               "case), recovered from the same draw on ones, and the oracle answers for that mask"),
     "batch_norm": Convention({}, "training mode normalizes with the biased batch variance (stores the unbiased one in "
                                  "running_var); refuses N * prod(spatial) == 1; measured"),
+    # ---- recurrent
+    **{name: Convention({}, "pack_padded_sequence(enforce_sorted=False) + pad_packed_sequence(padding_value=0, "
+                            "total_length=T): padded steps keep the state, get no gradient, and y is 0 there "
+                            "(padded_output 'zeros' only); h_n, c_n are the states after each sequence's last "
+                            "valid step; measured")
+       for name in ("masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm",
+                    "masked_bidirectional_gru")},
 }
 
 

@@ -8,8 +8,8 @@ NumPy only, float64 inside. Entry points: ``LAYERS`` (the catalogue) and
 from .case import DTYPES, Case, load
 from .catalogue import LAYERS, register
 from .oracle import FLOW, GRAD, OUT, Evaluation, Oracle, condition, differentiable, evaluate, validate, with_flow
-from .spec import Array, Choice, Convention, Drawn, Float, Int, Labels, Layer, Mask, Real, Shape, require
+from .spec import Array, Choice, Convention, Drawn, Float, Int, Labels, Layer, Lengths, Mask, Real, Shape, require
 
 __all__ = ["DTYPES", "FLOW", "GRAD", "LAYERS", "OUT", "Array", "Case", "Choice", "Convention", "Drawn", "Evaluation",
-           "Float", "Int", "Labels", "Layer", "Mask", "Oracle", "Real", "Shape", "condition", "differentiable",
-           "evaluate", "load", "register", "require", "validate", "with_flow"]
+           "Float", "Int", "Labels", "Layer", "Lengths", "Mask", "Oracle", "Real", "Shape", "condition",
+           "differentiable", "evaluate", "load", "register", "require", "validate", "with_flow"]

@@ -22,7 +22,7 @@ from . import norm as nm
 from . import pooling as pl
 from . import recurrent as rc
 from .sensitivity import through_time
-from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Mask, Real, Shape
+from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Lengths, Mask, Real, Shape
 
 LAYERS: dict[str, Layer] = {}
 
@@ -369,6 +369,12 @@ RECURRENT_W = Real(-2.0, 2.0, edges=(0.0, 2.0, -2.0))
 RECURRENT_B = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
 
 
+def _through_time(forward, vjp):
+    """What every layer through time declares: the per-step gradient norms of x
+    (``flow``) and the condition number measured by perturbation."""
+    return {"flow": "x", "condition": through_time(forward, vjp)}
+
+
 def _recurrent_arrays(gates, states=("h0",)):
     return {
         "x": Array(S("N", "T", "I"), RECURRENT_X),
@@ -381,17 +387,89 @@ def _recurrent_arrays(gates, states=("h0",)):
 
 
 register(Layer(
-    "rnn", rc.rnn, rc.rnn_vjp, flow="x", condition=through_time(rc.rnn, rc.rnn_vjp), dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    "rnn", rc.rnn, rc.rnn_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    **_through_time(rc.rnn, rc.rnn_vjp),
     attrs={"nonlinearity": Choice("tanh", "relu")},
     arrays=_recurrent_arrays(1),
 ))
 
 register(Layer(
-    "lstm", rc.lstm, rc.lstm_vjp, flow="x", condition=through_time(rc.lstm, rc.lstm_vjp), dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
+    "lstm", rc.lstm, rc.lstm_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
+    **_through_time(rc.lstm, rc.lstm_vjp),
     arrays=_recurrent_arrays(4, ("h0", "c0")),
 ))
 
 register(Layer(
-    "gru", rc.gru, rc.gru_vjp, flow="x", condition=through_time(rc.gru, rc.gru_vjp), dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    "gru", rc.gru, rc.gru_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    **_through_time(rc.gru, rc.gru_vjp),
+    attrs={"reset_after": Choice(True, False)},
     arrays=_recurrent_arrays(3),
 ))
+
+# Stacks and directions: PyTorch's weight names (W_ih_l1, W_ih_l0_reverse, ...) and
+# state layout (L D, N, H), index l D + d; smaller sizes (the cost grows with L D).
+DEEP_DIMS = {"N": Int(1, 3), "T": Int(1, 4), "I": Int(1, 3), "H": Int(1, 3, like="I")}
+
+
+def _deep_arrays(gates, layers, directions, states=("h0",)):
+    arrays = {"x": Array(S("N", "T", "I"), RECURRENT_X),
+              **{s: Array(lambda d, a: (layers * directions, d.N, d.H), RECURRENT_STATE) for s in states}}
+    for k, suffix in enumerate(rc.param_names(layers, directions)):
+        first = k < directions
+        arrays.update({
+            f"W_ih{suffix}": Array(lambda d, a, first=first: (d.I if first else directions * d.H, gates * d.H),
+                                   RECURRENT_W, param=True),
+            f"W_hh{suffix}": Array(lambda d, a: (d.H, gates * d.H), RECURRENT_W, param=True),
+            f"b_ih{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+            f"b_hh{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+        })
+    return arrays
+
+
+for _name, _gates, _layers, _directions in (("stacked_lstm", 4, 2, 1), ("stacked_gru", 3, 2, 1),
+                                            ("bidirectional_lstm", 4, 1, 2), ("bidirectional_gru", 3, 1, 2)):
+    _lstm = _gates == 4
+    register(Layer(
+        _name, getattr(rc, _name), getattr(rc, _name + "_vjp"), dims=DEEP_DIMS,
+        outputs=("y", "h_n", "c_n") if _lstm else ("y", "h_n"),
+        **_through_time(getattr(rc, _name), getattr(rc, _name + "_vjp")),
+        arrays=_deep_arrays(_gates, _layers, _directions, ("h0", "c0") if _lstm else ("h0",)),
+    ))
+
+# Variable-length sequences: lengths in [1, T] (all full and all 1 drawn on purpose);
+# what y holds at a padded step and whether y is the whole sequence are attributes.
+MASKED_ATTRS = {"padded_output": Choice(*rc.PADDED_OUTPUTS), "return_sequences": Choice(True, False)}
+
+
+def _masked_arrays(gates, states=("h0",)):
+    arrays = _recurrent_arrays(gates, states)
+    return {"x": arrays.pop("x"), "lengths": Array(S("N"), Lengths("T")), **arrays}
+
+
+register(Layer(
+    "masked_rnn", rc.masked_rnn, rc.masked_rnn_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
+    **_through_time(rc.masked_rnn, rc.masked_rnn_vjp),
+    attrs={"nonlinearity": Choice("tanh", "relu"), **MASKED_ATTRS}, arrays=_masked_arrays(1),
+))
+
+register(Layer(
+    "masked_lstm", rc.masked_lstm, rc.masked_lstm_vjp, dims=DEEP_DIMS, outputs=("y", "h_n", "c_n"),
+    **_through_time(rc.masked_lstm, rc.masked_lstm_vjp),
+    attrs=MASKED_ATTRS, arrays=_masked_arrays(4, ("h0", "c0")),
+))
+
+register(Layer(
+    "masked_gru", rc.masked_gru, rc.masked_gru_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
+    **_through_time(rc.masked_gru, rc.masked_gru_vjp),
+    attrs=MASKED_ATTRS, arrays=_masked_arrays(3),
+))
+
+for _name, _gates in (("masked_bidirectional_lstm", 4), ("masked_bidirectional_gru", 3)):
+    _states = ("h0", "c0") if _gates == 4 else ("h0",)
+    _arrays = _deep_arrays(_gates, 1, 2, _states)
+    register(Layer(
+        _name, getattr(rc, _name), getattr(rc, _name + "_vjp"), dims=DEEP_DIMS,
+        outputs=("y", "h_n", "c_n") if _gates == 4 else ("y", "h_n"),
+        **_through_time(getattr(rc, _name), getattr(rc, _name + "_vjp")),
+        arrays={"x": _arrays.pop("x"), "lengths": Array(S("N"), Lengths("T")), **_arrays},
+    ))

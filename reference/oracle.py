@@ -14,7 +14,7 @@ import numpy as np
 
 from .case import DTYPES, Case
 from .catalogue import LAYERS
-from .spec import Convention, Labels, Layer, attr_type_error, require
+from .spec import Convention, Labels, Layer, Lengths, attr_type_error, require
 
 OUT, GRAD, FLOW = "out", "grad", "flow"
 
@@ -75,8 +75,9 @@ def validate(case: Case) -> Layer:
         require(name in wanted, name, f"{case.layer} takes no array {name!r} (it takes {', '.join(wanted)})")
         require(isinstance(arr, np.ndarray), name, f"expected a NumPy array, got {type(arr).__name__}")
         require(arr.size > 0, name, f"is empty (shape {arr.shape})")
-        if isinstance(wanted[name].values, Labels):
-            require(np.issubdtype(arr.dtype, np.integer), name, f"expected integer labels, got {arr.dtype}")
+        if isinstance(wanted[name].values, (Labels, Lengths)):
+            what = "labels" if isinstance(wanted[name].values, Labels) else "lengths"
+            require(np.issubdtype(arr.dtype, np.integer), name, f"expected integer {what}, got {arr.dtype}")
         else:
             _check_array(name, arr, case.dtype)
     require(isinstance(case.cotangents, dict), "cotangents",

@@ -29,6 +29,22 @@ weight gradients are one contraction each after the loop:
     gW_hh = sum_t h_{t-1}ᵀ da_h[t],  gb_hh = sum_{t,n} da_h[t],  gh0 = dL/dh_{-1}.
 
 sigma is the logistic function; sigma' = sigma (1 - sigma), tanh' = 1 - tanh^2.
+
+Internally the scan is time-major ((T, N, ...) arrays, preallocated, so every
+step reads and writes contiguous rows), the input projection x W_ih + b_ih is one
+matmul before the loop, and the weight gradients one matmul each after it.
+
+Variable-length sequences (``valid`` (N, T), true for t < length): a padded step
+neither changes the state nor receives gradient (h_t = h_{t-1}, c_t = c_{t-1}),
+so h_n, c_n are the states after each sequence's last valid step. What y holds at
+a padded step is ``padded_output``: "zeros" (PyTorch's pad_packed_sequence, Keras'
+zero_output_for_mask=True) or "repeat" (the state, i.e. the last valid output
+repeated: Keras' default, zero_output_for_mask=False).
+
+Stacks and directions (``_deep``) compose the one-layer scan: layer l > 0 reads
+layer l - 1's y; the reverse direction runs the same scan on each sequence's valid
+part reversed in time (the whole sequence without lengths) and reverses its y
+back; the directions' y are concatenated on the last axis (forward first).
 """
 
 from __future__ import annotations
@@ -41,34 +57,183 @@ from .spec import require
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0=None):
+def _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0=None, suffix=""):
     """Shapes of the canonical layout; returns (N, T, I, H)."""
     g = GATES[kind]
     require(x.ndim == 3, "x", f"expected (N, T, I), got shape {x.shape}")
     n, t, i = x.shape
     require(h0.ndim == 2 and h0.shape[0] == n, "h0", f"expected ({n}, H) for x {x.shape}, got {h0.shape}")
     h = h0.shape[1]
-    require(W_ih.shape == (i, g * h), "W_ih", f"expected ({i}, {g * h}) (I, {g} H), got {W_ih.shape}")
-    require(W_hh.shape == (h, g * h), "W_hh", f"expected ({h}, {g * h}) (H, {g} H), got {W_hh.shape}")
-    require(b_ih.shape == (g * h,), "b_ih", f"expected ({g * h},), got {b_ih.shape}")
-    require(b_hh.shape == (g * h,), "b_hh", f"expected ({g * h},), got {b_hh.shape}")
+    require(W_ih.shape == (i, g * h), "W_ih" + suffix, f"expected ({i}, {g * h}) (I, {g} H), got {W_ih.shape}")
+    require(W_hh.shape == (h, g * h), "W_hh" + suffix, f"expected ({h}, {g * h}) (H, {g} H), got {W_hh.shape}")
+    require(b_ih.shape == (g * h,), "b_ih" + suffix, f"expected ({g * h},), got {b_ih.shape}")
+    require(b_hh.shape == (g * h,), "b_hh" + suffix, f"expected ({g * h},), got {b_hh.shape}")
     if c0 is not None:
         require(c0.shape == h0.shape, "c0", f"expected {h0.shape} like h0, got {c0.shape}")
     return n, t, i, h
 
 
-def _input_projection(x, W_ih, b_ih):
-    """x_t W_ih + b_ih for every step at once: (N, T, G H)."""
-    return np.einsum("nti,ij->ntj", x, W_ih) + b_ih
+# ---- the one-layer scan, time-major inside -----------------------------------
+
+def _scan(kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reset_after=True, valid=None,
+          padded_output="zeros"):
+    """One layer, one direction: (y (N, T, H), h_n, c_n or None, residuals)."""
+    N, T, _ = x.shape
+    H = h0.shape[1]
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2))
+    u = np.matmul(xt, W_ih)
+    u += b_ih
+    hs = np.empty((T + 1, N, H))
+    hs[0] = h0
+    res = {"kind": kind, "x": xt, "W_ih": W_ih, "W_hh": W_hh, "hs": hs, "valid": None, "padded": padded_output,
+           "reset_after": reset_after}
+    vt = None if valid is None else valid.T[:, :, None]  # (T, N, 1)
+    if kind == "lstm":
+        cs = np.empty((T + 1, N, H))
+        cs[0] = c0
+        acts, tcs = np.empty((T, N, 4 * H)), np.empty((T, N, H))
+        for t in range(T):
+            a = u[t] + hs[t] @ W_hh
+            a += b_hh
+            s = acts[t]
+            s[:] = _sigmoid(a)
+            s[:, 2 * H:3 * H] = np.tanh(a[:, 2 * H:3 * H])
+            c = s[:, H:2 * H] * cs[t] + s[:, :H] * s[:, 2 * H:3 * H]
+            tc = np.tanh(c)
+            tcs[t] = tc
+            h = s[:, 3 * H:] * tc
+            if vt is not None:
+                c, h = np.where(vt[t], c, cs[t]), np.where(vt[t], h, hs[t])
+            cs[t + 1], hs[t + 1] = c, h
+        res.update(cs=cs, acts=acts, tcs=tcs)
+    elif kind == "gru":
+        rz, ns, aux = np.empty((T, N, 2 * H)), np.empty((T, N, H)), np.empty((T, N, H))
+        W_n, b_n = W_hh[:, 2 * H:], b_hh[2 * H:]
+        for t in range(T):
+            if reset_after:  # r multiplies the recurrent projection, bias included
+                w = hs[t] @ W_hh
+                w += b_hh
+                rz[t] = _sigmoid(u[t, :, :2 * H] + w[:, :2 * H])
+                aux[t] = w[:, 2 * H:]
+                n = np.tanh(u[t, :, 2 * H:] + rz[t, :, :H] * aux[t])
+            else:  # r multiplies h before its matmul: aux is q = r h_{t-1}
+                w = hs[t] @ W_hh[:, :2 * H]
+                w += b_hh[:2 * H]
+                rz[t] = _sigmoid(u[t, :, :2 * H] + w)
+                np.multiply(rz[t, :, :H], hs[t], out=aux[t])
+                wn = aux[t] @ W_n
+                wn += b_n
+                n = np.tanh(u[t, :, 2 * H:] + wn)
+            ns[t] = n
+            z = rz[t, :, H:]
+            h = n + z * (hs[t] - n)  # (1 - z) n + z h_{t-1}
+            hs[t + 1] = h if vt is None else np.where(vt[t], h, hs[t])
+        res.update(rz=rz, ns=ns, aux=aux)
+    else:
+        slopes = np.empty((T, N, H))
+        for t in range(T):
+            a = u[t] + hs[t] @ W_hh
+            a += b_hh
+            if nonlinearity == "tanh":
+                h = np.tanh(a)
+                slopes[t] = 1.0 - h * h
+            else:
+                h = np.maximum(a, 0.0)
+                slopes[t] = a > 0
+            hs[t + 1] = h if vt is None else np.where(vt[t], h, hs[t])
+        res.update(slopes=slopes)
+    y = hs[1:]
+    if vt is not None:
+        res["valid"] = vt
+        if padded_output == "zeros":
+            y = np.where(vt, y, 0.0)
+    return (y.transpose(1, 0, 2), hs[T], res["cs"][T] if kind == "lstm" else None, res)
 
 
-def _weight_grads(x, h_prev, W_ih, W_hh, da_i, da_h):
-    """The gradients shared by the three cells, from the stacked pre-activation
-    gradients da_i, da_h (N, T, G H) and the states h_{t-1} (N, T, H)."""
-    return {"x": np.einsum("ntj,ij->nti", da_i, W_ih),
-            "W_ih": np.einsum("nti,ntj->ij", x, da_i), "b_ih": da_i.sum(axis=(0, 1)),
-            "W_hh": np.einsum("nth,ntj->hj", h_prev, da_h), "b_hh": da_h.sum(axis=(0, 1))}
+def _scan_vjp(res, gy, g_hn, g_cn=None):
+    """Gradients of one scan from the cotangents of y (N, T, H), h_n and c_n:
+    {x, h0, c0 (LSTM), W_ih, W_hh, b_ih, b_hh}."""
+    kind, xt, W_ih, W_hh, hs, vt = res["kind"], res["x"], res["W_ih"], res["W_hh"], res["hs"], res["valid"]
+    T, N, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    G = GATES[kind]
+    gyt = gy.transpose(1, 0, 2)
+    da_i = np.empty((T, N, G * H))
+    da_h = da_i
+    dH = np.array(g_hn, dtype=np.float64)
+    dC = None if kind != "lstm" else np.array(g_cn, dtype=np.float64)
+    repeat = res["padded"] == "repeat"
+    W_hhT = W_hh.T
+    if kind == "gru":
+        rz, ns, aux, ra = res["rz"], res["ns"], res["aux"], res["reset_after"]
+        da_h = np.empty((T, N, 3 * H))
+        W_rzT, W_nT = W_hh[:, :2 * H].T, W_hh[:, 2 * H:].T
+    for t in range(T - 1, -1, -1):
+        # dh, dc: the gradient of this step's fresh h and c; pass_h, pass_c: what
+        # a padded step hands on to t - 1 untouched
+        if vt is None:
+            dh, dc = dH + gyt[t], dC
+        else:
+            v = vt[t]
+            if repeat:
+                dH = dH + gyt[t]
+                dh = np.where(v, dH, 0.0)
+            else:
+                dh = np.where(v, dH + gyt[t], 0.0)
+            pass_h = np.where(v, 0.0, dH)
+            if dC is not None:
+                dc, pass_c = np.where(v, dC, 0.0), np.where(v, 0.0, dC)
+        if kind == "lstm":
+            s, tc = res["acts"][t], res["tcs"][t]
+            i, f, g, o = s[:, :H], s[:, H:2 * H], s[:, 2 * H:3 * H], s[:, 3 * H:]
+            dc = dc + dh * o * (1.0 - tc * tc)
+            d = da_i[t]
+            np.multiply(dc * g, i * (1.0 - i), out=d[:, :H])
+            np.multiply(dc * res["cs"][t], f * (1.0 - f), out=d[:, H:2 * H])
+            np.multiply(dc * i, 1.0 - g * g, out=d[:, 2 * H:3 * H])
+            np.multiply(dh * tc, o * (1.0 - o), out=d[:, 3 * H:])
+            dH = d @ W_hhT
+            dC = dc * f
+        elif kind == "gru":
+            r, z, n = rz[t, :, :H], rz[t, :, H:], ns[t]
+            dn = dh * (1.0 - z) * (1.0 - n * n)
+            di, dr_h = da_i[t], da_h[t]
+            np.multiply(dh * (hs[t] - n), z * (1.0 - z), out=di[:, H:2 * H])
+            di[:, 2 * H:] = dn
+            if ra:
+                np.multiply(dn * aux[t], r * (1.0 - r), out=di[:, :H])
+                dr_h[:, :2 * H] = di[:, :2 * H]
+                np.multiply(dn, r, out=dr_h[:, 2 * H:])
+                dH = dh * z + dr_h @ W_hhT
+            else:
+                dq = dn @ W_nT
+                np.multiply(dq * hs[t], r * (1.0 - r), out=di[:, :H])
+                dr_h[:] = di
+                dH = dh * z + di[:, :2 * H] @ W_rzT + dq * r
+        else:
+            np.multiply(dh, res["slopes"][t], out=da_i[t])
+            dH = da_i[t] @ W_hhT
+        if vt is not None:
+            dH += pass_h
+            if dC is not None:
+                dC += pass_c
+    flat_i, flat_h = da_i.reshape(T * N, -1), da_h.reshape(T * N, -1)
+    xs = xt.reshape(T * N, -1)
+    grads = {"x": (da_i @ W_ih.T).transpose(1, 0, 2), "W_ih": xs.T @ flat_i, "b_ih": flat_i.sum(axis=0),
+             "b_hh": flat_h.sum(axis=0), "h0": dH}
+    h_prev = hs[:-1].reshape(T * N, H)
+    if kind == "gru" and not res["reset_after"]:  # the n block's recurrent input is q = r h_{t-1}
+        gW = np.empty_like(W_hh)
+        gW[:, :2 * H] = h_prev.T @ flat_h[:, :2 * H]
+        gW[:, 2 * H:] = aux.reshape(T * N, H).T @ flat_h[:, 2 * H:]
+        grads["W_hh"] = gW
+    else:
+        grads["W_hh"] = h_prev.T @ flat_h
+    if kind == "lstm":
+        grads["c0"] = dC
+    return grads
 
+
+# ---- one layer, one direction ---------------------------------------------------
 
 def rnn(x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity):
     """Elman RNN (tanh or ReLU), batch first: one gate, G = 1.
@@ -80,33 +245,17 @@ def rnn(x, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity):
     Gradients (dh_t = g_y[:, t] + [t = T-1] g_h_n + da_{t+1} W_hhᵀ):
         da_t = dh_t act'(a_t),  da_i = da_h = da;  gh0 = da_0 W_hhᵀ.
     act' is 1 - h_t^2 for tanh, [a_t > 0] for ReLU: ReLU'(0) = 0 (both frameworks).
+    The sum is ((x_t W_ih + b_ih) + h_{t-1} W_hh) + b_hh, PyTorch's order: at a
+    pre-activation within rounding of the kink the order decides the side.
     """
     require(nonlinearity in ("tanh", "relu"), "nonlinearity", f"expected 'tanh' or 'relu', got {nonlinearity!r}")
     _check("rnn", x, h0, W_ih, W_hh, b_ih, b_hh)
-    a_in = _input_projection(x, W_ih, b_ih)
-    h, hs, slopes = h0, [], []
-    for t in range(x.shape[1]):
-        a = a_in[:, t] + h @ W_hh + b_hh
-        if nonlinearity == "tanh":
-            h = np.tanh(a)
-            slopes.append(1.0 - h * h)
-        else:
-            h = np.maximum(a, 0.0)
-            slopes.append((a > 0).astype(np.float64))
-        hs.append(h)
-    y = np.stack(hs, axis=1)
-    return {"y": y, "h_n": y[:, -1]}, (x, h0, W_ih, W_hh, y, np.stack(slopes, axis=1))
+    y, h_n, _, res = _scan("rnn", x, h0, None, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity)
+    return {"y": y, "h_n": h_n}, res
 
 
 def rnn_vjp(res, g):
-    x, h0, W_ih, W_hh, y, slopes = res
-    da = np.empty_like(y)
-    dh = g["h_n"]
-    for t in range(x.shape[1] - 1, -1, -1):
-        da[:, t] = (g["y"][:, t] + dh) * slopes[:, t]
-        dh = da[:, t] @ W_hh.T
-    h_prev = np.concatenate([h0[:, None], y[:, :-1]], axis=1)
-    return {**_weight_grads(x, h_prev, W_ih, W_hh, da, da), "h0": dh}
+    return _scan_vjp(res, g["y"], g["h_n"])
 
 
 def lstm(x, h0, c0, W_ih, W_hh, b_ih, b_hh):
@@ -127,89 +276,260 @@ def lstm(x, h0, c0, W_ih, W_hh, b_ih, b_hh):
     Smooth everywhere.
     """
     _check("lstm", x, h0, W_ih, W_hh, b_ih, b_hh, c0)
-    H = h0.shape[1]
-    a_in = _input_projection(x, W_ih, b_ih)
-    h, c, hs, cs, gates = h0, c0, [], [], []
-    for t in range(x.shape[1]):
-        a = a_in[:, t] + h @ W_hh + b_hh
-        i, f, o = _sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H]), _sigmoid(a[:, 3 * H:])
-        gg = np.tanh(a[:, 2 * H:3 * H])
-        c = f * c + i * gg
-        h = o * np.tanh(c)
-        hs.append(h)
-        cs.append(c)
-        gates.append(np.concatenate([i, f, gg, o], axis=1))
-    y, c_all = np.stack(hs, axis=1), np.stack(cs, axis=1)
-    return ({"y": y, "h_n": y[:, -1], "c_n": c_all[:, -1]},
-            (x, h0, c0, W_ih, W_hh, y, c_all, np.stack(gates, axis=1)))
+    y, h_n, c_n, res = _scan("lstm", x, h0, c0, W_ih, W_hh, b_ih, b_hh)
+    return {"y": y, "h_n": h_n, "c_n": c_n}, res
 
 
 def lstm_vjp(res, g):
-    x, h0, c0, W_ih, W_hh, y, c_all, gates = res
-    H = h0.shape[1]
-    da = np.empty_like(gates)
-    dh, dc = g["h_n"], g["c_n"]
-    for t in range(x.shape[1] - 1, -1, -1):
-        i, f, gg, o = (gates[:, t, k * H:(k + 1) * H] for k in range(4))
-        c_prev = c_all[:, t - 1] if t else c0
-        tc = np.tanh(c_all[:, t])
-        dh = g["y"][:, t] + dh
-        dc = dc + dh * o * (1.0 - tc * tc)
-        da[:, t] = np.concatenate([dc * gg * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
-                                   dc * i * (1.0 - gg * gg), dh * tc * o * (1.0 - o)], axis=1)
-        dh = da[:, t] @ W_hh.T
-        dc = dc * f
-    h_prev = np.concatenate([h0[:, None], y[:, :-1]], axis=1)
-    return {**_weight_grads(x, h_prev, W_ih, W_hh, da, da), "h0": dh, "c0": dc}
+    return _scan_vjp(res, g["y"], g["h_n"], g["c_n"])
 
 
-def gru(x, h0, W_ih, W_hh, b_ih, b_hh):
-    """GRU, batch first, PyTorch's formulation (Keras' ``reset_after=True``): the
-    reset gate multiplies the recurrent projection after its bias; gates r, z, n
-    (G = 3, in that order along the columns of W_ih, W_hh, b_ih, b_hh):
+def gru(x, h0, W_ih, W_hh, b_ih, b_hh, *, reset_after=True):
+    """GRU, batch first; gates r, z, n (G = 3, in that order along the columns of
+    W_ih, W_hh, b_ih, b_hh). ``reset_after=True`` is PyTorch's formulation (and
+    Keras' default): the reset gate multiplies the recurrent projection after its
+    bias; ``reset_after=False`` (Keras' other one, the original GRU) multiplies
+    h_{t-1} before the recurrent matmul:
 
         [u_r | u_z | u_n] = x_t W_ih + b_ih,   [w_r | w_z | w_n] = h_{t-1} W_hh + b_hh
-        r = sigma(u_r + w_r),  z = sigma(u_z + w_z),  n = tanh(u_n + r w_n)
+        r = sigma(u_r + w_r),  z = sigma(u_z + w_z)
+        reset_after:      n = tanh(u_n + r w_n)
+        not reset_after:  n = tanh(u_n + (r h_{t-1}) W_hn + b_hn)    (W_hn, b_hn: block n of W_hh, b_hh)
         h_t = (1 - z) n + z h_{t-1},   h_{-1} = h0
         y = (h_0 .. h_{T-1}) on axis 1,  h_n = h_{T-1}
 
+    Without reset_after, b_hn is added outside the reset, so only b_in + b_hn
+    matters (Keras holds that sum as its one bias).
     Shapes: x (N, T, I), h0 (N, H), W_ih (I, 3H), W_hh (H, 3H), b_ih, b_hh (3H,).
     Gradients, backwards in t, with dh_t = g_y[:, t] + [t = T-1] g_h_n + (carry from t+1):
-        dn = dh_t (1 - z) (1 - n^2),  dz = dh_t (h_{t-1} - n) z (1 - z),  dr = dn w_n r (1 - r)
-        da_i = [dr | dz | dn],  da_h = [dr | dz | dn r]
-        carry to h_{t-1}: dh_t z + da_h W_hhᵀ;  gh0 is the carry out of t = 0.
+        dn = dh_t (1 - z) (1 - n^2),  dz = dh_t (h_{t-1} - n) z (1 - z)
+        reset_after:  dr = dn w_n r (1 - r),  da_i = [dr | dz | dn],  da_h = [dr | dz | dn r],
+                      carry to h_{t-1}: dh_t z + da_h W_hhᵀ
+        otherwise:    dq = dn W_hnᵀ,  dr = dq h_{t-1} r (1 - r),  da_i = da_h = [dr | dz | dn],
+                      gW_hn = sum_t (r h_{t-1})ᵀ dn (the other blocks: h_{t-1}ᵀ da_h),
+                      carry to h_{t-1}: dh_t z + [dr | dz] W_hrzᵀ + dq r
+        gh0 is the carry out of t = 0.
     Smooth everywhere.
     """
+    require(reset_after in (True, False), "reset_after", f"expected True or False, got {reset_after!r}")
     _check("gru", x, h0, W_ih, W_hh, b_ih, b_hh)
-    H = h0.shape[1]
-    u_all = _input_projection(x, W_ih, b_ih)
-    h, hs, saved = h0, [], []
-    for t in range(x.shape[1]):
-        u, w = u_all[:, t], h @ W_hh + b_hh
-        r = _sigmoid(u[:, :H] + w[:, :H])
-        z = _sigmoid(u[:, H:2 * H] + w[:, H:2 * H])
-        n = np.tanh(u[:, 2 * H:] + r * w[:, 2 * H:])
-        h = (1.0 - z) * n + z * h
-        hs.append(h)
-        saved.append(np.concatenate([r, z, n, w[:, 2 * H:]], axis=1))
-    y = np.stack(hs, axis=1)
-    return {"y": y, "h_n": y[:, -1]}, (x, h0, W_ih, W_hh, y, np.stack(saved, axis=1))
+    y, h_n, _, res = _scan("gru", x, h0, None, W_ih, W_hh, b_ih, b_hh, reset_after=reset_after)
+    return {"y": y, "h_n": h_n}, res
 
 
 def gru_vjp(res, g):
-    x, h0, W_ih, W_hh, y, saved = res
-    H = h0.shape[1]
+    return _scan_vjp(res, g["y"], g["h_n"])
+
+
+# ---- stacks, directions, lengths ------------------------------------------------
+
+def param_names(layers: int, directions: int) -> list[str]:
+    """PyTorch's weight names without the ``weight_``/``bias_`` split: the suffix of
+    layer l and direction d is ``_l{l}`` (+ ``_reverse`` for the reverse direction)."""
+    return [f"_l{l}{'_reverse' if d else ''}" for l in range(layers) for d in range(directions)]
+
+
+def _reversal(lengths, N, T):
+    """The time index that reverses each sequence's first lengths[n] steps and leaves
+    its padding in place (an involution): rev[n, t] = lengths[n] - 1 - t for t < lengths[n]."""
+    t = np.arange(T)
+    if lengths is None:
+        return np.broadcast_to(T - 1 - t, (N, T))
+    return np.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+
+
+def _gather(a, rev):
+    return np.take_along_axis(a, rev[:, :, None], axis=1)
+
+
+def check_lengths(lengths, x):
+    """Valid steps (N, T) from lengths (N,) with 1 <= lengths <= T."""
     N, T = x.shape[:2]
-    da_i, da_h = np.empty((N, T, 3 * H)), np.empty((N, T, 3 * H))
-    dh = g["h_n"]
-    h_prev = np.concatenate([h0[:, None], y[:, :-1]], axis=1)
-    for t in range(T - 1, -1, -1):
-        r, z, n, w_n = (saved[:, t, k * H:(k + 1) * H] for k in range(4))
-        dh = g["y"][:, t] + dh
-        dn = dh * (1.0 - z) * (1.0 - n * n)
-        dz = dh * (h_prev[:, t] - n) * z * (1.0 - z)
-        dr = dn * w_n * r * (1.0 - r)
-        da_i[:, t] = np.concatenate([dr, dz, dn], axis=1)
-        da_h[:, t] = np.concatenate([dr, dz, dn * r], axis=1)
-        dh = dh * z + da_h[:, t] @ W_hh.T
-    return {**_weight_grads(x, h_prev, W_ih, W_hh, da_i, da_h), "h0": dh}
+    require(lengths.shape == (N,), "lengths", f"expected ({N},), one per sequence of x {x.shape}, got {lengths.shape}")
+    require(np.issubdtype(lengths.dtype, np.integer), "lengths", f"expected integers, got {lengths.dtype}")
+    require(bool(np.all((lengths >= 1) & (lengths <= T))), "lengths",
+            f"expected values in [1, {T}] (T = x.shape[1]), got {lengths.tolist()}")
+    return np.arange(T)[None, :] < lengths[:, None]
+
+
+def _deep(kind, x, h0, c0, params, *, layers, directions, lengths=None, padded_output="zeros", **cell):
+    """L layers x D directions of one scan; states (L D, N, H), index l D + d."""
+    require(x.ndim == 3, "x", f"expected (N, T, I), got shape {x.shape}")
+    N, T, _ = x.shape
+    require(h0.ndim == 3 and h0.shape[:2] == (layers * directions, N), "h0",
+            f"expected ({layers * directions}, {N}, H) (L D, N, H), got {h0.shape}")
+    if c0 is not None:
+        require(c0.shape == h0.shape, "c0", f"expected {h0.shape} like h0, got {c0.shape}")
+    suffixes = param_names(layers, directions)
+    wanted = {f"{p}{s}" for s in suffixes for p in ("W_ih", "W_hh", "b_ih", "b_hh")}
+    require(set(params) == wanted, "params", f"expected {', '.join(sorted(wanted))}, got {', '.join(sorted(params))}")
+    valid = None if lengths is None else check_lengths(lengths, x)
+    rev = _reversal(lengths, N, T)
+    inp, res, h_n, c_n = x, [], [], []
+    for l in range(layers):
+        ys = []
+        for d in range(directions):
+            k, s = l * directions + d, suffixes[l * directions + d]
+            W_ih, W_hh, b_ih, b_hh = (params[p + s] for p in ("W_ih", "W_hh", "b_ih", "b_hh"))
+            _check(kind, inp, h0[k], W_ih, W_hh, b_ih, b_hh, None if c0 is None else c0[k], suffix=s)
+            y, h, c, r = _scan(kind, inp if d == 0 else _gather(inp, rev), h0[k], None if c0 is None else c0[k],
+                               W_ih, W_hh, b_ih, b_hh, valid=valid, padded_output=padded_output, **cell)
+            ys.append(y if d == 0 else _gather(y, rev))
+            res.append(r)
+            h_n.append(h)
+            c_n.append(c)
+        inp = ys[0] if directions == 1 else np.concatenate(ys, axis=2)
+    out = {"y": inp, "h_n": np.stack(h_n)}
+    if c0 is not None:
+        out["c_n"] = np.stack(c_n)
+    return out, (res, suffixes, layers, directions, rev, h0.shape[2])
+
+
+def _deep_vjp(residuals, g):
+    res, suffixes, layers, directions, rev, H = residuals
+    gy, grads = g["y"], {}
+    gh0 = np.empty_like(g["h_n"])
+    gc0 = np.empty_like(g["c_n"]) if "c_n" in g else None
+    for l in range(layers - 1, -1, -1):
+        g_in = 0.0
+        for d in range(directions):
+            k, s = l * directions + d, suffixes[l * directions + d]
+            gyd = gy[:, :, d * H:(d + 1) * H]
+            gr = _scan_vjp(res[k], gyd if d == 0 else _gather(gyd, rev), g["h_n"][k],
+                           None if gc0 is None else g["c_n"][k])
+            g_in = g_in + (gr["x"] if d == 0 else _gather(gr["x"], rev))
+            gh0[k] = gr["h0"]
+            if gc0 is not None:
+                gc0[k] = gr["c0"]
+            grads.update({p + s: gr[p] for p in ("W_ih", "W_hh", "b_ih", "b_hh")})
+        gy = g_in
+    grads.update(x=gy, h0=gh0)
+    if gc0 is not None:
+        grads["c0"] = gc0
+    return grads
+
+
+def stacked_lstm(x, h0, c0, **params):
+    """Two stacked LSTM layers (PyTorch's ``nn.LSTM(num_layers=2)``, dropout 0): layer 1
+    is ``lstm`` on x, layer 2 is ``lstm`` on layer 1's y.
+
+    Shapes: x (N, T, I), h0, c0 (2, N, H) (index = layer), W_ih_l0 (I, 4H),
+    W_ih_l1 (H, 4H), W_hh_l{0,1} (H, 4H), b_ih_l{0,1}, b_hh_l{0,1} (4H,) ->
+    y (N, T, H) (layer 2's), h_n, c_n (2, N, H) (PyTorch's layout).
+    Gradients: layer 2's vjp, whose gx is added to the cotangent of layer 1's y.
+    """
+    return _deep("lstm", x, h0, c0, params, layers=2, directions=1)
+
+
+def stacked_gru(x, h0, **params):
+    """Two stacked GRU layers (``reset_after=True``), as ``stacked_lstm``: h0, h_n (2, N, H),
+    W_ih_l0 (I, 3H), W_ih_l1 (H, 3H), ... -> y (N, T, H)."""
+    return _deep("gru", x, h0, None, params, layers=2, directions=1, reset_after=True)
+
+
+def bidirectional_lstm(x, h0, c0, **params):
+    """A bidirectional LSTM layer (PyTorch's ``nn.LSTM(bidirectional=True)``, Keras'
+    ``Bidirectional(LSTM, merge_mode="concat")``): the forward direction is ``lstm``
+    on x; the reverse direction is ``lstm`` on x reversed in time (weights
+    ``*_l0_reverse``), its y reversed back:
+
+        y = [y_fwd | reverse_t(lstm(reverse_t(x))_y)]  (N, T, 2H),
+        h_n, c_n (2, N, H): index 0 forward (after t = T-1), 1 reverse (after t = 0).
+
+    Shapes: h0, c0 (2, N, H); W_ih_l0, W_ih_l0_reverse (I, 4H); W_hh_* (H, 4H); b_* (4H,).
+    Gradients: each direction's vjp on its half of g_y (reversed for the reverse
+    direction), the two gx summed.
+    """
+    return _deep("lstm", x, h0, c0, params, layers=1, directions=2)
+
+
+def bidirectional_gru(x, h0, **params):
+    """A bidirectional GRU layer (``reset_after=True``), as ``bidirectional_lstm``:
+    y (N, T, 2H), h0, h_n (2, N, H), W_ih_l0, W_ih_l0_reverse (I, 3H), ..."""
+    return _deep("gru", x, h0, None, params, layers=1, directions=2, reset_after=True)
+
+
+stacked_lstm_vjp = stacked_gru_vjp = bidirectional_lstm_vjp = bidirectional_gru_vjp = _deep_vjp
+
+
+# ---- variable-length sequences ----------------------------------------------------
+
+PADDED_OUTPUTS = ("zeros", "repeat")
+
+
+def _masked(kind, x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, **cell):
+    require(padded_output in PADDED_OUTPUTS, "padded_output", f"expected 'zeros' or 'repeat', got {padded_output!r}")
+    require(return_sequences in (True, False), "return_sequences", f"expected True or False, got {return_sequences!r}")
+    _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0)
+    valid = check_lengths(lengths, x)
+    y, h_n, c_n, res = _scan(kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh, valid=valid, padded_output=padded_output,
+                             **cell)
+    out = {"y": y if return_sequences else y[:, -1], "h_n": h_n}
+    if c_n is not None:
+        out["c_n"] = c_n
+    return out, (res, return_sequences, y.shape)
+
+
+def _masked_vjp(residuals, g):
+    res, return_sequences, shape = residuals
+    gy = g["y"]
+    if not return_sequences:
+        gy = np.zeros(shape)
+        gy[:, -1] = g["y"]
+    return _scan_vjp(res, gy, g["h_n"], g.get("c_n"))
+
+
+def masked_rnn(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity, padded_output, return_sequences):
+    """``rnn`` over a batch of variable-length sequences, as ``masked_lstm``."""
+    require(nonlinearity in ("tanh", "relu"), "nonlinearity", f"expected 'tanh' or 'relu', got {nonlinearity!r}")
+    return _masked("rnn", x, lengths, h0, None, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity,
+                   padded_output=padded_output, return_sequences=return_sequences)
+
+
+def masked_lstm(x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences):
+    """``lstm`` over a batch of variable-length sequences: sequence n is x[n, :lengths[n]],
+    padded to T (the values of x past its length are ignored).
+
+    A padded step t >= lengths[n] leaves the state alone, (h_t, c_t) = (h_{t-1}, c_{t-1}),
+    and receives no gradient: h_n, c_n are the states after step lengths[n] - 1 (what
+    PyTorch's packed sequences and Keras' masks give). y at a padded step is
+    ``padded_output``: "zeros" (pad_packed_sequence's padding_value=0, Keras'
+    zero_output_for_mask=True) or "repeat" (the state, i.e. the last valid output
+    repeated: Keras' default). ``return_sequences=False``: y is y[:, -1] (N, H), the
+    last step's output (0 for a short sequence under "zeros", h_n under "repeat").
+    Shapes: x (N, T, I), lengths (N,) integers in [1, T], the rest as ``lstm``.
+    Gradients: as ``lstm``, where a padded step passes dL/dh_t, dL/dc_t on to t - 1
+    unchanged (plus g_y[:, t] under "repeat") and contributes nothing else; gx = 0 there.
+    """
+    return _masked("lstm", x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, padded_output=padded_output,
+                   return_sequences=return_sequences)
+
+
+def masked_gru(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences):
+    """``gru`` (reset_after=True) over a batch of variable-length sequences, as ``masked_lstm``."""
+    return _masked("gru", x, lengths, h0, None, W_ih, W_hh, b_ih, b_hh, padded_output=padded_output,
+                   return_sequences=return_sequences, reset_after=True)
+
+
+masked_rnn_vjp = masked_lstm_vjp = masked_gru_vjp = _masked_vjp
+
+
+def masked_bidirectional_lstm(x, lengths, h0, c0, **params):
+    """``bidirectional_lstm`` over a batch of variable-length sequences: the reverse
+    direction runs on each sequence's valid part reversed, x[n, lengths[n]-1 .. 0]
+    (PyTorch's packed sequences; Keras' go_backwards over a mask, whose padded steps
+    then come first and keep the initial state), and its y is reversed back in place.
+    Padded steps keep the state, get no gradient, and y is 0 there in both halves
+    (pad_packed_sequence; keras Bidirectional forces zero_output_for_mask when it
+    returns sequences). h_n, c_n (2, N, H): forward after step lengths[n] - 1, reverse
+    after step 0. Shapes as ``bidirectional_lstm`` plus lengths (N,) in [1, T].
+    """
+    return _deep("lstm", x, h0, c0, params, layers=1, directions=2, lengths=lengths)
+
+
+def masked_bidirectional_gru(x, lengths, h0, **params):
+    """``bidirectional_gru`` over a batch of variable-length sequences, as ``masked_bidirectional_lstm``."""
+    return _deep("gru", x, h0, None, params, layers=1, directions=2, lengths=lengths, reset_after=True)
+
+
+masked_bidirectional_lstm_vjp = masked_bidirectional_gru_vjp = _deep_vjp

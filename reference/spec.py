@@ -137,6 +137,15 @@ class Labels:
 
 
 @dataclass(frozen=True)
+class Lengths:
+    """Integer sequence lengths in ``[1, dims[steps]]``, one per sequence (a batch of
+    variable-length sequences padded to ``steps``). Never differentiable. The
+    strategy draws all-full and all-length-1 batches on purpose."""
+
+    steps: str
+
+
+@dataclass(frozen=True)
 class Array:
     """One named input or parameter of a layer.
 
@@ -147,7 +156,7 @@ class Array:
     """
 
     shape: Callable[[SimpleNamespace, dict], tuple]
-    values: Real | Labels | Mask = field(default_factory=Real)
+    values: Real | Labels | Lengths | Mask = field(default_factory=Real)
     param: bool = False
     optional: bool = False
     grad: bool = True

@@ -58,7 +58,8 @@ FAMILIES = {
     "normalization": ("batch_norm", "batch_norm_inference", "layer_norm", "group_norm", "instance_norm", "rms_norm"),
     "embedding": ("embedding",),
     "dropout": ("dropout",),
-    "recurrent": ("rnn", "lstm", "gru", "bidirectional_lstm", "bidirectional_gru"),
+    "recurrent": ("rnn", "lstm", "gru", "stacked_lstm", "stacked_gru", "bidirectional_lstm", "bidirectional_gru",
+                  "masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru"),
     "attention": ("attention", "multi_head_attention", "scaled_dot_product_attention"),
     "training step": ("sgd_step", "momentum_step", "adam_step", "adamw_step", "rmsprop_step", "train_step"),
 }

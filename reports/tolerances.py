@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..adapters.tf_adapter import xla_conv1d_heap_corruption
+from ..adapters.tf_adapter import masking_route, xla_conv1d_heap_corruption
 from ..reference.activations import SELU_ALPHA, SELU_SCALE
 from ..reference import LAYERS, evaluate
 from ..reference.recurrent import rnn
@@ -143,7 +143,9 @@ def _rnn_relu_pre_activations(case):
     each sums (I + H + 2); None for a tanh RNN."""
     if case.attrs["nonlinearity"] != "relu":
         return None
-    a = {k: v.astype(np.float64) for k, v in case.arrays.items()}
+    # masked_rnn: the valid steps come first and match the unmasked run; its padded
+    # steps only widen the condition
+    a = {k: v.astype(np.float64) for k, v in case.arrays.items() if k != "lengths"}
     y = rnn(**a, nonlinearity="relu")[0]["y"]
     h_prev = np.concatenate([a["h0"][:, None], y[:, :-1]], axis=1)
     pre = a["x"] @ a["W_ih"] + a["b_ih"] + h_prev @ a["W_hh"] + a["b_hh"]
@@ -182,6 +184,13 @@ def _gradient_overflows_through_time(case) -> bool:
         return False
     limit = float(np.finfo(case.dtype).max)
     return any(float(np.abs(g).max(initial=0.0)) > limit for g in evaluate(case).outputs["grad"].values())
+
+
+def _masking_layer_ignored(case) -> bool:
+    """A masked recurrent case the TensorFlow adapter runs through a Masking layer
+    (with initial_state), where some sequence is shorter than T."""
+    x = case.arrays["x"]
+    return masking_route(x) and bool(np.any(case.arrays["lengths"] < x.shape[1]))
 
 
 KNOWN_DIVERGENCES: list[Divergence] = [
@@ -298,6 +307,31 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "float64, x = 0, b_ih = 3, b_hh = -3 in unit 2, h0 W_hh contributing 3.5e-68 there: the oracle and "
         "nn.RNN compute 3 + 3.5e-68 - 3 = 0 and pass no gradient; SimpleRNN computes 0 + 0 + 3.5e-68 > 0 (the "
         "exact value) and passes it (gW_hh off by 5.7 at scale 2.5; tensorflow-cpu 2.21.0, keras 3.15.1)"),
+    Divergence(
+        "tf-flush-to-zero-masked-rnn-relu",
+        "masked_rnn", "tensorflow", "*", _subnormal_rnn_pre_activation,
+        "as tf-flush-to-zero-rnn-relu: the same SimpleRNN cell under a mask flushes a subnormal pre-activation "
+        "to zero, and the ReLU then passes no gradient to that step",
+        "as tf-flush-to-zero-rnn-relu (the cell is the same; the mask only decides which steps run)"),
+    Divergence(
+        "tf-masked-rnn-relu-kink-summation-order",
+        "masked_rnn", "tensorflow", "*", _rnn_relu_sign_by_rounding,
+        "as tf-rnn-relu-kink-summation-order: the same SimpleRNN cell under a mask sums its one bias in another "
+        "order than PyTorch and the oracle, so a pre-activation within rounding of 0 may take the other side of the kink",
+        "as tf-rnn-relu-kink-summation-order (the cell is the same; the mask only decides which steps run)"),
+    *(Divergence(
+        f"tf-masking-layer-dropped-with-initial-state-{_kind}",
+        f"masked_{_kind}", "tensorflow", "*", _masking_layer_ignored,
+        "Keras 3 hands the mask a keras.layers.Masking layer attaches to its output on to the next layer only when "
+        "that layer is called with one tensor argument (Layer.__call__, step 6 'Populate mask argument(s)'); "
+        "an RNN called with initial_state has two, so the mask is silently dropped and the padded steps (zeros "
+        "out of Masking) run as data: y, the final states and every gradient differ wherever a sequence is short",
+        "keras 3.15.1, LSTM(2, return_sequences=True, zero_output_for_mask=True) after Masking(0.0), x[1, 1:] = 0: "
+        "called eagerly without initial_state y[1, :, 0] = [0.114, 0, 0] (masked); with initial_state=[h0, c0] "
+        "[0.114, 0.102, 0.075] (not masked); the same in a functional keras.Model; mask= with initial_state "
+        "masks; Bidirectional(LSTM/GRU) after Masking with initial_state: the same (y, h_n off entirely). The "
+        "adapter's mask= route matches the oracle in these cases")
+      for _kind in ("rnn", "lstm", "gru", "bidirectional_lstm", "bidirectional_gru")),
 ]
 
 

@@ -18,7 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 from gradparity.reference import LAYERS, Case
 from gradparity.reference.oracle import _named_outputs
-from gradparity.reference.spec import Choice, Drawn, Float, Int, Labels, Mask, Real, Shape
+from gradparity.reference.spec import Choice, Drawn, Float, Int, Labels, Lengths, Mask, Real, Shape
 
 
 def attribute(spec, *, edges: bool = True) -> st.SearchStrategy:
@@ -100,6 +100,17 @@ def _mask(draw, spec: Mask, shape, attrs, *, edges: bool) -> np.ndarray:
     return (rng.random(shape) >= rate).astype(np.float64)
 
 
+def _lengths(draw, steps: int, shape, *, edges: bool) -> np.ndarray:
+    """Lengths in [1, steps]; all full and all 1 on purpose, and 1 and full mixed in."""
+    if edges:
+        pick = draw(st.sampled_from(["random", "random", "full", "one"]))
+        if pick != "random":
+            return np.full(shape, steps if pick == "full" else 1, dtype=np.int64)
+        return draw(hnp.arrays(np.int64, shape, elements=st.one_of(st.sampled_from([1, steps]),
+                                                                    st.integers(1, steps))))
+    return np.random.default_rng(draw(st.integers(0, 2**32 - 1))).integers(1, steps + 1, size=shape)
+
+
 @st.composite
 def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
     """Draw a valid Case for catalogue layer ``name`` computed in ``dtype``."""
@@ -120,6 +131,8 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
         if isinstance(spec.values, Labels):
             k = getattr(d, spec.values.classes)
             arrays[arr_name] = draw(hnp.arrays(np.int64, shape, elements=st.integers(0, k - 1)))
+        elif isinstance(spec.values, Lengths):
+            arrays[arr_name] = _lengths(draw, getattr(d, spec.values.steps), shape, edges=edges)
         elif isinstance(spec.values, Mask):
             arrays[arr_name] = _round(_mask(draw, spec.values, shape, attrs, edges=edges), dtype)
         else:
@@ -156,6 +169,8 @@ def fixed_case(name: str, dtype: str, dims: dict, attrs: dict, *, seed: int = 0)
         shape = spec.shape(d, attrs)
         if isinstance(spec.values, Labels):
             arrays[arr_name] = rng.integers(0, getattr(d, spec.values.classes), size=shape)
+        elif isinstance(spec.values, Lengths):
+            arrays[arr_name] = rng.integers(1, getattr(d, spec.values.steps) + 1, size=shape)
         elif isinstance(spec.values, Mask):
             arrays[arr_name] = _round((rng.random(shape) >= attrs[spec.values.rate]).astype(np.float64), dtype)
         else:

@@ -29,6 +29,8 @@ BENCH = {
                     "pad_h": 1, "pad_w": 1}),
     # the same x, training-mode statistics
     "batch_norm": ({"N": 8, "C": 16, "spatial": (32, 32)}, {"eps": 1e-5}),
+    # a sequence batch: 16 sequences of 50 steps, 32 features, 64 hidden units
+    "lstm": ({"N": 16, "T": 50, "I": 32, "H": 64}, {}),
 }
 
 MEMBERS = ["oracle", *ADAPTERS]
