@@ -231,3 +231,31 @@ def multi_head_attention_with_weights(*args, **kwargs):
 
 def multi_head_attention_with_weights_vjp(res, g):
     return multi_head_attention_vjp(res, g["y"], g["weights"])
+
+
+def kappa(residuals, **arrays_and_attrs):
+    """How far one rounding in the backward pass moves a gradient, relative to the
+    cotangent it is judged against: kappa = max(1, the largest sum of magnitudes
+    behind one element of gb_q or gb_k, per unit cotangent).
+
+    The backward pass carries g through W_o and V into dP = (g W_oᵀ) Vᵀ, whose
+    size is |W_o| |V| times |g|, and then sums ds = P (dP - rowsum(P dP)) times Q
+    or K over positions: gb_k = sum_j dK_j is exactly 0 (adding a constant to
+    every key moves every logit of a row equally), computed as a difference of
+    such terms, and gb_q can be just as small. Rounding those terms in float32
+    leaves eps times their summed magnitude. Bounded here with |g| = 1 everywhere:
+    |dP| <= (1 |W_o|ᵀ) |V|ᵀ (+ 1 / heads for the weights' own cotangent),
+    |ds| <= scale P (|dP| + rowsum(P |dP|)), and the sums sum_{n,i,j} |ds_ij| |Q_i|,
+    sum_{n,i,j} |ds_ij| |K_j| per feature.
+    """
+    query, _, _, _, _, _, W_o, _, core, heads, _ = residuals
+    q, k, v, p, _, scale = core
+    n, lq, e = query.shape
+    unit = _heads(np.broadcast_to(np.abs(W_o).sum(axis=1), (n, lq, e)), heads)
+    dp = np.matmul(unit, np.swapaxes(np.abs(v), -1, -2))
+    if arrays_and_attrs.get("need_weights", True):
+        dp += 1.0 / heads  # the weights' cotangent (an entry that outputs them); harmless otherwise
+    ds = scale * p * (dp + (p * dp).sum(axis=-1, keepdims=True))
+    through_q = np.matmul(np.swapaxes(ds, -1, -2), np.abs(q)).sum(axis=(0, 2))
+    through_k = np.matmul(ds, np.abs(k)).sum(axis=(0, 2))
+    return max(1.0, float(through_q.max(initial=0.0)), float(through_k.max(initial=0.0)))

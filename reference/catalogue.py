@@ -435,7 +435,7 @@ def _mha_arrays():
 
 
 register(Layer(
-    "multi_head_attention", at.multi_head_attention, at.multi_head_attention_vjp,
+    "multi_head_attention", at.multi_head_attention, at.multi_head_attention_vjp, condition=at.kappa,
     dims=MHA_DIMS, attrs={"num_heads": _drawn("heads"), "need_weights": Choice(False, True)},
     arrays=_mha_arrays(),
     conventions={"empty_row": "zeros", "empty_row_weights": "zeros"},
@@ -443,7 +443,7 @@ register(Layer(
 
 register(Layer(
     "multi_head_attention_weights", at.multi_head_attention_with_weights, at.multi_head_attention_with_weights_vjp,
-    dims=MHA_DIMS, attrs={"num_heads": _drawn("heads")}, outputs=("y", "weights"),
+    condition=at.kappa, dims=MHA_DIMS, attrs={"num_heads": _drawn("heads")}, outputs=("y", "weights"),
     arrays=_mha_arrays(),
     conventions={"empty_row_weights": "zeros"},
 ))
