@@ -189,10 +189,8 @@ def _keras_bias_add_as_nchw(case) -> bool:
     adds it along axis 1 (NCHW). MultiHeadAttention's projections add b (heads, D) to
     (N, L, heads, D): with D = 1 < heads and L = heads the bias lands on the positions."""
     a, heads = case.arrays, case.attrs["num_heads"]
-    if a["W_q"].shape[0] != heads or heads == 1:
-        return False
-    moved = (["b_q"] if a["query"].shape[1] == heads else []) + (["b_k", "b_v"] if a["key"].shape[1] == heads else [])
-    return any(np.ptp(a[b]) > 0 for b in moved)  # a bias equal for every head lands the same either way
+    # Even a bias equal for every head is hit: its gradient is summed over positions, not heads.
+    return a["W_q"].shape[0] == heads > 1 and heads in (a["query"].shape[1], a["key"].shape[1])
 
 
 def _float32_rounds(value: float) -> bool:
@@ -225,7 +223,8 @@ _KERAS_BIAS_ADD = (
     "that equals x.shape[1] or x.shape[-1], choosing NCHW when x.shape[-1] != n: b is then added along axis 1, "
     "against broadcasting. MultiHeadAttention's EinsumDense projections add b (heads, D) to (N, L, heads, D): with "
     "head dim D = 1, heads > 1 and a sequence length L equal to heads, that projection's bias is added per "
-    "position instead of per head",
+    "position instead of per head, and its gradient is summed over the heads at each position instead of over the "
+    "positions",
     "keras 3.15.1 / tensorflow-cpu 2.21.0, float32 and float64: keras.ops.add(zeros((1, 2, 2, 1)), [[1], [0]]) "
     "gives [[1, 1], [0, 0]] on axes (1, 2) where broadcasting (and tf.add) gives [[1, 0], [1, 0]]; "
     "MultiHeadAttention(num_heads=2, key_dim=1) on query (1, 1, 2), key (1, 2, 2), all weights 0, b_q = 1, "
