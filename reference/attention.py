@@ -57,18 +57,29 @@ def _keep(mask, causal: bool, shape) -> np.ndarray | None:
 def _softmax_rows(s, keep, empty_row):
     """Softmax over the last axis, kept entries only; (P, kept, empty rows or None)."""
     require(empty_row in EMPTY_ROW, "empty_row", f"expected one of {', '.join(EMPTY_ROW)}, got {empty_row!r}")
+    # In place on one fresh array (s is the caller's scratch): at benchmark sizes
+    # every extra temporary costs as much as the exp.
     if keep is None:
-        e = np.exp(s - s.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True), None
-    s = np.where(keep, s, -np.inf)
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        return s, None
+    np.copyto(s, -np.inf, where=~keep)
     m = s.max(axis=-1, keepdims=True)
     empty = ~np.isfinite(m)  # the row keeps nothing: its max is -inf
-    e = np.exp(s - np.where(empty, 0.0, m))  # exp(-inf) = 0 at every masked entry
-    z = e.sum(axis=-1, keepdims=True)
-    p = e / np.where(empty, 1.0, z)
-    if empty_row == "uniform":
-        p = np.where(empty, 1.0 / s.shape[-1], p)
-    return p, empty
+    if not empty.any():
+        empty = None
+    else:
+        m[empty] = 0.0
+    s -= m
+    np.exp(s, out=s)  # exp(-inf) = 0 at every masked entry
+    z = s.sum(axis=-1, keepdims=True)
+    if empty is not None:
+        z[empty] = 1.0
+    s /= z
+    if empty is not None and empty_row == "uniform":
+        np.copyto(s, 1.0 / s.shape[-1], where=empty)
+    return s, empty
 
 
 def attend(q, k, v, keep, scale, empty_row):
@@ -87,9 +98,11 @@ def attend_vjp(res, g, g_p=None):
     dp = np.matmul(g, np.swapaxes(v, -1, -2))
     if g_p is not None:
         dp += g_p
-    ds = p * (dp - (p * dp).sum(axis=-1, keepdims=True))
+    ds = p * dp
+    dp -= ds.sum(axis=-1, keepdims=True)
+    np.multiply(p, dp, out=ds)
     if empty is not None:
-        ds = np.where(empty, 0.0, ds)  # a uniform row's weights do not depend on s
+        np.copyto(ds, 0.0, where=empty)  # a uniform row's weights do not depend on s
     ds *= scale
     return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), gv
 
