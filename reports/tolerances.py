@@ -212,11 +212,12 @@ _KERAS_SCALE = (
 _TORCH_MHA_NAN = (
     "nn.MultiheadAttention(need_weights=True) computes the softmax itself on logits with -inf at masked keys: a "
     "query that may see no key (a fully masked attn_mask row, or a sequence whose key_padding_mask is all True) "
-    "gives softmax(-inf, ..., -inf) = NaN in its output row and its weights, and the NaN reaches every weight "
-    "gradient through the sums over the batch; the fused path (need_weights=False) returns 0 there, Keras 0 or "
+    "gives softmax(-inf, ..., -inf) = NaN in its output row and its weights, and the NaN reaches the projection "
+    "weights' gradients through the sums over the batch; the fused path (need_weights=False) returns 0 there, Keras 0 or "
     "a uniform row (see the conventions)",
     "torch 2.13, float32 and float64: E = 4, 2 heads, x (2, 2, 4), key_padding_mask [[F, F], [T, T]]: "
-    "need_weights=True gives y[1] = NaN, weights[1] = NaN (and NaN in every gradient of W_q, W_k, W_v, W_o, b_o); "
+    "need_weights=True gives y[1] = NaN, weights[1] = NaN, NaN in all 48 elements of in_proj_weight's gradient "
+    "(W_q, W_k, W_v) and all 16 of W_o's, while b_o's gradient and the other sequence's input gradients stay finite; "
     "need_weights=False gives attention output 0 (y[1] = b_o)")
 _KERAS_BIAS_ADD = (
     "keras.ops.add on the TensorFlow backend treats x + b as tf.nn.bias_add when b squeezes to one axis of length n "
