@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
+
 from . import activations as act
+from . import attention as at
 from . import conv as cv
 from . import dense as dn
 from . import dropout as dr
@@ -473,3 +476,65 @@ for _name, _gates in (("masked_bidirectional_lstm", 4), ("masked_bidirectional_g
         **_through_time(getattr(rc, _name), getattr(rc, _name + "_vjp")),
         arrays={"x": _arrays.pop("x"), "lengths": Array(S("N"), Lengths("T")), **_arrays},
     ))
+
+# ---- attention ------------------------------------------------------------------
+# Small on purpose: one head, a head dim of 1, one query or one key (L = 1) are
+# all drawn. Keep-masks (1 = attend) drop about a third of the keys, now and then
+# none, all, or whole rows: a query that may see nothing, a sequence that is all
+# padding next to one that is not (see reference/attention.py for the answer there).
+
+ATTENTION_MASK = Mask(0.3, lines=True)
+
+register(Layer(
+    "scaled_dot_product_attention", at.scaled_dot_product_attention, at.scaled_dot_product_attention_vjp,
+    dims={"N": Int(1, 2), "Hh": Int(1, 2), "Lq": Int(1, 4), "Lk": Int(1, 4, like="Lq"), "E": Int(1, 3),
+          "Ev": Int(1, 3, like="E")},
+    attrs={"causal": Choice(False, True),
+           "scale": Drawn(float, lambda d: Float(0.1, 2.0, edges=(1.0 / float(np.sqrt(d.E)), 1.0)))},
+    arrays={
+        "q": Array(S("N", "Hh", "Lq", "E")),
+        "k": Array(S("N", "Hh", "Lk", "E")),
+        "v": Array(S("N", "Hh", "Lk", "Ev")),
+        "mask": Array(S("N", "Hh", "Lq", "Lk"), ATTENTION_MASK, optional=True, grad=False),
+    },
+    conventions={"empty_row": "zeros"},
+))
+
+MHA_DIMS = {"N": Int(1, 3), "Lq": Int(1, 4), "Lk": Int(1, 4, like="Lq"), "heads": Int(1, 3), "D": Int(1, 2)}
+
+
+def _embedding(d, a):
+    return (d.heads * d.D,)
+
+
+def _square(d, a):
+    return (d.heads * d.D,) * 2
+
+
+def _mha_arrays():
+    return {
+        "query": Array(lambda d, a: (d.N, d.Lq, d.heads * d.D)),
+        "key": Array(lambda d, a: (d.N, d.Lk, d.heads * d.D)),
+        "value": Array(lambda d, a: (d.N, d.Lk, d.heads * d.D)),
+        **{w: Array(_square, param=True) for w in ("W_q", "W_k", "W_v")},
+        **{b: Array(_embedding, param=True) for b in ("b_q", "b_k", "b_v")},
+        "W_o": Array(_square, param=True),
+        "b_o": Array(_embedding, param=True),
+        "key_padding_mask": Array(S("N", "Lk"), ATTENTION_MASK, optional=True, grad=False),
+        "attn_mask": Array(S("N", "Lq", "Lk"), ATTENTION_MASK, optional=True, grad=False),
+    }
+
+
+register(Layer(
+    "multi_head_attention", at.multi_head_attention, at.multi_head_attention_vjp, condition=at.kappa,
+    dims=MHA_DIMS, attrs={"num_heads": _drawn("heads"), "need_weights": Choice(False, True)},
+    arrays=_mha_arrays(),
+    conventions={"empty_row": "zeros", "empty_row_weights": "zeros"},
+))
+
+register(Layer(
+    "multi_head_attention_weights", at.multi_head_attention_with_weights, at.multi_head_attention_with_weights_vjp,
+    condition=at.kappa, dims=MHA_DIMS, attrs={"num_heads": _drawn("heads")}, outputs=("y", "weights"),
+    arrays=_mha_arrays(),
+    conventions={"empty_row_weights": "zeros"},
+))

@@ -122,11 +122,14 @@ class Real:
 @dataclass(frozen=True)
 class Mask:
     """A 0/1 keep-mask in the case dtype: each element is dropped (0) with the
-    probability named by attribute ``rate``, kept (1) otherwise; a rate of 0
-    keeps everything. Never differentiable: it is drawn data, like a seed.
-    The strategy mixes in all-kept and all-dropped masks on purpose."""
+    probability ``rate`` (the name of an attribute, or a fixed number), kept (1)
+    otherwise; a rate of 0 keeps everything. Never differentiable: it is drawn
+    data, like a seed. The strategy mixes in all-kept and all-dropped masks on
+    purpose; ``lines``: also masks with some whole lines along the last axis
+    dropped (an attention row that may see nothing, a fully padded sequence)."""
 
-    rate: str
+    rate: str | float
+    lines: bool = False
 
 
 @dataclass(frozen=True)

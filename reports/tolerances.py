@@ -196,6 +196,68 @@ def _masking_layer_ignored(case) -> bool:
     return masking_route(x) and bool(np.any(case.arrays["lengths"] < x.shape[1]))
 
 
+def _attention_rows_without_keys(case) -> bool:
+    """Some query of a multi-head attention case may attend to no key at all (its
+    key padding mask and attention mask rows, ANDed, are all 0)."""
+    a = case.arrays
+    keep = np.ones((a["query"].shape[0], a["query"].shape[1], a["key"].shape[1]), dtype=bool)
+    if "key_padding_mask" in a:
+        keep &= (a["key_padding_mask"] != 0)[:, None, :]
+    if "attn_mask" in a:
+        keep &= a["attn_mask"] != 0
+    return bool((~keep.any(axis=-1)).any())
+
+
+def _keras_bias_add_as_nchw(case) -> bool:
+    """keras.ops.add (TensorFlow backend) takes x + b for a BiasAdd whenever b squeezes
+    to one axis of length n equal to x.shape[1] or x.shape[-1], and for x.shape[-1] != n
+    adds it along axis 1 (NCHW). MultiHeadAttention's projections add b (heads, D) to
+    (N, L, heads, D): with D = 1 < heads and L = heads the bias lands on the positions."""
+    a, heads = case.arrays, case.attrs["num_heads"]
+    # Even a bias equal for every head is hit: its gradient is summed over positions, not heads.
+    return a["W_q"].shape[0] == heads > 1 and heads in (a["query"].shape[1], a["key"].shape[1])
+
+
+def _float32_rounds(value: float) -> bool:
+    return float(np.float32(value)) != value
+
+
+def _keras_mha_scale_rounds(case) -> bool:
+    """MultiHeadAttention's 1 / sqrt(key_dim) changes when rounded to float32."""
+    return _float32_rounds(1.0 / np.sqrt(case.arrays["W_q"].shape[0] // case.attrs["num_heads"]))
+
+
+_KERAS_SCALE = (
+    "the logits' scale is a Python float that Keras casts with tf.cast / ops.cast, which makes a float32 "
+    "constant first: in float64 the scale carries float32 rounding (ops.dot_product_attention's "
+    "tf.cast(scale, logits.dtype); MultiHeadAttention's 1 / sqrt(key_dim) the same way, and ops.cast on its "
+    "Softmax path)",
+    "tf.cast(0.1, tf.float64) = 0.10000000149011612; float64 outputs and gradients off by up to 1.7e-8 of their "
+    "scale in the ci run (key_dim 2: 1/sqrt(2) becomes 0.70710677; keras 3.15.1, tensorflow-cpu 2.21.0)")
+_TORCH_MHA_NAN = (
+    "nn.MultiheadAttention(need_weights=True) computes the softmax itself on logits with -inf at masked keys: a "
+    "query that may see no key (a fully masked attn_mask row, or a sequence whose key_padding_mask is all True) "
+    "gives softmax(-inf, ..., -inf) = NaN in its output row and its weights, and the NaN reaches the projection "
+    "weights' gradients through the sums over the batch; the fused path (need_weights=False) returns 0 there, Keras 0 or "
+    "a uniform row (see the conventions)",
+    "torch 2.13, float32 and float64: E = 4, 2 heads, x (2, 2, 4), key_padding_mask [[F, F], [T, T]]: "
+    "need_weights=True gives y[1] = NaN, weights[1] = NaN, NaN in all 48 elements of in_proj_weight's gradient "
+    "(W_q, W_k, W_v) and all 16 of W_o's, while b_o's gradient and the other sequence's input gradients stay finite; "
+    "need_weights=False gives attention output 0 (y[1] = b_o)")
+_KERAS_BIAS_ADD = (
+    "keras.ops.add on the TensorFlow backend treats x + b as tf.nn.bias_add when b squeezes to one axis of length n "
+    "that equals x.shape[1] or x.shape[-1], choosing NCHW when x.shape[-1] != n: b is then added along axis 1, "
+    "against broadcasting. MultiHeadAttention's EinsumDense projections add b (heads, D) to (N, L, heads, D): with "
+    "head dim D = 1, heads > 1 and a sequence length L equal to heads, that projection's bias is added per "
+    "position instead of per head, and its gradient is summed over the heads at each position instead of over the "
+    "positions",
+    "keras 3.15.1 / tensorflow-cpu 2.21.0, float32 and float64: keras.ops.add(zeros((1, 2, 2, 1)), [[1], [0]]) "
+    "gives [[1, 1], [0, 0]] on axes (1, 2) where broadcasting (and tf.add) gives [[1, 0], [1, 0]]; "
+    "MultiHeadAttention(num_heads=2, key_dim=1) on query (1, 1, 2), key (1, 2, 2), all weights 0, b_q = 1, "
+    "weights cotangent [0.64, 0.10]: d/db_k = [0.134, -0.134] where the exact gradient is [0, 0] (a key bias "
+    "shifts every logit of a row equally), and b_k = [1, 0] changes the attention scores from [0.5, 0.5] to "
+    "[0.731, 0.269]")
+
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "gradient-overflow-through-time",
@@ -330,6 +392,31 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "masks; Bidirectional(LSTM/GRU) after Masking with initial_state: the same (y, h_n off entirely). The "
         "adapter's mask= route matches the oracle in these cases")
       for _kind in ("rnn", "lstm", "gru", "bidirectional_lstm", "bidirectional_gru")),
+    # ---- attention
+    Divergence(
+        "torch-mha-masked-row-nan",
+        "multi_head_attention", "torch", "*", lambda c: c.attrs["need_weights"] and _attention_rows_without_keys(c),
+        *_TORCH_MHA_NAN),
+    Divergence(
+        "torch-mha-weights-masked-row-nan",
+        "multi_head_attention_weights", "torch", "*", _attention_rows_without_keys, *_TORCH_MHA_NAN),
+    Divergence(
+        "keras-sdpa-float32-scale",
+        "scaled_dot_product_attention", "tensorflow", "float64", lambda c: _float32_rounds(c.attrs["scale"]),
+        *_KERAS_SCALE, bound=1e-7),
+    Divergence(
+        "keras-mha-float32-scale",
+        "multi_head_attention", "tensorflow", "float64", _keras_mha_scale_rounds, *_KERAS_SCALE, bound=1e-7),
+    Divergence(
+        "keras-mha-weights-float32-scale",
+        "multi_head_attention_weights", "tensorflow", "float64", _keras_mha_scale_rounds, *_KERAS_SCALE,
+        bound=1e-7),
+    Divergence(
+        "keras-ops-add-bias-as-nchw",
+        "multi_head_attention", "tensorflow", "*", _keras_bias_add_as_nchw, *_KERAS_BIAS_ADD),
+    Divergence(
+        "keras-ops-add-bias-as-nchw-weights",
+        "multi_head_attention_weights", "tensorflow", "*", _keras_bias_add_as_nchw, *_KERAS_BIAS_ADD),
 ]
 
 

@@ -89,15 +89,25 @@ def _nearly_constant(spec: Real, spread: float, center: float, rng, shape) -> np
 def _mask(draw, spec: Mask, shape, attrs, *, edges: bool) -> np.ndarray:
     """0/1 keep-mask: all kept when the rate is 0; else each element kept with
     probability 1 - rate, plus all-kept and all-dropped masks on purpose."""
-    rate = attrs[spec.rate]
+    rate = _rate(spec, attrs)
     if rate == 0:
         return np.ones(shape)
+    pick = "random"
     if edges:
-        pick = draw(st.sampled_from(["random", "random", "kept", "dropped"]))
-        if pick != "random":
+        pick = draw(st.sampled_from(["random", "random", "kept", "dropped"] + ["lines"] * spec.lines))
+        if pick in ("kept", "dropped"):
             return np.full(shape, 1.0 if pick == "kept" else 0.0)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    return (rng.random(shape) >= rate).astype(np.float64)
+    mask = (rng.random(shape) >= rate).astype(np.float64)
+    if pick == "lines":  # whole lines along the last axis dropped, at least one
+        lines = np.asarray(rng.random(shape[:-1]) < 0.5)
+        lines.flat[rng.integers(lines.size)] = True
+        mask[lines] = 0.0
+    return mask
+
+
+def _rate(spec: Mask, attrs: dict) -> float:
+    return attrs[spec.rate] if isinstance(spec.rate, str) else spec.rate
 
 
 def _lengths(draw, steps: int, shape, *, edges: bool) -> np.ndarray:
@@ -172,7 +182,7 @@ def fixed_case(name: str, dtype: str, dims: dict, attrs: dict, *, seed: int = 0)
         elif isinstance(spec.values, Lengths):
             arrays[arr_name] = rng.integers(1, getattr(d, spec.values.steps) + 1, size=shape)
         elif isinstance(spec.values, Mask):
-            arrays[arr_name] = _round((rng.random(shape) >= attrs[spec.values.rate]).astype(np.float64), dtype)
+            arrays[arr_name] = _round((rng.random(shape) >= _rate(spec.values, attrs)).astype(np.float64), dtype)
         else:
             arrays[arr_name] = _round(rng.uniform(spec.values.lo, spec.values.hi, size=shape), dtype)
     return _with_cotangent(name, dtype, attrs, arrays, rng)

@@ -31,6 +31,9 @@ BENCH = {
     "batch_norm": ({"N": 8, "C": 16, "spatial": (32, 32)}, {"eps": 1e-5}),
     # a sequence batch: 16 sequences of 50 steps, 32 features, 64 hidden units
     "lstm": ({"N": 16, "T": 50, "I": 32, "H": 64}, {}),
+    # self-attention-sized: batch 8, 64 queries and keys, d = 64 in 4 heads of 16, both masks (a third dropped)
+    "multi_head_attention": ({"N": 8, "Lq": 64, "Lk": 64, "heads": 4, "D": 16},
+                             {"num_heads": 4, "need_weights": False}),
 }
 
 MEMBERS = ["oracle", *ADAPTERS]

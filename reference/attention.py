@@ -1,0 +1,274 @@
+"""Attention: scaled dot-product attention and multi-head attention.
+
+Canonical layout (batch first, heads before positions, as PyTorch's
+``scaled_dot_product_attention`` takes them; Keras' ``dot_product_attention``
+takes (B, T, heads, E) and the adapter transposes):
+
+    q (N, Hh, Lq, E),  k (N, Hh, Lk, E),  v (N, Hh, Lk, Ev),  mask (N, Hh, Lq, Lk)  ->  y (N, Hh, Lq, Ev)
+
+Masks are keep-masks in the case dtype: 1 = the query attends to that key
+(PyTorch's boolean attn_mask True, Keras' mask True), 0 = it does not
+(PyTorch's key_padding_mask True / MultiheadAttention attn_mask True mean the
+opposite: the adapter inverts them).
+
+Inside, one attention core serves both layers: with s = scale q kᵀ, keep the
+mask (and the causal band), and P = softmax over the kept keys of each row,
+
+    y = P v
+    gv = Pᵀ g,   dP = g vᵀ,   ds = P (dP - rowsum(P dP)) on kept keys, 0 elsewhere,
+    gq = scale ds k,   gk = scale dsᵀ q.
+
+A masked key gets weight exactly 0 and passes no gradient (the frameworks
+replace its logit by a large negative number or -inf: exp gives 0).
+
+A fully masked row (a query that may attend to nothing: a padded-out sequence,
+a masked query row) asks for a softmax over the empty set. The oracle's answer
+by default (``empty_row="zeros"``) is the empty sum: weights 0, output row 0,
+and no gradient through that row. It is the only answer that reads no masked
+value (a uniform average would read v at keys the mask forbids), it is what
+PyTorch's own scaled_dot_product_attention returns (its "safe softmax"), and it
+is the limit of masking by subtraction as the penalty grows, per row
+renormalized to nothing. The other answer a framework gives is a convention the
+oracle computes on request: ``empty_row="uniform"``: every key weighted 1 / Lk,
+masked or not (Keras' where(mask, s, -big) then softmax), still with no
+gradient into s. A framework that returns NaN there is a known divergence,
+not a convention (see reports/tolerances.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .spec import require
+
+EMPTY_ROW = ("zeros", "uniform")
+
+
+def _keep(mask, causal: bool, shape) -> np.ndarray | None:
+    """The boolean keep-mask of shape (..., Lq, Lk), or None when every key is kept.
+    Causal: query i sees keys j <= i (aligned top-left, as both frameworks do)."""
+    keep = None if mask is None else mask != 0
+    if causal:
+        band = np.tril(np.ones(shape[-2:], dtype=bool))
+        keep = band if keep is None else keep & band
+    return None if keep is None else np.broadcast_to(keep, shape)
+
+
+def _softmax_rows(s, keep, empty_row):
+    """Softmax over the last axis, kept entries only; (P, kept, empty rows or None)."""
+    require(empty_row in EMPTY_ROW, "empty_row", f"expected one of {', '.join(EMPTY_ROW)}, got {empty_row!r}")
+    # In place on one fresh array (s is the caller's scratch): at benchmark sizes
+    # every extra temporary costs as much as the exp.
+    if keep is None:
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        return s, None
+    np.copyto(s, -np.inf, where=~keep)
+    m = s.max(axis=-1, keepdims=True)
+    empty = ~np.isfinite(m)  # the row keeps nothing: its max is -inf
+    if not empty.any():
+        empty = None
+    else:
+        m[empty] = 0.0
+    s -= m
+    np.exp(s, out=s)  # exp(-inf) = 0 at every masked entry
+    z = s.sum(axis=-1, keepdims=True)
+    if empty is not None:
+        z[empty] = 1.0
+    s /= z
+    if empty is not None and empty_row == "uniform":
+        np.copyto(s, 1.0 / s.shape[-1], where=empty)
+    return s, empty
+
+
+def attend(q, k, v, keep, scale, empty_row):
+    """The attention core on (..., L, E) stacks: (y, residuals)."""
+    s = np.matmul(q, np.swapaxes(k, -1, -2))
+    s *= scale
+    p, empty = _softmax_rows(s, keep, empty_row)
+    return np.matmul(p, v), (q, k, v, p, empty, scale)
+
+
+def attend_vjp(res, g, g_p=None):
+    """(gq, gk, gv) of the core, from the output's cotangent g and, when the
+    weights themselves are an output, their cotangent g_p (same shape as P)."""
+    q, k, v, p, empty, scale = res
+    gv = np.matmul(np.swapaxes(p, -1, -2), g)
+    dp = np.matmul(g, np.swapaxes(v, -1, -2))
+    if g_p is not None:
+        dp += g_p
+    ds = p * dp
+    dp -= ds.sum(axis=-1, keepdims=True)
+    np.multiply(p, dp, out=ds)
+    if empty is not None:
+        np.copyto(ds, 0.0, where=empty)  # a uniform row's weights do not depend on s
+    ds *= scale
+    return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), gv
+
+
+# ---- scaled dot-product attention ----------------------------------------------
+
+def scaled_dot_product_attention(q, k, v, mask=None, *, causal, scale, empty_row="zeros"):
+    """Scaled dot-product attention: y = softmax(scale q kᵀ, over kept keys) v.
+
+    Shapes: q (N, Hh, Lq, E), k (N, Hh, Lk, E), v (N, Hh, Lk, Ev), optional keep-mask
+    (N, Hh, Lq, Lk) (1 = attend) -> y (N, Hh, Lq, Ev). ``causal``: query i also
+    drops keys j > i (top-left aligned: with Lq > Lk the last rows see every key).
+    ``scale`` multiplies the logits (PyTorch's default is 1 / sqrt(E)); dropout 0.
+
+    Gradients (see the module docstring): gv = Pᵀ g, ds = P (g vᵀ - rowsum(P g vᵀ)),
+    gq = scale ds k, gk = scale dsᵀ q. Smooth in q, k, v; a fully masked row gives
+    0 (``empty_row="zeros"``) or the plain mean of v (``"uniform"``) and passes no
+    gradient to q or k.
+    """
+    require(q.ndim == 4, "q", f"expected (N, Hh, Lq, E), got shape {q.shape}")
+    n, h, lq, e = q.shape
+    require(k.ndim == 4 and k.shape[:2] == (n, h) and k.shape[3] == e, "k",
+            f"expected ({n}, {h}, Lk, {e}) for q {q.shape}, got {k.shape}")
+    lk = k.shape[2]
+    require(v.ndim == 4 and v.shape[:3] == (n, h, lk), "v", f"expected ({n}, {h}, {lk}, Ev), got {v.shape}")
+    if mask is not None:
+        require(mask.shape == (n, h, lq, lk), "mask", f"expected ({n}, {h}, {lq}, {lk}), got {mask.shape}")
+    require(np.isfinite(scale), "scale", f"expected a finite number, got {scale!r}")
+    y, res = attend(q, k, v, _keep(mask, causal, (n, h, lq, lk)), scale, empty_row)
+    return y, res
+
+
+def scaled_dot_product_attention_vjp(res, g):
+    gq, gk, gv = attend_vjp(res, g)
+    return {"q": gq, "k": gk, "v": gv}
+
+
+# ---- multi-head attention ------------------------------------------------------
+
+def _heads(x, heads):
+    """(N, L, E) -> (N, heads, L, E / heads): head h holds features h D .. (h + 1) D - 1."""
+    n, length, e = x.shape
+    return x.reshape(n, length, heads, e // heads).transpose(0, 2, 1, 3)
+
+
+def _merge(x):
+    """(N, heads, L, D) -> (N, L, heads D)."""
+    n, h, length, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(n, length, h * d)
+
+
+def multi_head_attention(query, key, value, W_q, W_k, W_v, b_q, b_k, b_v, W_o, b_o,
+                         key_padding_mask=None, attn_mask=None, *, num_heads, need_weights,
+                         empty_row="zeros", empty_row_weights="zeros"):
+    """Multi-head attention (PyTorch's nn.MultiheadAttention, Keras' MultiHeadAttention).
+
+        Q = query W_q + b_q,  K = key W_k + b_k,  V = value W_v + b_v     (N, L, E)
+        head h: columns h D .. (h + 1) D - 1 of Q, K, V, with D = E / num_heads,
+        O_h = softmax(Q_h K_hᵀ / sqrt(D), over kept keys) V_h,
+        y = [O_0 | .. | O_{heads-1}] W_o + b_o
+
+    Shapes: query (N, Lq, E), key (N, Lk, E), value (N, Lk, E); W_q, W_k, W_v, W_o
+    (E, E) in (in, out) layout; biases (E,); optional keep-masks key_padding_mask
+    (N, Lk) (0: that key is padding, for every query) and attn_mask (N, Lq, Lk)
+    (0: query i may not see key j), combined by AND and shared by all heads ->
+    y (N, Lq, E). ``need_weights`` chooses the framework's code path (PyTorch's
+    explicit softmax that returns head-averaged weights, against its fused kernel;
+    Keras' masked Softmax layer with return_attention_scores, against
+    ops.dot_product_attention); the math is the same, except at a fully masked
+    row: ``empty_row`` is its answer without weights, ``empty_row_weights`` with.
+
+    Gradients: the core's (module docstring) per head, then the projections:
+    gW_o = Oᵀ g, gb_o = sum g, dO = g W_oᵀ; for X in (Q, K, V) with input x:
+    gW_x = xᵀ dX, gb_x = sum dX, gx = dX W_xᵀ (summed when the inputs coincide).
+    """
+    require(query.ndim == 3, "query", f"expected (N, Lq, E), got shape {query.shape}")
+    n, lq, e = query.shape
+    require(key.ndim == 3 and key.shape[0] == n and key.shape[2] == e, "key",
+            f"expected ({n}, Lk, {e}), got {key.shape}")
+    lk = key.shape[1]
+    require(value.shape == key.shape, "value", f"expected {key.shape} like key, got {value.shape}")
+    for name, w in (("W_q", W_q), ("W_k", W_k), ("W_v", W_v), ("W_o", W_o)):
+        require(w.shape == (e, e), name, f"expected ({e}, {e}), got {w.shape}")
+    for name, b in (("b_q", b_q), ("b_k", b_k), ("b_v", b_v), ("b_o", b_o)):
+        require(b.shape == (e,), name, f"expected ({e},), got {b.shape}")
+    require(num_heads >= 1 and e % num_heads == 0, "num_heads",
+            f"must divide the embedding size {e}, got {num_heads}")
+    if key_padding_mask is not None:
+        require(key_padding_mask.shape == (n, lk), "key_padding_mask",
+                f"expected ({n}, {lk}), got {key_padding_mask.shape}")
+    if attn_mask is not None:
+        require(attn_mask.shape == (n, lq, lk), "attn_mask", f"expected ({n}, {lq}, {lk}), got {attn_mask.shape}")
+    keep = None
+    if key_padding_mask is not None:
+        keep = (key_padding_mask != 0)[:, None, :]
+    if attn_mask is not None:
+        keep = attn_mask != 0 if keep is None else keep & (attn_mask != 0)
+    keep = None if keep is None else np.broadcast_to(keep[:, None], (n, num_heads, lq, lk))
+    q = _heads(query @ W_q + b_q, num_heads)
+    k = _heads(key @ W_k + b_k, num_heads)
+    v = _heads(value @ W_v + b_v, num_heads)
+    o, core = attend(q, k, v, keep, 1.0 / np.sqrt(e // num_heads), empty_row_weights if need_weights else empty_row)
+    merged = _merge(o)
+    y = merged @ W_o + b_o
+    weights = core[3].mean(axis=1)
+    return y, (query, key, value, W_q, W_k, W_v, W_o, merged, core, num_heads, weights)
+
+
+def multi_head_attention_vjp(res, g, g_weights=None):
+    query, key, value, W_q, W_k, W_v, W_o, merged, core, heads, _ = res
+    e = W_o.shape[0]
+    g2 = g.reshape(-1, e)
+    grads = {"W_o": merged.reshape(-1, e).T @ g2, "b_o": g2.sum(axis=0)}
+    g_p = None if g_weights is None else np.broadcast_to(g_weights[:, None] / heads, core[3].shape)
+    dq, dk, dv = attend_vjp(core, _heads(g @ W_o.T, heads), g_p)
+    for x_name, w_name, b_name, x, W, dX in (("query", "W_q", "b_q", query, W_q, dq),
+                                             ("key", "W_k", "b_k", key, W_k, dk),
+                                             ("value", "W_v", "b_v", value, W_v, dv)):
+        d2 = _merge(dX).reshape(-1, e)
+        grads[w_name] = x.reshape(-1, e).T @ d2
+        grads[b_name] = d2.sum(axis=0)
+        grads[x_name] = (d2 @ W.T).reshape(x.shape)
+    return grads
+
+
+def multi_head_attention_with_weights(*args, **kwargs):
+    """Multi-head attention that also returns its head-averaged attention weights
+    (PyTorch's need_weights=True, average_attn_weights=True; Keras'
+    return_attention_scores=True averaged over heads):
+
+        y as multi_head_attention,  weights = (1 / heads) sum_h P_h      (N, Lq, Lk)
+
+    Gradient: each head's dP gains g_weights / heads. A fully masked row's weights
+    follow ``empty_row_weights`` (0 by default).
+    """
+    y, res = multi_head_attention(*args, need_weights=True, **kwargs)
+    return {"y": y, "weights": res[-1]}, res
+
+
+def multi_head_attention_with_weights_vjp(res, g):
+    return multi_head_attention_vjp(res, g["y"], g["weights"])
+
+
+def kappa(residuals, **arrays_and_attrs):
+    """How far one rounding in the backward pass moves a gradient, relative to the
+    cotangent it is judged against: kappa = max(1, the largest sum of magnitudes
+    behind one element of gb_q or gb_k, per unit cotangent).
+
+    The backward pass carries g through W_o and V into dP = (g W_oᵀ) Vᵀ, whose
+    size is |W_o| |V| times |g|, and then sums ds = P (dP - rowsum(P dP)) times Q
+    or K over positions: gb_k = sum_j dK_j is exactly 0 (adding a constant to
+    every key moves every logit of a row equally), computed as a difference of
+    such terms, and gb_q can be just as small. Rounding those terms in float32
+    leaves eps times their summed magnitude. Bounded here with |g| = 1 everywhere:
+    |dP| <= (1 |W_o|ᵀ) |V|ᵀ (+ 1 / heads for the weights' own cotangent),
+    |ds| <= scale P (|dP| + rowsum(P |dP|)), and the sums sum_{n,i,j} |ds_ij| |Q_i|,
+    sum_{n,i,j} |ds_ij| |K_j| per feature.
+    """
+    query, _, _, _, _, _, W_o, _, core, heads, _ = residuals
+    q, k, v, p, _, scale = core
+    n, lq, e = query.shape
+    unit = _heads(np.broadcast_to(np.abs(W_o).sum(axis=1), (n, lq, e)), heads)
+    dp = np.matmul(unit, np.swapaxes(np.abs(v), -1, -2))
+    if arrays_and_attrs.get("need_weights", True):
+        dp += 1.0 / heads  # the weights' cotangent (an entry that outputs them); harmless otherwise
+    ds = scale * p * (dp + (p * dp).sum(axis=-1, keepdims=True))
+    through_q = np.matmul(np.swapaxes(ds, -1, -2), np.abs(q)).sum(axis=(0, 2))
+    through_k = np.matmul(ds, np.abs(k)).sum(axis=(0, 2))
+    return max(1.0, float(through_q.max(initial=0.0)), float(through_k.max(initial=0.0)))
