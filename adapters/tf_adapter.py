@@ -18,6 +18,7 @@ import numpy as np
 
 from ..reference import Convention
 from ..reference.conv import resolve_padding, same_pads  # the oracle's rule for 'same': one formula
+from ..reference.pooling import pool_pads  # the oracle's padding and ceil_mode rule: one formula
 from .base import Built, FrameworkAdapter, NotApplicable, Param, by_name, param, seed_of, stateless
 
 _tf = None
@@ -203,11 +204,13 @@ def conv_transpose2d(t, a, dtype):
 
 
 def _pool_setup(t, a):
+    """kernel, stride, dilation; the padding of each side including ceil_mode's
+    overhang (the oracle's rule); the part of it the window count may include."""
     kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
-    sizes = tuple(t["x"].shape[2:])
-    pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), sizes, kernel, stride, (1, 1))
-    tfsame = tuple(same_pads(n, k, s, 1) for n, k, s in zip(sizes, kernel, stride))
-    return kernel, stride, pads, tfsame
+    dilation = (a.get("dilation_h", 1), a.get("dilation_w", 1))
+    x = np.zeros((1, 1) + tuple(t["x"].shape[2:]))
+    pads, counted = pool_pads(x, kernel, stride, dilation, a["padding"], a["pad_h"], a["pad_w"], a["ceil_mode"])
+    return kernel, stride, dilation, pads, counted
 
 
 def _pooled(pool, pad=lambda x: x):
@@ -215,33 +218,63 @@ def _pooled(pool, pad=lambda x: x):
     return Built(lambda t: tf().transpose(pool(pad(tf().transpose(t["x"], _NHWC))), _NCHW))
 
 
+def _tf_same(sizes, kernel, stride):
+    return tuple(same_pads(n, k, s, 1) for n, k, s in zip(sizes, kernel, stride))
+
+
 def max_pool2d(t, a, dtype):
-    kernel, stride, pads, _ = _pool_setup(t, a)
+    """MaxPooling2D; explicit padding and ceil_mode's partial window are -inf
+    padding first (no Keras layer pads with it). MaxPooling2D has no dilation:
+    tf.nn.pool has (dilations), for strides of 1 only; a stride s is then the
+    stride-1 dilated pooling subsampled every s-th window (the same windows,
+    as the Conv adapter does for Keras' dilated convolutions)."""
+    kernel, stride, dilation, pads, _ = _pool_setup(t, a)
     mode, pad = a["padding"], (lambda x: x)
-    if mode == "explicit":  # -inf padding: no Keras layer pads with it
+    dilated = max(dilation) > 1
+    if mode == "explicit" or a["ceil_mode"] or dilated:
         if any(sum(p) for p in pads):
             pad = lambda x: tf().pad(x, [[0, 0], *pads, [0, 0]], constant_values=float("-inf"))  # noqa: E731
         mode = "valid"
+    if dilated:
+        def pool(x):
+            y = tf().nn.pool(x, kernel, "MAX", strides=(1, 1), padding="VALID", data_format="NHWC",
+                             dilations=dilation)
+            return y[:, ::stride[0], ::stride[1]]
+        return _pooled(pool, pad)
     return _pooled(keras().layers.MaxPooling2D(pool_size=kernel, strides=stride, padding=mode,
                                                data_format="channels_last", dtype=dtype), pad)
 
 
 def avg_pool2d(t, a, dtype):
     """AveragePooling2D('same') leaves padded cells out of the count; counting them
-    is ZeroPadding2D then 'valid' pooling (the zeros are cells)."""
-    kernel, stride, pads, tfsame = _pool_setup(t, a)
-    mode, pad = a["padding"], (lambda x: x)
-    if mode != "valid" and any(sum(p) for p in pads):
-        if a["count_include_pad"]:
-            pad = keras().layers.ZeroPadding2D(pads, data_format="channels_last", dtype=dtype)
+    is ZeroPadding2D then 'valid' pooling (the zeros are cells). ceil_mode's partial
+    window, averaged over the cells it covers, is 'same' pooling where TensorFlow's
+    'same' padding happens to be exactly that overhang (all at the bottom/right)."""
+    if a["divisor_override"] is not None:
+        raise NotApplicable("keras.layers.AveragePooling2D has no divisor_override: it always divides by the "
+                            "cells it counts")
+    kernel, stride, _, pads, counted = _pool_setup(t, a)
+    sizes = tuple(t["x"].shape[2:])
+    if not any(sum(p) for p in pads):
+        mode, pad = "valid", (lambda x: x)
+    elif a["count_include_pad"]:
+        pad = (keras().layers.ZeroPadding2D(counted, data_format="channels_last", dtype=dtype)
+               if any(sum(p) for p in counted) else (lambda x: x))
+        overhang = tuple((0, a_ - c) for (_, a_), (_, c) in zip(pads, counted))
+        padded = tuple(n + sum(c) for n, c in zip(sizes, counted))
+        if not any(sum(p) for p in overhang):
             mode = "valid"
-        elif mode == "explicit":
-            if pads != tfsame:
-                raise NotApplicable(f"AveragePooling2D leaves padding out of the count only as 'same' padding "
-                                    f"{tfsame}; explicit padding {pads} has no Keras form")
+        elif _tf_same(padded, kernel, stride) == overhang:
             mode = "same"
-    elif mode == "explicit":
-        mode = "valid"
+        else:
+            raise NotApplicable(f"AveragePooling2D has no ceil_mode: the partial window {overhang} past the counted "
+                                f"padding is not the 'same' padding {_tf_same(padded, kernel, stride)}")
+    elif pads == _tf_same(sizes, kernel, stride):
+        mode, pad = "same", (lambda x: x)
+    else:
+        raise NotApplicable(f"AveragePooling2D leaves padding out of the count only as 'same' padding "
+                            f"{_tf_same(sizes, kernel, stride)}; padding {pads} (with ceil_mode's overhang) has no "
+                            "Keras form")
     return _pooled(keras().layers.AveragePooling2D(pool_size=kernel, strides=stride, padding=mode,
                                                    data_format="channels_last", dtype=dtype), pad)
 
@@ -249,6 +282,12 @@ def avg_pool2d(t, a, dtype):
 def global_avg_pool2d(t, a, dtype):
     pool = keras().layers.GlobalAveragePooling2D(data_format="channels_last", keepdims=False, dtype=dtype)
     return Built(lambda t: pool(tf().transpose(t["x"], _NHWC)))
+
+
+def adaptive_avg_pool2d(t, a, dtype):
+    pool = keras().layers.AdaptiveAveragePooling2D((a["output_h"], a["output_w"]), data_format="channels_last",
+                                                   dtype=dtype)
+    return _pooled(pool)
 
 
 
@@ -410,8 +449,8 @@ def gru(t, a, dtype):
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
-              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
-              dropout, rnn, lstm, gru),
+              global_avg_pool2d, adaptive_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm,
+              embedding, dropout, rnn, lstm, gru),
     # layers without parameters: the op or layer applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: tf().nn.relu(t["x"]),

@@ -127,37 +127,46 @@ def conv_transpose2d(t, a, dtype):
 
 def _pool_pads(t, a):
     kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
+    dilation = (a.get("dilation_h", 1), a.get("dilation_w", 1))
     pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), tuple(t["x"].shape[2:]),
-                           kernel, stride, (1, 1))
-    return kernel, stride, pads, all(before == after for before, after in pads)
+                           kernel, stride, dilation)
+    return kernel, stride, dilation, pads, all(before == after for before, after in pads)
 
 
 def max_pool2d(t, a, dtype):
-    kernel, stride, pads, symmetric = _pool_pads(t, a)
+    kernel, stride, dilation, pads, symmetric = _pool_pads(t, a)
     padding, pad = (pads[0][0], pads[1][0]), (lambda x: x)
-    if not symmetric:  # 'same' with one pixel more at the bottom/right: -inf never wins a window
+    if not symmetric or any(2 * b > k for (b, _), k in zip(pads, kernel)):
+        # 'same' with one pixel more at the bottom/right, or more than MaxPool2d takes (half the
+        # undilated kernel; 'same' pads half the dilated one): -inf never wins a window
         padding = 0
         pad = lambda x: torch().nn.functional.pad(x, (*pads[1], *pads[0]), value=float("-inf"))  # noqa: E731
-    pool = nn().MaxPool2d(kernel, stride, padding=padding, dilation=1, return_indices=False, ceil_mode=False)
+    pool = nn().MaxPool2d(kernel, stride, padding=padding, dilation=dilation, return_indices=False,
+                          ceil_mode=a["ceil_mode"])
     return Built(lambda t: pool(pad(t["x"])))
 
 
 def avg_pool2d(t, a, dtype):
-    kernel, stride, pads, symmetric = _pool_pads(t, a)
+    kernel, stride, _, pads, symmetric = _pool_pads(t, a)
     padding, pad = (pads[0][0], pads[1][0]), (lambda x: x)
     if not symmetric:
-        if not a["count_include_pad"]:
+        if not a["count_include_pad"] and a["divisor_override"] is None:
             raise NotApplicable(f"AvgPool2d pads symmetrically; the asymmetric 'same' padding {pads} "
                                 "left out of the count has no PyTorch form")
         padding, pad = 0, nn().ZeroPad2d((*pads[1], *pads[0]))
-    pool = nn().AvgPool2d(kernel, stride, padding=padding, ceil_mode=False,
-                          count_include_pad=a["count_include_pad"], divisor_override=None)
+    pool = nn().AvgPool2d(kernel, stride, padding=padding, ceil_mode=a["ceil_mode"],
+                          count_include_pad=a["count_include_pad"], divisor_override=a["divisor_override"])
     return Built(lambda t: pool(pad(t["x"])))
 
 
 def global_avg_pool2d(t, a, dtype):
     pool = nn().AdaptiveAvgPool2d((1, 1))
     return Built(lambda t: torch().flatten(pool(t["x"]), 1))
+
+
+def adaptive_avg_pool2d(t, a, dtype):
+    pool = nn().AdaptiveAvgPool2d((a["output_h"], a["output_w"]))
+    return Built(lambda t: pool(t["x"]))
 
 
 
@@ -287,8 +296,8 @@ def gru(t, a, dtype):
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
-              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm, embedding,
-              dropout, rnn, lstm, gru),
+              global_avg_pool2d, adaptive_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, group_norm,
+              embedding, dropout, rnn, lstm, gru),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: nn().ReLU()(t["x"]),

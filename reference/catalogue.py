@@ -228,36 +228,58 @@ register(Layer(
     },
 ))
 
-# Pooling: explicit padding is symmetric and at most half the kernel (PyTorch's
-# rule, which keeps a cell of x in every window); 'same' may pad one side more.
+# Pooling: explicit padding is symmetric and at most half the (undilated) kernel
+# (PyTorch's rule); 'same' may pad one side more. ceil_mode is drawn only where it
+# can act (not with 'same', whose windows already cover the input), and then the
+# spare rows are short of a full stride: a partial last window, or one that would
+# start in the bottom padding (PyTorch drops it). The input is at least
+# as long as the dilation, so every dilated window holds a cell of x.
 POOL_DIMS = {"N": Int(1, 3), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
-             "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE}
+             "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 2), "slack_w": Int(0, 2), "pad_mode": PAD_MODE}
 POOL_ATTRS = {"kernel_h": _drawn("kH"), "kernel_w": _drawn("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
               "padding": _padding_mode,
-              "pad_h": _explicit_pad(lambda d: d.kH // 2), "pad_w": _explicit_pad(lambda d: d.kW // 2)}
+              "pad_h": _explicit_pad(lambda d: d.kH // 2), "pad_w": _explicit_pad(lambda d: d.kW // 2),
+              "ceil_mode": Drawn(bool, lambda d: Choice(False) if cv.PADDINGS[d.pad_mode] == "same"
+                                 else Choice(True, False))}
 
 
 def _pooled(values):
-    return Array(lambda d, a: (d.N, d.C,
-                               _in_size(d.OH, d.slack_h, d.kH, a["stride_h"], 1, a["padding"], a["pad_h"], a["pad_h"]),
-                               _in_size(d.OW, d.slack_w, d.kW, a["stride_w"], 1, a["padding"], a["pad_w"], a["pad_w"])),
-                 values)
+    def side(out, slack, kernel, stride, dilation, pad, a):
+        if a["ceil_mode"] and stride > 1:  # spare rows short of a full stride: ceil_mode's partial window
+            slack = 1 + slack % (stride - 1)
+        return max(dilation, _in_size(out, slack, kernel, stride, dilation, a["padding"], pad, pad))
+
+    def shape(d, a):
+        return (d.N, d.C, side(d.OH, d.slack_h, d.kH, a["stride_h"], a.get("dilation_h", 1), a["pad_h"], a),
+                side(d.OW, d.slack_w, d.kW, a["stride_w"], a.get("dilation_w", 1), a["pad_w"], a))
+    return Array(shape, values)
 
 
 register(Layer(
-    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS, attrs=POOL_ATTRS,
+    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS,
+    attrs={**POOL_ATTRS, "dilation_h": Int(1, 3), "dilation_w": Int(1, 3)},
     arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first"},
 ))
 
 register(Layer(
     "avg_pool2d", pl.avg_pool2d, pl.avg_pool2d_vjp, dims=POOL_DIMS,
-    attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False)},
+    attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": Choice(None, 1)},
     arrays={"x": _pooled(Real())},
 ))
 
 register(Layer(
     "global_avg_pool2d", pl.global_avg_pool2d, pl.global_avg_pool2d_vjp,
     dims={"N": Int(1, 3), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
+    arrays={"x": Array(S("N", "C", "H", "W"))},
+))
+
+# Output sizes that divide the input, that do not (overlapping windows), 1x1
+# (global), equal to the input (identity) and larger than it (cells repeat).
+register(Layer(
+    "adaptive_avg_pool2d", pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp,
+    dims={"N": Int(1, 3), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
+          "OH": Int(1, 5, like="H"), "OW": Int(1, 5, like="OH")},
+    attrs={"output_h": _drawn("OH"), "output_w": _drawn("OW")},
     arrays={"x": Array(S("N", "C", "H", "W"))},
 ))
 
