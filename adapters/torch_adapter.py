@@ -311,12 +311,14 @@ BUILDERS = {
         "silu": lambda t, a, dt: nn().SiLU()(t["x"]),
         "softmax": lambda t, a, dt: nn().Softmax(dim=a["axis"])(t["x"]),
         "log_softmax": lambda t, a, dt: nn().LogSoftmax(dim=a["axis"])(t["x"]),
-        "mse": lambda t, a, dt: nn().MSELoss(reduction="mean")(t["pred"], t["target"]),
-        "l1": lambda t, a, dt: nn().L1Loss(reduction="mean")(t["pred"], t["target"]),
-        "huber": lambda t, a, dt: nn().HuberLoss(reduction="mean", delta=a["delta"])(t["pred"], t["target"]),
+        "mse": lambda t, a, dt: nn().MSELoss(reduction=a["reduction"])(t["pred"], t["target"]),
+        "l1": lambda t, a, dt: nn().L1Loss(reduction=a["reduction"])(t["pred"], t["target"]),
+        "huber": lambda t, a, dt: nn().HuberLoss(reduction=a["reduction"], delta=a["delta"])(t["pred"], t["target"]),
         "cross_entropy": lambda t, a, dt: nn().CrossEntropyLoss(
-            reduction=a["reduction"], label_smoothing=a["label_smoothing"])(t["logits"], t["labels"]),
-        "binary_cross_entropy_with_logits": lambda t, a, dt: nn().BCEWithLogitsLoss(reduction="mean")(
+            weight=t.get("weight"), ignore_index=a["ignore_index"], reduction=a["reduction"],
+            label_smoothing=a["label_smoothing"])(t["logits"], t["labels"] if "labels" in t else t["probs"]),
+        "binary_cross_entropy_with_logits": lambda t, a, dt: nn().BCEWithLogitsLoss(
+            weight=t.get("weight"), reduction=a["reduction"], pos_weight=t.get("pos_weight"))(
             t["logits"], t["targets"]),
     }.items()},
 }
@@ -326,6 +328,14 @@ CONVENTIONS: dict[str, Convention] = {
     "leaky_relu": Convention({"at_zero": "left"}, "backward tests x > 0, so x = 0 takes the slope; measured"),
     "elu": Convention({"at_zero": "left"}, "elu_backward tests x <= 0, so x = 0 takes alpha; measured"),
     "selu": Convention({"at_zero": "left"}, "selu shares elu_backward: x = 0 takes scale*alpha; measured"),
+    # ---- losses
+    "cross_entropy": Convention({"empty_mean": "nan"},
+                                "a mean over no label (every label equal to ignore_index) is 0/0: the loss is NaN, "
+                                "and the gradient is 0 (nll_loss's backward skips ignored labels; the smoothing "
+                                "term's masked_fill zeroes them); measured with torch 2.13: logits (3, 4), labels "
+                                "[1, 1, 1], ignore_index=1 -> loss nan (also with label_smoothing 0.1), gradient all "
+                                "0; reduction 'sum' -> 0. A zero class weight on every label gives NaN in the "
+                                "gradient too (not drawn: weights are positive)"),
     # ---- convolution and pooling
     "max_pool2d": Convention({"tie": "first"},
                              "the first maximum in row-major window order gets the gradient (as a scan that replaces its "

@@ -111,35 +111,64 @@ for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
     ))
 
 # ---- losses -----------------------------------------------------------------
+# Every loss takes PyTorch's three reductions; "none" returns the unreduced losses,
+# which get a random cotangent like any other output.
 
+REDUCTION = Choice("mean", "sum", "none")
 REGRESSION = {"N": Int(1, 4), "D": Int(1, 5)}
 for _name, _fwd, _vjp, _attrs in (
     ("mse", ls.mse, ls.mse_vjp, {}),
     ("l1", ls.l1, ls.l1_vjp, {}),
-    ("huber", ls.huber, ls.huber_vjp, {"delta": Float(0.1, 3.0, edges=(1.0,))}),
+    # Deltas from 1e-3 (every |d| on the line) to 1e3 (every |d| on the parabola), and the kink d = +-delta.
+    ("huber", ls.huber, ls.huber_vjp, {"delta": Float(1e-3, 1e3, edges=(1.0, 1e-3, 0.5, 2.0, 1e3))}),
 ):
     register(Layer(
-        _name, _fwd, _vjp, dims=REGRESSION, attrs=_attrs, loss=True,
+        _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True,
         arrays={"pred": Array(S("N", "D")), "target": Array(S("N", "D"), Real(like="pred"))},
     ))
 
+
+def _class_first(d, attrs):
+    """(N, K, d1, ...): logits and probability targets, classes on axis 1 (PyTorch's layout)."""
+    return (d.N, d.K, *d.spatial)
+
+
+def _indices(attrs):
+    return attrs["target_type"] == "indices"
+
+
+# Class-index or probability targets (drawn as a dim: ignore_index only applies to
+# indices; probabilities sum to 1 over the classes now and then, any values in
+# [0, 1] otherwise, which PyTorch takes as they are); no, one or two spatial axes. ignore_index is -100 (PyTorch's default:
+# no label), class 0 (hypothesis draws label arrays of zeros often, so every label
+# of the batch is ignored now and then) or the last class. Class weights are
+# positive: a zero weight on every label of a batch makes PyTorch's weighted mean
+# 0/0 and its gradient NaN, which no perturbation could be seen in.
 register(Layer(
     "cross_entropy", ls.cross_entropy, ls.cross_entropy_vjp, loss=True,
-    dims={"N": Int(1, 5), "K": Int(2, 6)},
-    attrs={"label_smoothing": Float(0.0, 0.5, edges=(0.0, 0.1)), "reduction": Choice("mean", "sum")},
+    dims={"N": Int(1, 5), "K": Int(2, 6), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3),
+          "soft": Int(0, 1)},
+    attrs={"label_smoothing": Float(0.0, 0.5, edges=(0.0, 0.1)), "reduction": REDUCTION,
+           "target_type": Drawn(str, lambda d: Choice(("indices", "probabilities")[d.soft])),
+           "ignore_index": Drawn(int, lambda d: Choice(-100) if d.soft else Choice(-100, 0, d.K - 1))},
     arrays={
-        "logits": Array(S("N", "K"), Real(-20.0, 20.0, edges=(0.0, 15.0, -15.0), ties=True)),
-        "labels": Array(S("N"), Labels("K")),
+        "logits": Array(_class_first, Real(-20.0, 20.0, edges=(0.0, 15.0, -15.0), ties=True)),
+        "labels": Array(S("N", "spatial"), Labels("K"), when=_indices),
+        "probs": Array(_class_first, Real(0.0, 1.0, edges=(0.0, 1.0, 0.5), sum_to_one=1), when=lambda a: not _indices(a)),
+        "weight": Array(S("K"), Real(0.1, 3.0, edges=(1.0,)), optional=True, grad=False),
     },
+    conventions={"empty_mean": "zero"},
 ))
 
 register(Layer(
     "binary_cross_entropy_with_logits", ls.binary_cross_entropy_with_logits,
     ls.binary_cross_entropy_with_logits_vjp, loss=True,
-    dims=REGRESSION,
+    dims=REGRESSION, attrs={"reduction": REDUCTION},
     arrays={
         "logits": Array(S("N", "D"), Real(-30.0, 30.0, edges=(0.0, 20.0, -20.0))),
         "targets": Array(S("N", "D"), Real(0.0, 1.0, edges=(0.0, 1.0, 0.5))),
+        "weight": Array(S("N", "D"), Real(0.0, 2.0, edges=(0.0, 1.0)), optional=True, grad=False),
+        "pos_weight": Array(S("D"), Real(0.0, 4.0, edges=(1.0, 0.0)), optional=True, grad=False),
     },
 ))
 

@@ -171,6 +171,15 @@ def _rnn_relu_sign_by_rounding(case) -> bool:
     return bool(np.any((size > 0) & (np.abs(pre) <= terms * EPS[case.dtype] * size)))
 
 
+def _targets_off_the_simplex(case) -> bool:
+    """Probability targets of some sample sum to other than 1, beyond rounding."""
+    probs = case.arrays.get("probs")
+    if probs is None:
+        return False
+    total = probs.astype(np.float64).sum(axis=1)
+    return bool(np.any(np.abs(total - 1.0) > 8 * probs.shape[1] * EPS[case.dtype]))
+
+
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "tf-elu-exp-minus-one",
@@ -212,6 +221,25 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "TensorFlow's CPU kernels flush subnormal results to zero: a subnormal pre-activation x W1 + b1 "
         "becomes 0, and the ReLU then passes no gradient (PyTorch keeps it and passes g)",
         "float64 x = 1.7e-27, W1 = 2.5e-290: h = 4.3e-317 > 0; TensorFlow gives gb1 = 0, PyTorch and the oracle g"),
+    # ---- losses
+    Divergence(
+        "tf-softmax-cross-entropy-unnormalized-targets",
+        "cross_entropy", "tensorflow", "*", _targets_off_the_simplex,
+        "Keras' CategoricalCrossentropy(from_logits=True) runs tf.nn.softmax_cross_entropy_with_logits, whose "
+        "gradient is softmax(z) - t: right only when the targets of a sample sum to 1. The loss is -sum t log p "
+        "for any t (as PyTorch's), whose gradient is (sum t) softmax(z) - t",
+        "logits (1, 2) = [0, 0], probs [0, 0]: loss 0 in both; the logits' gradient TensorFlow [0.5, 0.5], "
+        "PyTorch and the oracle [0, 0] (tensorflow-cpu 2.21.0, keras 3.15.1)"),
+    Divergence(
+        "tf-weighted-bce-kink-at-zero",
+        "binary_cross_entropy_with_logits", "tensorflow", "*",
+        lambda c: "pos_weight" in c.arrays and bool(np.any(c.arrays["logits"] == 0)),
+        "tf.nn.weighted_cross_entropy_with_logits (Keras' BinaryCrossentropy has no pos_weight) computes "
+        "(1 - t) z + (1 + (pw - 1) t) (log1p(exp(-|z|)) + relu(-z)) and differentiates it as written: at z = 0 "
+        "the kinks of |z| and relu(-z), which cancel in the function, both take derivative 0, so the gradient "
+        "misses -(1 + (pw - 1) t) / 2 (sigmoid_cross_entropy_with_logits, without pos_weight, is right at 0)",
+        "z = 0, t = 1, pos_weight 1: d loss / dz TensorFlow 0, exact sigma(0) - 1 = -0.5 (PyTorch -0.5); "
+        "z = -20, t = 0.78: both -0.78 (tensorflow-cpu 2.21.0)"),
     # ---- convolution and pooling
     Divergence(
         "tf-conv-transpose-float64-dilation",
