@@ -253,6 +253,9 @@ def conv_transpose2d(t, a, dtype):
     stride, dilation = (a["stride_h"], a["stride_w"]), (a["dilation_h"], a["dilation_w"])
     if max(stride) > 1 and max(dilation) > 1:
         raise NotApplicable("keras.layers.Conv2DTranspose refuses strides > 1 with dilation_rate > 1 (ValueError)")
+    if a["output_pad_h"] >= a["stride_h"] or a["output_pad_w"] >= a["stride_w"]:
+        raise NotApplicable("keras.layers.Conv2DTranspose requires output_padding < strides (ValueError); PyTorch "
+                            "takes output_padding < max(stride, dilation)")
     x, W = t["x"], t["W"]
     layer = L.Conv2DTranspose(filters=W.shape[1], kernel_size=tuple(W.shape[2:]), strides=stride, padding="valid",
                               output_padding=(a["output_pad_h"], a["output_pad_w"]), data_format="channels_last",

@@ -100,7 +100,9 @@ _elementwise("gelu", act.gelu, act.gelu_vjp, Real(-10.0, 10.0, edges=(0.0, -6.0,
 _elementwise("sigmoid", act.sigmoid, act.sigmoid_vjp, SATURATING)
 _elementwise("tanh", act.tanh, act.tanh_vjp, Real(-20.0, 20.0, edges=(0.0, -10.0, 10.0)))
 _elementwise("softplus", act.softplus, act.softplus_vjp, SATURATING,
-             attrs={"beta": Float(0.25, 4.0, edges=(1.0, 2.0)), "threshold": Float(1.0, 30.0, edges=(2.0, 20.0))})
+             attrs={"beta": Float(0.25, 4.0, edges=(1.0, 2.0)),
+                    # negative thresholds (the line starts below 0, a jump at beta x = threshold) to past any beta x
+                    "threshold": Float(-5.0, 200.0, edges=(20.0, 2.0, 0.0, -1.0, 200.0))})
 _elementwise("silu", act.silu, act.silu_vjp, SATURATING)
 for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
                           ("log_softmax", act.log_softmax, act.log_softmax_vjp)):
@@ -210,7 +212,7 @@ register(Layer(
     dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "OH": Int(1, 3), "OW": Int(1, 3),
           "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE},
-    attrs={"stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 2), "dilation_w": Int(1, 2),
+    attrs={"stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 4), "dilation_w": Int(1, 4),
            "groups": _drawn("G"), "padding": _padding_mode,
            "pad_top": _explicit_pad(lambda d: 2), "pad_bottom": _explicit_pad(lambda d: 2),
            "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
@@ -229,7 +231,7 @@ register(Layer(
     "conv1d", cv.conv1d, cv.conv1d_vjp,
     dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "k": Int(1, 4), "OL": Int(1, 4), "slack": Int(0, 1), "pad_mode": PAD_MODE},
-    attrs={"stride": Int(1, 3), "dilation": Int(1, 3), "groups": _drawn("G"), "padding": _padding_mode,
+    attrs={"stride": Int(1, 3), "dilation": Int(1, 4), "groups": _drawn("G"), "padding": _padding_mode,
            "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
     arrays={
         "x": Array(lambda d, a: (d.N, d.G * d.Cg, _in_size(d.OL, d.slack, d.k, a["stride"], a["dilation"],
@@ -240,16 +242,18 @@ register(Layer(
 ))
 
 # The output is (H - 1) s - 2 pad + d (k - 1) + output_pad + 1: pad <= (k - 1) // 2
-# keeps it non-empty for every stride and dilation; output_pad < stride (both frameworks).
+# keeps it non-empty for every stride and dilation; output_pad < max(stride, dilation),
+# PyTorch's bound (Keras: < stride), so dilation is drawn as a dim.
 register(Layer(
     "conv_transpose2d", cv.conv_transpose2d, cv.conv_transpose2d_vjp,
     dims={"N": Int(1, 3), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "H": Int(1, 3), "W": Int(1, 3),
-          "sH": Int(1, 3), "sW": Int(1, 3, like="sH")},
-    attrs={"stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": Int(1, 2), "dilation_w": Int(1, 2),
+          "sH": Int(1, 3), "sW": Int(1, 3, like="sH"), "dH": Int(1, 4), "dW": Int(1, 4, like="dH")},
+    attrs={"stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": _drawn("dH"), "dilation_w": _drawn("dW"),
            "groups": _drawn("G"),
            "pad_h": Drawn(int, lambda d: Int(0, (d.kH - 1) // 2)), "pad_w": Drawn(int, lambda d: Int(0, (d.kW - 1) // 2)),
-           "output_pad_h": Drawn(int, lambda d: Int(0, d.sH - 1)), "output_pad_w": Drawn(int, lambda d: Int(0, d.sW - 1))},
+           "output_pad_h": Drawn(int, lambda d: Int(0, max(d.sH, d.dH) - 1)),
+           "output_pad_w": Drawn(int, lambda d: Int(0, max(d.sW, d.dW) - 1))},
     arrays={
         "x": Array(lambda d, a: (d.N, d.G * d.Cg, d.H, d.W)),
         "W": Array(lambda d, a: (d.G * d.Cg, d.Og, d.kH, d.kW), param=True),
