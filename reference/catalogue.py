@@ -83,8 +83,12 @@ register(Layer(
 # ---- activations ----------------------------------------------------------
 
 
+# Element-wise layers also take 0-d inputs (a scalar), which both frameworks accept.
+ELEMENTWISE_SHAPE = {"shape": Shape(min_dims=0, max_dims=4, max_side=4)}
+
+
 def _elementwise(name, forward, vjp, values=Real(), attrs=None, conventions=None):
-    register(Layer(name, forward, vjp, dims=ANY_SHAPE, attrs=attrs or {},
+    register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {},
                    arrays={"x": Array(S("shape"), values)}, conventions=conventions or {}))
 
 
