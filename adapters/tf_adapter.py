@@ -19,6 +19,7 @@ import numpy as np
 
 from ..reference import Convention
 from ..reference.conv import resolve_padding, same_pads  # the oracle's rule for 'same': one formula
+from ..reference.pooling import pool_pads  # the oracle's padding and ceil_mode rule: one formula
 from .base import Built, FrameworkAdapter, NotApplicable, Param, by_name, param, seed_of, stateless
 
 _tf = None
@@ -64,28 +65,89 @@ def residual_block(t, a, dtype):
                   param(second.kernel, "W2"), param(second.bias, "b2")))
 
 
-def _loss(cls, y_true, y_pred, dtype, **kwargs):
+def _loss(cls, y_true, y_pred, dtype, sample_weight=None, **kwargs):
     """A Keras loss object, called the Keras way round: (y_true, y_pred)."""
-    return cls(dtype=dtype, **kwargs)(y_true, y_pred)
+    return cls(dtype=dtype, **kwargs)(y_true, y_pred, sample_weight=sample_weight)
+
+
+# PyTorch's reductions as Keras names them; Keras reduces per-sample losses (see _per_element).
+_REDUCTION = {"mean": "sum_over_batch_size", "sum": "sum", "none": "none"}
+
+
+def _per_element(a, *arrays):
+    """Keras' losses average the last axis into one loss per sample before reducing:
+    its 'sum' of an (N, D) loss is PyTorch's sum / D, and its 'none' is (N,). A
+    trailing axis of 1 makes every element its own sample, so each reduction is
+    PyTorch's ('mean' is the same number either way and is called as it is)."""
+    if a["reduction"] == "mean":
+        return arrays
+    return tuple(None if v is None else v[..., None] for v in arrays)
+
+
+def _channels_last(v):
+    """(N, K, d1, ...) -> (N, d1, ..., K): Keras' losses take classes on the last axis."""
+    rank = len(v.shape)
+    return v if rank == 2 else tf().transpose(v, [0, *range(2, rank), 1])
 
 
 def cross_entropy(t, a, dtype):
+    """SparseCategoricalCrossentropy (ignore_class) for plain integer labels; with
+    label smoothing the categorical loss on one-hot labels; class weights and
+    ignored labels under smoothing as sample weights w[y] (0 where ignored), whose
+    mean Keras takes as PyTorch does with reduction='mean_with_sample_weight'."""
     losses = keras().losses
-    reduction = {"mean": "sum_over_batch_size", "sum": "sum"}[a["reduction"]]
-    if a["label_smoothing"] == 0:  # what a Keras user writes for integer labels
-        return _loss(losses.SparseCategoricalCrossentropy, t["labels"], t["logits"], dtype,
-                     from_logits=True, reduction=reduction)
-    # SparseCategoricalCrossentropy has no smoothing: one-hot labels and the categorical loss.
-    onehot = tf().one_hot(t["labels"], t["logits"].shape[-1], dtype=dtype)
-    return _loss(losses.CategoricalCrossentropy, onehot, t["logits"], dtype, from_logits=True,
-                 label_smoothing=a["label_smoothing"], reduction=reduction)
+    logits, eps, weighted = _channels_last(t["logits"]), a["label_smoothing"], "weight" in t
+    reduction = _REDUCTION[a["reduction"]]
+    if a["target_type"] == "probabilities":
+        if weighted:
+            raise NotApplicable("Keras' CategoricalCrossentropy has no class weights: a sample weight scales a "
+                                "sample's whole loss, not each class's term of a probability target")
+        return _loss(losses.CategoricalCrossentropy, _channels_last(t["probs"]), logits, dtype, from_logits=True,
+                     label_smoothing=eps, reduction=reduction)
+    labels, ignore = t["labels"], a["ignore_index"]
+    if eps == 0 and not weighted:  # what a Keras user writes for integer labels
+        return _loss(losses.SparseCategoricalCrossentropy, labels, logits, dtype, from_logits=True,
+                     ignore_class=None if ignore == -100 else ignore, reduction=reduction)
+    if eps > 0 and weighted:
+        raise NotApplicable("with label smoothing PyTorch weighs each class's term of the smoothed target by its "
+                            "own weight w_k; a Keras sample weight scales the whole loss by w[y]")
+    keep = tf().not_equal(labels, ignore)
+    sample_weight = tf().cast(keep, dtype)
+    if weighted:
+        sample_weight *= tf().gather(t["weight"], tf().where(keep, labels, tf().zeros_like(labels)))
+    if a["reduction"] == "mean":
+        reduction = "mean_with_sample_weight"
+    if eps == 0:
+        return _loss(losses.SparseCategoricalCrossentropy, labels, logits, dtype, sample_weight, from_logits=True,
+                     reduction=reduction)
+    onehot = tf().one_hot(labels, logits.shape[-1], dtype=dtype)
+    return _loss(losses.CategoricalCrossentropy, onehot, logits, dtype, sample_weight, from_logits=True,
+                 label_smoothing=eps, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(t, a, dtype):
+    """BinaryCrossentropy(from_logits=True), element weights as sample weights; with
+    pos_weight (which Keras' loss has not) tf.nn.weighted_cross_entropy_with_logits,
+    reduced by hand, as Keras users do."""
+    if "pos_weight" in t:
+        per = tf().nn.weighted_cross_entropy_with_logits(labels=t["targets"], logits=t["logits"],
+                                                         pos_weight=t["pos_weight"])
+        if "weight" in t:
+            per *= t["weight"]
+        return {"mean": tf().reduce_mean, "sum": tf().reduce_sum, "none": lambda v: v}[a["reduction"]](per)
+    weight = t.get("weight")
+    targets, logits, weight = (_per_element(a, t["targets"], t["logits"], weight) if weight is None
+                               else (t["targets"][..., None], t["logits"][..., None], weight))
+    return _loss(keras().losses.BinaryCrossentropy, targets, logits, dtype, weight, from_logits=True,
+                 label_smoothing=0.0, reduction=_REDUCTION[a["reduction"]])
 
 
 def _mean_loss(name, **kwargs):
     def apply(t, a, dtype):
         cls = getattr(keras().losses, name)
         extra = {k: a[v] for k, v in kwargs.items()}
-        return _loss(cls, t["target"], t["pred"], dtype, reduction="sum_over_batch_size", **extra)
+        target, pred = _per_element(a, t["target"], t["pred"])
+        return _loss(cls, target, pred, dtype, reduction=_REDUCTION[a["reduction"]], **extra)
     return apply
 
 
@@ -192,6 +254,9 @@ def conv_transpose2d(t, a, dtype):
     stride, dilation = (a["stride_h"], a["stride_w"]), (a["dilation_h"], a["dilation_w"])
     if max(stride) > 1 and max(dilation) > 1:
         raise NotApplicable("keras.layers.Conv2DTranspose refuses strides > 1 with dilation_rate > 1 (ValueError)")
+    if a["output_pad_h"] >= a["stride_h"] or a["output_pad_w"] >= a["stride_w"]:
+        raise NotApplicable("keras.layers.Conv2DTranspose requires output_padding < strides (ValueError); PyTorch "
+                            "takes output_padding < max(stride, dilation)")
     x, W = t["x"], t["W"]
     layer = L.Conv2DTranspose(filters=W.shape[1], kernel_size=tuple(W.shape[2:]), strides=stride, padding="valid",
                               output_padding=(a["output_pad_h"], a["output_pad_w"]), data_format="channels_last",
@@ -204,11 +269,13 @@ def conv_transpose2d(t, a, dtype):
 
 
 def _pool_setup(t, a):
+    """kernel, stride, dilation; the padding of each side including ceil_mode's
+    overhang (the oracle's rule); the part of it the window count may include."""
     kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
-    sizes = tuple(t["x"].shape[2:])
-    pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), sizes, kernel, stride, (1, 1))
-    tfsame = tuple(same_pads(n, k, s, 1) for n, k, s in zip(sizes, kernel, stride))
-    return kernel, stride, pads, tfsame
+    dilation = (a.get("dilation_h", 1), a.get("dilation_w", 1))
+    x = np.zeros((1, 1) + tuple(t["x"].shape[2:]))
+    pads, counted = pool_pads(x, kernel, stride, dilation, a["padding"], a["pad_h"], a["pad_w"], a["ceil_mode"])
+    return kernel, stride, dilation, pads, counted
 
 
 def _pooled(pool, pad=lambda x: x):
@@ -216,33 +283,63 @@ def _pooled(pool, pad=lambda x: x):
     return Built(lambda t: tf().transpose(pool(pad(tf().transpose(t["x"], _NHWC))), _NCHW))
 
 
+def _tf_same(sizes, kernel, stride):
+    return tuple(same_pads(n, k, s, 1) for n, k, s in zip(sizes, kernel, stride))
+
+
 def max_pool2d(t, a, dtype):
-    kernel, stride, pads, _ = _pool_setup(t, a)
+    """MaxPooling2D; explicit padding and ceil_mode's partial window are -inf
+    padding first (no Keras layer pads with it). MaxPooling2D has no dilation:
+    tf.nn.pool has (dilations), for strides of 1 only; a stride s is then the
+    stride-1 dilated pooling subsampled every s-th window (the same windows,
+    as the Conv adapter does for Keras' dilated convolutions)."""
+    kernel, stride, dilation, pads, _ = _pool_setup(t, a)
     mode, pad = a["padding"], (lambda x: x)
-    if mode == "explicit":  # -inf padding: no Keras layer pads with it
+    dilated = max(dilation) > 1
+    if mode == "explicit" or a["ceil_mode"] or dilated:
         if any(sum(p) for p in pads):
             pad = lambda x: tf().pad(x, [[0, 0], *pads, [0, 0]], constant_values=float("-inf"))  # noqa: E731
         mode = "valid"
+    if dilated:
+        def pool(x):
+            y = tf().nn.pool(x, kernel, "MAX", strides=(1, 1), padding="VALID", data_format="NHWC",
+                             dilations=dilation)
+            return y[:, ::stride[0], ::stride[1]]
+        return _pooled(pool, pad)
     return _pooled(keras().layers.MaxPooling2D(pool_size=kernel, strides=stride, padding=mode,
                                                data_format="channels_last", dtype=dtype), pad)
 
 
 def avg_pool2d(t, a, dtype):
     """AveragePooling2D('same') leaves padded cells out of the count; counting them
-    is ZeroPadding2D then 'valid' pooling (the zeros are cells)."""
-    kernel, stride, pads, tfsame = _pool_setup(t, a)
-    mode, pad = a["padding"], (lambda x: x)
-    if mode != "valid" and any(sum(p) for p in pads):
-        if a["count_include_pad"]:
-            pad = keras().layers.ZeroPadding2D(pads, data_format="channels_last", dtype=dtype)
+    is ZeroPadding2D then 'valid' pooling (the zeros are cells). ceil_mode's partial
+    window, averaged over the cells it covers, is 'same' pooling where TensorFlow's
+    'same' padding happens to be exactly that overhang (all at the bottom/right)."""
+    if a["divisor_override"] is not None:
+        raise NotApplicable("keras.layers.AveragePooling2D has no divisor_override: it always divides by the "
+                            "cells it counts")
+    kernel, stride, _, pads, counted = _pool_setup(t, a)
+    sizes = tuple(t["x"].shape[2:])
+    if not any(sum(p) for p in pads):
+        mode, pad = "valid", (lambda x: x)
+    elif a["count_include_pad"]:
+        pad = (keras().layers.ZeroPadding2D(counted, data_format="channels_last", dtype=dtype)
+               if any(sum(p) for p in counted) else (lambda x: x))
+        overhang = tuple((0, a_ - c) for (_, a_), (_, c) in zip(pads, counted))
+        padded = tuple(n + sum(c) for n, c in zip(sizes, counted))
+        if not any(sum(p) for p in overhang):
             mode = "valid"
-        elif mode == "explicit":
-            if pads != tfsame:
-                raise NotApplicable(f"AveragePooling2D leaves padding out of the count only as 'same' padding "
-                                    f"{tfsame}; explicit padding {pads} has no Keras form")
+        elif _tf_same(padded, kernel, stride) == overhang:
             mode = "same"
-    elif mode == "explicit":
-        mode = "valid"
+        else:
+            raise NotApplicable(f"AveragePooling2D has no ceil_mode: the partial window {overhang} past the counted "
+                                f"padding is not the 'same' padding {_tf_same(padded, kernel, stride)}")
+    elif pads == _tf_same(sizes, kernel, stride):
+        mode, pad = "same", (lambda x: x)
+    else:
+        raise NotApplicable(f"AveragePooling2D leaves padding out of the count only as 'same' padding "
+                            f"{_tf_same(sizes, kernel, stride)}; padding {pads} (with ceil_mode's overhang) has no "
+                            "Keras form")
     return _pooled(keras().layers.AveragePooling2D(pool_size=kernel, strides=stride, padding=mode,
                                                    data_format="channels_last", dtype=dtype), pad)
 
@@ -250,6 +347,12 @@ def avg_pool2d(t, a, dtype):
 def global_avg_pool2d(t, a, dtype):
     pool = keras().layers.GlobalAveragePooling2D(data_format="channels_last", keepdims=False, dtype=dtype)
     return Built(lambda t: pool(tf().transpose(t["x"], _NHWC)))
+
+
+def adaptive_avg_pool2d(t, a, dtype):
+    pool = keras().layers.AdaptiveAveragePooling2D((a["output_h"], a["output_w"]), data_format="channels_last",
+                                                   dtype=dtype)
+    return _pooled(pool)
 
 
 
@@ -657,8 +760,9 @@ def multi_head_attention_weights(t, a, dtype):
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
-              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, rms_norm, group_norm, embedding,
-              dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru,
+              global_avg_pool2d, adaptive_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, rms_norm,
+              group_norm, embedding, dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm,
+              bidirectional_gru,
               masked_rnn, masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
     # ---- attention
     **by_name(scaled_dot_product_attention, multi_head_attention, multi_head_attention_weights),
@@ -680,9 +784,7 @@ BUILDERS = {
         "l1": _mean_loss("MeanAbsoluteError"),
         "huber": _mean_loss("Huber", delta="delta"),
         "cross_entropy": cross_entropy,
-        "binary_cross_entropy_with_logits": lambda t, a, dt: _loss(
-            keras().losses.BinaryCrossentropy, t["targets"], t["logits"], dt, from_logits=True,
-            label_smoothing=0.0, reduction="sum_over_batch_size"),
+        "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits,
     }.items()},
 }
 
@@ -694,6 +796,17 @@ CONVENTIONS: dict[str, Convention] = {
     "selu": Convention({"at_zero": "right"},
                        "SeluGrad branches on out < 0, so x = 0 takes the positive slope `scale` "
                        "(PyTorch takes scale*alpha); measured with tensorflow-cpu 2.21"),
+    # ---- losses
+    **{name: Convention({}, "Keras reduces per-sample losses, each the mean over the last axis: for an (N, D) loss "
+                            "its reduction='sum' is PyTorch's sum / D and 'none' is (N,) per-sample means (measured: "
+                            "MeanSquaredError(reduction='sum') of pred (2, 3) = 1, target 0 gives 2.0, PyTorch 6.0). "
+                            "Called on (N, D, 1) every element is its own sample: that is how 'sum' and 'none' "
+                            "are run here")
+       for name in ("mse", "l1", "huber", "binary_cross_entropy_with_logits")},
+    "cross_entropy": Convention({"empty_mean": "zero"},
+                                "a mean over no label (every label equal to ignore_class, or sample weights summing "
+                                "to 0) divides with divide_no_nan: loss 0, gradient 0 (PyTorch: NaN); measured with "
+                                "keras 3.15.1"),
     # ---- convolution and pooling
     "max_pool2d": Convention({"tie": "first"},
                              "the first maximum in row-major window order gets the gradient (MaxPoolGrad, float32 and "

@@ -130,37 +130,46 @@ def conv_transpose2d(t, a, dtype):
 
 def _pool_pads(t, a):
     kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
+    dilation = (a.get("dilation_h", 1), a.get("dilation_w", 1))
     pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), tuple(t["x"].shape[2:]),
-                           kernel, stride, (1, 1))
-    return kernel, stride, pads, all(before == after for before, after in pads)
+                           kernel, stride, dilation)
+    return kernel, stride, dilation, pads, all(before == after for before, after in pads)
 
 
 def max_pool2d(t, a, dtype):
-    kernel, stride, pads, symmetric = _pool_pads(t, a)
+    kernel, stride, dilation, pads, symmetric = _pool_pads(t, a)
     padding, pad = (pads[0][0], pads[1][0]), (lambda x: x)
-    if not symmetric:  # 'same' with one pixel more at the bottom/right: -inf never wins a window
+    if not symmetric or any(2 * b > k for (b, _), k in zip(pads, kernel)):
+        # 'same' with one pixel more at the bottom/right, or more than MaxPool2d takes (half the
+        # undilated kernel; 'same' pads half the dilated one): -inf never wins a window
         padding = 0
         pad = lambda x: torch().nn.functional.pad(x, (*pads[1], *pads[0]), value=float("-inf"))  # noqa: E731
-    pool = nn().MaxPool2d(kernel, stride, padding=padding, dilation=1, return_indices=False, ceil_mode=False)
+    pool = nn().MaxPool2d(kernel, stride, padding=padding, dilation=dilation, return_indices=False,
+                          ceil_mode=a["ceil_mode"])
     return Built(lambda t: pool(pad(t["x"])))
 
 
 def avg_pool2d(t, a, dtype):
-    kernel, stride, pads, symmetric = _pool_pads(t, a)
+    kernel, stride, _, pads, symmetric = _pool_pads(t, a)
     padding, pad = (pads[0][0], pads[1][0]), (lambda x: x)
     if not symmetric:
-        if not a["count_include_pad"]:
+        if not a["count_include_pad"] and a["divisor_override"] is None:
             raise NotApplicable(f"AvgPool2d pads symmetrically; the asymmetric 'same' padding {pads} "
                                 "left out of the count has no PyTorch form")
         padding, pad = 0, nn().ZeroPad2d((*pads[1], *pads[0]))
-    pool = nn().AvgPool2d(kernel, stride, padding=padding, ceil_mode=False,
-                          count_include_pad=a["count_include_pad"], divisor_override=None)
+    pool = nn().AvgPool2d(kernel, stride, padding=padding, ceil_mode=a["ceil_mode"],
+                          count_include_pad=a["count_include_pad"], divisor_override=a["divisor_override"])
     return Built(lambda t: pool(pad(t["x"])))
 
 
 def global_avg_pool2d(t, a, dtype):
     pool = nn().AdaptiveAvgPool2d((1, 1))
     return Built(lambda t: torch().flatten(pool(t["x"]), 1))
+
+
+def adaptive_avg_pool2d(t, a, dtype):
+    pool = nn().AdaptiveAvgPool2d((a["output_h"], a["output_w"]))
+    return Built(lambda t: pool(t["x"]))
 
 
 
@@ -455,8 +464,9 @@ def multi_head_attention_weights(t, a, dtype):
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
-              global_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, rms_norm, group_norm, embedding,
-              dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm, bidirectional_gru,
+              global_avg_pool2d, adaptive_avg_pool2d, batch_norm, batch_norm_inference, layer_norm, rms_norm,
+              group_norm, embedding, dropout, rnn, lstm, gru, stacked_lstm, stacked_gru, bidirectional_lstm,
+              bidirectional_gru,
               masked_rnn, masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
     # ---- attention
     **by_name(scaled_dot_product_attention, multi_head_attention, multi_head_attention_weights),
@@ -473,12 +483,14 @@ BUILDERS = {
         "silu": lambda t, a, dt: nn().SiLU()(t["x"]),
         "softmax": lambda t, a, dt: nn().Softmax(dim=a["axis"])(t["x"]),
         "log_softmax": lambda t, a, dt: nn().LogSoftmax(dim=a["axis"])(t["x"]),
-        "mse": lambda t, a, dt: nn().MSELoss(reduction="mean")(t["pred"], t["target"]),
-        "l1": lambda t, a, dt: nn().L1Loss(reduction="mean")(t["pred"], t["target"]),
-        "huber": lambda t, a, dt: nn().HuberLoss(reduction="mean", delta=a["delta"])(t["pred"], t["target"]),
+        "mse": lambda t, a, dt: nn().MSELoss(reduction=a["reduction"])(t["pred"], t["target"]),
+        "l1": lambda t, a, dt: nn().L1Loss(reduction=a["reduction"])(t["pred"], t["target"]),
+        "huber": lambda t, a, dt: nn().HuberLoss(reduction=a["reduction"], delta=a["delta"])(t["pred"], t["target"]),
         "cross_entropy": lambda t, a, dt: nn().CrossEntropyLoss(
-            reduction=a["reduction"], label_smoothing=a["label_smoothing"])(t["logits"], t["labels"]),
-        "binary_cross_entropy_with_logits": lambda t, a, dt: nn().BCEWithLogitsLoss(reduction="mean")(
+            weight=t.get("weight"), ignore_index=a["ignore_index"], reduction=a["reduction"],
+            label_smoothing=a["label_smoothing"])(t["logits"], t["labels"] if "labels" in t else t["probs"]),
+        "binary_cross_entropy_with_logits": lambda t, a, dt: nn().BCEWithLogitsLoss(
+            weight=t.get("weight"), reduction=a["reduction"], pos_weight=t.get("pos_weight"))(
             t["logits"], t["targets"]),
     }.items()},
 }
@@ -488,6 +500,14 @@ CONVENTIONS: dict[str, Convention] = {
     "leaky_relu": Convention({"at_zero": "left"}, "backward tests x > 0, so x = 0 takes the slope; measured"),
     "elu": Convention({"at_zero": "left"}, "elu_backward tests x <= 0, so x = 0 takes alpha; measured"),
     "selu": Convention({"at_zero": "left"}, "selu shares elu_backward: x = 0 takes scale*alpha; measured"),
+    # ---- losses
+    "cross_entropy": Convention({"empty_mean": "nan"},
+                                "a mean over no label (every label equal to ignore_index) is 0/0: the loss is NaN, "
+                                "and the gradient is 0 (nll_loss's backward skips ignored labels; the smoothing "
+                                "term's masked_fill zeroes them); measured with torch 2.13: logits (3, 4), labels "
+                                "[1, 1, 1], ignore_index=1 -> loss nan (also with label_smoothing 0.1), gradient all "
+                                "0; reduction 'sum' -> 0. A zero class weight on every label gives NaN in the "
+                                "gradient too (not drawn: weights are positive)"),
     # ---- convolution and pooling
     "max_pool2d": Convention({"tie": "first"},
                              "the first maximum in row-major window order gets the gradient (as a scan that replaces its "

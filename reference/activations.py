@@ -189,6 +189,8 @@ def softmax(x, axis):
     Gradient: gx = y (g - sum_j g_j y_j) along the axis. Smooth everywhere.
     """
     _check_axis(x, axis)
+    if x.size == 0:  # an empty axis (or batch): the answer is empty, as in both frameworks
+        return x.copy(), (x.copy(), axis)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     y = e / e.sum(axis=axis, keepdims=True)
     return y, (y, axis)
@@ -205,6 +207,8 @@ def log_softmax(x, axis):
     Gradient: gx = g - softmax(x) sum_j g_j along the axis. Smooth everywhere.
     """
     _check_axis(x, axis)
+    if x.size == 0:  # an empty axis (or batch): the answer is empty, as in both frameworks
+        return x.copy(), (x.copy(), axis)
     shifted = x - x.max(axis=axis, keepdims=True)
     y = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
     return y, (np.exp(y), axis)

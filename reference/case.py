@@ -3,7 +3,7 @@
 A Case is plain data (NumPy arrays, Python scalars) that every runner can be
 fed from: the layer name, its attributes, its named arrays (inputs and
 parameters alike, in the catalogue's canonical layout), one cotangent per
-forward output (``cotangents["y"]``; ``cotangents["loss"] = 1`` for a loss),
+forward output (``cotangents["y"]``; ``cotangents["loss"] = 1`` for a scalar loss),
 and the dtype the frameworks compute in. Arrays are stored already rounded to
 that dtype, so the float64 oracle judges a float32 framework on exactly the
 numbers the framework saw.

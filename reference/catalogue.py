@@ -87,8 +87,12 @@ register(Layer(
 # ---- activations ----------------------------------------------------------
 
 
+# Element-wise layers also take 0-d inputs (a scalar), which both frameworks accept.
+ELEMENTWISE_SHAPE = {"shape": Shape(min_dims=0, max_dims=4, max_side=4)}
+
+
 def _elementwise(name, forward, vjp, values=Real(), attrs=None, conventions=None):
-    register(Layer(name, forward, vjp, dims=ANY_SHAPE, attrs=attrs or {},
+    register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {},
                    arrays={"x": Array(S("shape"), values)}, conventions=conventions or {}))
 
 
@@ -104,7 +108,9 @@ _elementwise("gelu", act.gelu, act.gelu_vjp, Real(-10.0, 10.0, edges=(0.0, -6.0,
 _elementwise("sigmoid", act.sigmoid, act.sigmoid_vjp, SATURATING)
 _elementwise("tanh", act.tanh, act.tanh_vjp, Real(-20.0, 20.0, edges=(0.0, -10.0, 10.0)))
 _elementwise("softplus", act.softplus, act.softplus_vjp, SATURATING,
-             attrs={"beta": Float(0.25, 4.0, edges=(1.0, 2.0)), "threshold": Float(1.0, 30.0, edges=(2.0, 20.0))})
+             attrs={"beta": Float(0.25, 4.0, edges=(1.0, 2.0)),
+                    # negative thresholds (the line starts below 0, a jump at beta x = threshold) to past any beta x
+                    "threshold": Float(-5.0, 200.0, edges=(20.0, 2.0, 0.0, -1.0, 200.0))})
 _elementwise("silu", act.silu, act.silu_vjp, SATURATING)
 for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
                           ("log_softmax", act.log_softmax, act.log_softmax_vjp)):
@@ -115,35 +121,64 @@ for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
     ))
 
 # ---- losses -----------------------------------------------------------------
+# Every loss takes PyTorch's three reductions; "none" returns the unreduced losses,
+# which get a random cotangent like any other output.
 
+REDUCTION = Choice("mean", "sum", "none")
 REGRESSION = {"N": Int(1, 4), "D": Int(1, 5)}
 for _name, _fwd, _vjp, _attrs in (
     ("mse", ls.mse, ls.mse_vjp, {}),
     ("l1", ls.l1, ls.l1_vjp, {}),
-    ("huber", ls.huber, ls.huber_vjp, {"delta": Float(0.1, 3.0, edges=(1.0,))}),
+    # Deltas from 1e-3 (every |d| on the line) to 1e3 (every |d| on the parabola), and the kink d = +-delta.
+    ("huber", ls.huber, ls.huber_vjp, {"delta": Float(1e-3, 1e3, edges=(1.0, 1e-3, 0.5, 2.0, 1e3))}),
 ):
     register(Layer(
-        _name, _fwd, _vjp, dims=REGRESSION, attrs=_attrs, loss=True,
+        _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True,
         arrays={"pred": Array(S("N", "D")), "target": Array(S("N", "D"), Real(like="pred"))},
     ))
 
+
+def _class_first(d, attrs):
+    """(N, K, d1, ...): logits and probability targets, classes on axis 1 (PyTorch's layout)."""
+    return (d.N, d.K, *d.spatial)
+
+
+def _indices(attrs):
+    return attrs["target_type"] == "indices"
+
+
+# Class-index or probability targets (drawn as a dim: ignore_index only applies to
+# indices; probabilities sum to 1 over the classes now and then, any values in
+# [0, 1] otherwise, which PyTorch takes as they are); no, one or two spatial axes. ignore_index is -100 (PyTorch's default:
+# no label), class 0 (hypothesis draws label arrays of zeros often, so every label
+# of the batch is ignored now and then) or the last class. Class weights are
+# positive: a zero weight on every label of a batch makes PyTorch's weighted mean
+# 0/0 and its gradient NaN, which no perturbation could be seen in.
 register(Layer(
     "cross_entropy", ls.cross_entropy, ls.cross_entropy_vjp, loss=True,
-    dims={"N": Int(1, 5), "K": Int(2, 6)},
-    attrs={"label_smoothing": Float(0.0, 0.5, edges=(0.0, 0.1)), "reduction": Choice("mean", "sum")},
+    dims={"N": Int(1, 5), "K": Int(2, 6), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3),
+          "soft": Int(0, 1)},
+    attrs={"label_smoothing": Float(0.0, 0.5, edges=(0.0, 0.1)), "reduction": REDUCTION,
+           "target_type": Drawn(str, lambda d: Choice(("indices", "probabilities")[d.soft])),
+           "ignore_index": Drawn(int, lambda d: Choice(-100) if d.soft else Choice(-100, 0, d.K - 1))},
     arrays={
-        "logits": Array(S("N", "K"), Real(-20.0, 20.0, edges=(0.0, 15.0, -15.0), ties=True)),
-        "labels": Array(S("N"), Labels("K")),
+        "logits": Array(_class_first, Real(-20.0, 20.0, edges=(0.0, 15.0, -15.0), ties=True)),
+        "labels": Array(S("N", "spatial"), Labels("K"), when=_indices),
+        "probs": Array(_class_first, Real(0.0, 1.0, edges=(0.0, 1.0, 0.5), sum_to_one=1), when=lambda a: not _indices(a)),
+        "weight": Array(S("K"), Real(0.1, 3.0, edges=(1.0,)), optional=True, grad=False),
     },
+    conventions={"empty_mean": "zero"},
 ))
 
 register(Layer(
     "binary_cross_entropy_with_logits", ls.binary_cross_entropy_with_logits,
     ls.binary_cross_entropy_with_logits_vjp, loss=True,
-    dims=REGRESSION,
+    dims=REGRESSION, attrs={"reduction": REDUCTION},
     arrays={
         "logits": Array(S("N", "D"), Real(-30.0, 30.0, edges=(0.0, 20.0, -20.0))),
         "targets": Array(S("N", "D"), Real(0.0, 1.0, edges=(0.0, 1.0, 0.5))),
+        "weight": Array(S("N", "D"), Real(0.0, 2.0, edges=(0.0, 1.0)), optional=True, grad=False),
+        "pos_weight": Array(S("D"), Real(0.0, 4.0, edges=(1.0, 0.0)), optional=True, grad=False),
     },
 ))
 
@@ -185,7 +220,7 @@ register(Layer(
     dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "OH": Int(1, 3), "OW": Int(1, 3),
           "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE},
-    attrs={"stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 2), "dilation_w": Int(1, 2),
+    attrs={"stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 4), "dilation_w": Int(1, 4),
            "groups": _drawn("G"), "padding": _padding_mode,
            "pad_top": _explicit_pad(lambda d: 2), "pad_bottom": _explicit_pad(lambda d: 2),
            "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
@@ -204,7 +239,7 @@ register(Layer(
     "conv1d", cv.conv1d, cv.conv1d_vjp,
     dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "k": Int(1, 4), "OL": Int(1, 4), "slack": Int(0, 1), "pad_mode": PAD_MODE},
-    attrs={"stride": Int(1, 3), "dilation": Int(1, 3), "groups": _drawn("G"), "padding": _padding_mode,
+    attrs={"stride": Int(1, 3), "dilation": Int(1, 4), "groups": _drawn("G"), "padding": _padding_mode,
            "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
     arrays={
         "x": Array(lambda d, a: (d.N, d.G * d.Cg, _in_size(d.OL, d.slack, d.k, a["stride"], a["dilation"],
@@ -215,16 +250,18 @@ register(Layer(
 ))
 
 # The output is (H - 1) s - 2 pad + d (k - 1) + output_pad + 1: pad <= (k - 1) // 2
-# keeps it non-empty for every stride and dilation; output_pad < stride (both frameworks).
+# keeps it non-empty for every stride and dilation; output_pad < max(stride, dilation),
+# PyTorch's bound (Keras: < stride), so dilation is drawn as a dim.
 register(Layer(
     "conv_transpose2d", cv.conv_transpose2d, cv.conv_transpose2d_vjp,
     dims={"N": Int(1, 3), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "H": Int(1, 3), "W": Int(1, 3),
-          "sH": Int(1, 3), "sW": Int(1, 3, like="sH")},
-    attrs={"stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": Int(1, 2), "dilation_w": Int(1, 2),
+          "sH": Int(1, 3), "sW": Int(1, 3, like="sH"), "dH": Int(1, 4), "dW": Int(1, 4, like="dH")},
+    attrs={"stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": _drawn("dH"), "dilation_w": _drawn("dW"),
            "groups": _drawn("G"),
            "pad_h": Drawn(int, lambda d: Int(0, (d.kH - 1) // 2)), "pad_w": Drawn(int, lambda d: Int(0, (d.kW - 1) // 2)),
-           "output_pad_h": Drawn(int, lambda d: Int(0, d.sH - 1)), "output_pad_w": Drawn(int, lambda d: Int(0, d.sW - 1))},
+           "output_pad_h": Drawn(int, lambda d: Int(0, max(d.sH, d.dH) - 1)),
+           "output_pad_w": Drawn(int, lambda d: Int(0, max(d.sW, d.dW) - 1))},
     arrays={
         "x": Array(lambda d, a: (d.N, d.G * d.Cg, d.H, d.W)),
         "W": Array(lambda d, a: (d.G * d.Cg, d.Og, d.kH, d.kW), param=True),
@@ -232,36 +269,58 @@ register(Layer(
     },
 ))
 
-# Pooling: explicit padding is symmetric and at most half the kernel (PyTorch's
-# rule, which keeps a cell of x in every window); 'same' may pad one side more.
+# Pooling: explicit padding is symmetric and at most half the (undilated) kernel
+# (PyTorch's rule); 'same' may pad one side more. ceil_mode is drawn only where it
+# can act (not with 'same', whose windows already cover the input), and then the
+# spare rows are short of a full stride: a partial last window, or one that would
+# start in the bottom padding (PyTorch drops it). The input is at least
+# as long as the dilation, so every dilated window holds a cell of x.
 POOL_DIMS = {"N": Int(1, 3), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
-             "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE}
+             "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 2), "slack_w": Int(0, 2), "pad_mode": PAD_MODE}
 POOL_ATTRS = {"kernel_h": _drawn("kH"), "kernel_w": _drawn("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
               "padding": _padding_mode,
-              "pad_h": _explicit_pad(lambda d: d.kH // 2), "pad_w": _explicit_pad(lambda d: d.kW // 2)}
+              "pad_h": _explicit_pad(lambda d: d.kH // 2), "pad_w": _explicit_pad(lambda d: d.kW // 2),
+              "ceil_mode": Drawn(bool, lambda d: Choice(False) if cv.PADDINGS[d.pad_mode] == "same"
+                                 else Choice(True, False))}
 
 
 def _pooled(values):
-    return Array(lambda d, a: (d.N, d.C,
-                               _in_size(d.OH, d.slack_h, d.kH, a["stride_h"], 1, a["padding"], a["pad_h"], a["pad_h"]),
-                               _in_size(d.OW, d.slack_w, d.kW, a["stride_w"], 1, a["padding"], a["pad_w"], a["pad_w"])),
-                 values)
+    def side(out, slack, kernel, stride, dilation, pad, a):
+        if a["ceil_mode"] and stride > 1:  # spare rows short of a full stride: ceil_mode's partial window
+            slack = 1 + slack % (stride - 1)
+        return max(dilation, _in_size(out, slack, kernel, stride, dilation, a["padding"], pad, pad))
+
+    def shape(d, a):
+        return (d.N, d.C, side(d.OH, d.slack_h, d.kH, a["stride_h"], a.get("dilation_h", 1), a["pad_h"], a),
+                side(d.OW, d.slack_w, d.kW, a["stride_w"], a.get("dilation_w", 1), a["pad_w"], a))
+    return Array(shape, values)
 
 
 register(Layer(
-    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS, attrs=POOL_ATTRS,
+    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS,
+    attrs={**POOL_ATTRS, "dilation_h": Int(1, 3), "dilation_w": Int(1, 3)},
     arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first"},
 ))
 
 register(Layer(
     "avg_pool2d", pl.avg_pool2d, pl.avg_pool2d_vjp, dims=POOL_DIMS,
-    attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False)},
+    attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": Choice(None, 1)},
     arrays={"x": _pooled(Real())},
 ))
 
 register(Layer(
     "global_avg_pool2d", pl.global_avg_pool2d, pl.global_avg_pool2d_vjp,
     dims={"N": Int(1, 3), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
+    arrays={"x": Array(S("N", "C", "H", "W"))},
+))
+
+# Output sizes that divide the input, that do not (overlapping windows), 1x1
+# (global), equal to the input (identity) and larger than it (cells repeat).
+register(Layer(
+    "adaptive_avg_pool2d", pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp,
+    dims={"N": Int(1, 3), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
+          "OH": Int(1, 5, like="H"), "OW": Int(1, 5, like="OH")},
+    attrs={"output_h": _drawn("OH"), "output_w": _drawn("OW")},
     arrays={"x": Array(S("N", "C", "H", "W"))},
 ))
 

@@ -238,8 +238,8 @@ def conv_transpose2d(x, W, b=None, *, stride_h, stride_w, dilation_h, dilation_w
     I output channels of the conv), the same stride and dilation, padding
     pad_h/pad_w on both sides, applied to an input of y's size:
       OH = (H - 1) sH - 2 pad_h + dH (kH - 1) + output_pad_h + 1.
-    ``output_pad`` (< stride) adds rows/columns at the bottom/right that no
-    window covers (they get the bias only).
+    ``output_pad`` (< max(stride, dilation), PyTorch's bound) adds rows/columns
+    at the bottom/right that no window covers (they get the bias only).
 
     Shapes: x (N, I, H, W), W (I, O/G, kH, kW), b (O,) -> y (N, O, OH, OW).
 
@@ -253,8 +253,9 @@ def conv_transpose2d(x, W, b=None, *, stride_h, stride_w, dilation_h, dilation_w
     require(isinstance(groups, (int, np.integer)) and groups >= 1, "groups", f"must be a positive integer, got {groups!r}")
     require(x.shape[1] == W.shape[0] and W.shape[0] % groups == 0, "W",
             f"axis 0 must be the {x.shape[1]} input channels, divisible by groups={groups}; got W {W.shape}")
-    for name, op, s in (("output_pad_h", output_pad_h, stride_h), ("output_pad_w", output_pad_w, stride_w)):
-        require(0 <= op < s, name, f"must be in [0, stride={s}), got {op}")
+    for name, op, s, d in (("output_pad_h", output_pad_h, stride_h, dilation_h),
+                           ("output_pad_w", output_pad_w, stride_w, dilation_w)):
+        require(0 <= op < max(s, d), name, f"must be in [0, max(stride, dilation) = {max(s, d)}), got {op}")
     stride, dilation, kernel = (stride_h, stride_w), (dilation_h, dilation_w), W.shape[2:]
     n, _, h, w = x.shape
     out_channels = W.shape[1] * groups
@@ -274,7 +275,10 @@ def conv_transpose2d(x, W, b=None, *, stride_h, stride_w, dilation_h, dilation_w
 
 def conv_transpose2d_vjp(res, g):
     x, W, groups = res["x"], res["W"], res["groups"]
-    cols, _ = _im2col(pad_spatial(g, res["pads"]), W.shape[2:], res["stride"], res["dilation"], groups)
+    # The rows output_pad adds lie past every window (with output_pad >= stride they could hold one more): cut them.
+    span = tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(x.shape[2:], res["stride"], res["dilation"], W.shape[2:]))
+    gp = pad_spatial(g, res["pads"])[:, :, :span[0], :span[1]]
+    cols, _ = _im2col(gp, W.shape[2:], res["stride"], res["dilation"], groups)
     grads = {"x": _conv_cols(cols, W, groups, *x.shape[:1], *x.shape[2:]),
              "W": _weight_grad(cols, _by_group(x, groups), W.shape)}
     if res["bias"]:

@@ -1,8 +1,11 @@
-"""Loss functions: each returns a scalar, reduced as the frameworks reduce.
+"""Loss functions, reduced as PyTorch reduces them (``reduction``).
 
-Regression losses average over every element (PyTorch ``reduction='mean'``;
-Keras' default reduction averages the last axis, then the batch, which is the
-same number when every row has the same length).
+``reduction``: "mean" (over every element, or the weighted mean for weighted
+cross-entropy), "sum" (over every element), or "none" (the unreduced losses:
+the shape of the input for the element-wise losses, (N, d1, ...) for
+cross-entropy). Keras reduces per-sample losses, each the mean over the last
+axis: its "sum" of an (N, D) loss is PyTorch's sum / D and its "none" is (N,);
+the adapter maps (see tf_adapter.py), the oracle computes PyTorch's numbers.
 """
 
 import numpy as np
@@ -10,103 +13,199 @@ import numpy as np
 from .activations import _sigmoid, log_softmax
 from .spec import require
 
+REDUCTIONS = ("mean", "sum", "none")
+EMPTY_MEANS = ("zero", "nan")
+
+
+def _check_reduction(reduction):
+    require(reduction in REDUCTIONS, "reduction", f"expected one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(per_element, reduction):
+    """The reduced loss, and the factor d loss / d per_element (a scalar, or g itself for "none")."""
+    _check_reduction(reduction)
+    if reduction == "none":
+        return per_element, None
+    return (per_element.mean() if reduction == "mean" else per_element.sum()), (
+        1.0 / per_element.size if reduction == "mean" else 1.0)
+
+
+def _spread(g, factor):
+    """The cotangent of each element: g times the reduction's factor (g itself for "none")."""
+    return g if factor is None else g * factor
+
 
 def _pair(pred, target):
     require(target.shape == pred.shape, "target", f"expected shape {pred.shape} like pred, got {target.shape}")
     return pred - target
 
 
-def mse(pred, target):
-    """Mean squared error: L = mean((pred - target)^2).
+def mse(pred, target, reduction):
+    """Squared error: l = (pred - target)^2, reduced (mean, sum or none).
 
-    Gradients: gpred = 2 (pred - target) / n,  gtarget = -gpred. Smooth.
+    Gradients: gpred = 2 (pred - target) g_l,  gtarget = -gpred, where g_l is
+    the cotangent of each element (g / n for the mean, g for the sum). Smooth.
     """
     d = _pair(pred, target)
-    return np.mean(d * d), d
+    out, factor = _reduce(d * d, reduction)
+    return out, (d, factor)
 
 
-def mse_vjp(d, g):
-    gp = g * 2.0 * d / d.size
+def mse_vjp(res, g):
+    d, factor = res
+    gp = _spread(g, factor) * 2.0 * d
     return {"pred": gp, "target": -gp}
 
 
-def l1(pred, target):
-    """Mean absolute error: L = mean(|pred - target|).
+def l1(pred, target, reduction):
+    """Absolute error: l = |pred - target|, reduced (mean, sum or none).
 
-    Gradients: gpred = sign(pred - target) / n,  gtarget = -gpred; sign(0) = 0,
+    Gradients: gpred = sign(pred - target) g_l,  gtarget = -gpred; sign(0) = 0,
     so an exact match passes no gradient (both frameworks).
     """
     d = _pair(pred, target)
-    return np.mean(np.abs(d)), d
+    out, factor = _reduce(np.abs(d), reduction)
+    return out, (d, factor)
 
 
-def l1_vjp(d, g):
-    gp = g * np.sign(d) / d.size
+def l1_vjp(res, g):
+    d, factor = res
+    gp = _spread(g, factor) * np.sign(d)
     return {"pred": gp, "target": -gp}
 
 
-def huber(pred, target, delta):
-    """Huber loss: L = mean(h(d)), d = pred - target,
+def huber(pred, target, delta, reduction):
+    """Huber loss: l = h(d), d = pred - target, reduced (mean, sum or none),
     h(d) = d^2 / 2 if |d| <= delta else delta (|d| - delta / 2).
 
-    Gradients: gpred = clip(d, -delta, delta) / n,  gtarget = -gpred. h is C^1:
+    Gradients: gpred = clip(d, -delta, delta) g_l,  gtarget = -gpred. h is C^1:
     at |d| = delta both pieces give slope +-delta.
     """
     require(delta > 0, "delta", f"must be > 0, got {delta}")
     d = _pair(pred, target)
     a = np.abs(d)
     h = np.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))
-    return np.mean(h), (d, delta)
+    out, factor = _reduce(h, reduction)
+    return out, (d, delta, factor)
 
 
 def huber_vjp(res, g):
-    d, delta = res
-    gp = g * np.clip(d, -delta, delta) / d.size
+    d, delta, factor = res
+    gp = _spread(g, factor) * np.clip(d, -delta, delta)
     return {"pred": gp, "target": -gp}
 
 
-def cross_entropy(logits, labels, label_smoothing, reduction):
-    """Softmax cross-entropy from logits and integer labels, with label smoothing.
+def cross_entropy(logits, labels=None, probs=None, weight=None, *, label_smoothing, reduction, target_type,
+                  ignore_index, empty_mean="zero"):
+    """Softmax cross-entropy from logits (PyTorch's CrossEntropyLoss), classes on axis 1.
 
-    q = (1 - eps) onehot(labels) + eps / K;  l_n = -sum_k q_nk log_softmax(z_n)_k;
-    L = mean_n l_n (``reduction="mean"``) or sum_n l_n (``"sum"``).
-    Shapes: logits (N, K), labels (N,) ints in [0, K).
+    Targets: class indices ``labels`` (N, d1, ...) (``target_type="indices"``) or
+    class probabilities ``probs`` (N, K, d1, ...) (``"probabilities"``). With
+    label smoothing eps the target is q = (1 - eps) onehot(y) (or (1 - eps) probs)
+    + eps / K; class weights w (K,) (1 without ``weight``) weigh each class's term:
 
-    Gradient: gz = (softmax(z) - q) / N for the mean, without the 1/N for the sum.
-    Smooth in the logits; labels get no gradient.
+      l_i = -sum_k w_k q_ik log softmax(z_i)_k     (one l per sample i = (n, d1, ...)),
+
+    which for indices without smoothing is w[y_i] (-log p_{i, y_i}). A label equal
+    to ``ignore_index`` gives l_i = 0 and leaves the mean (indices only; -100,
+    PyTorch's default, matches no label). Reductions: "none" -> l (N, d1, ...);
+    "sum"; "mean" = sum_i l_i / W with W = sum of w[y_i] over the labels not
+    ignored (indices; the count of them without weights) or the number of samples
+    (probabilities, weighted or not: PyTorch's rule).
+
+    Gradients: gz_ik = c_i ((sum_j w_j q_ij) p_ik - w_k q_ik) and, for
+    probabilities, gprobs_ik = -c_i (1 - eps) w_k log p_ik, where c_i is the
+    cotangent of l_i (g / W for the mean). Smooth; labels and weights get none.
+
+    A mean over nothing (every label ignored, W = 0) is a convention,
+    ``empty_mean``: "zero" (loss 0, gradient 0: Keras' divide_no_nan) or "nan"
+    (PyTorch: loss 0/0 = NaN; the rows of ignored labels get gradient 0, any
+    other row NaN).
     """
-    require(logits.ndim == 2, "logits", f"expected (N, K), got shape {logits.shape}")
-    n, k = logits.shape
-    require(labels.shape == (n,), "labels", f"expected ({n},) to match logits {logits.shape}, got {labels.shape}")
-    require(np.issubdtype(labels.dtype, np.integer), "labels", f"expected integers, got {labels.dtype}")
-    require(labels.size == 0 or (labels.min() >= 0 and labels.max() < k), "labels", f"out of range [0, {k}): {labels}")
+    require(logits.ndim >= 2, "logits", f"expected (N, K, d1, ...), got shape {logits.shape}")
+    require(empty_mean in EMPTY_MEANS, "empty_mean", f"expected one of {EMPTY_MEANS}, got {empty_mean!r}")
+    _check_reduction(reduction)
+    n, k = logits.shape[:2]
+    samples = (n,) + logits.shape[2:]
     require(0.0 <= label_smoothing <= 1.0, "label_smoothing", f"must be in [0, 1], got {label_smoothing}")
-    require(reduction in ("mean", "sum"), "reduction", f"expected 'mean' or 'sum', got {reduction!r}")
-    logp, (p, _) = log_softmax(logits, axis=1)
-    q = np.full_like(logp, label_smoothing / k)
-    q[np.arange(n), labels] += 1.0 - label_smoothing
-    per_sample = -(q * logp).sum(axis=1)
-    scale = 1.0 / n if reduction == "mean" else 1.0
-    return scale * per_sample.sum(), (p - q, scale)
+    require(target_type in ("indices", "probabilities"), "target_type",
+            f"expected 'indices' or 'probabilities', got {target_type!r}")
+    w = np.ones(k)
+    if weight is not None:
+        require(weight.shape == (k,), "weight", f"expected ({k},), one per class of logits {logits.shape}, got {weight.shape}")
+        w = weight
+    logp, (p, _) = log_softmax(np.moveaxis(logits, 1, -1), axis=-1)  # (N, d1, ..., K)
+    if target_type == "indices":
+        require(labels is not None and probs is None, "labels", "indices targets take labels and no probs")
+        require(labels.shape == samples, "labels", f"expected {samples} to match logits {logits.shape}, got {labels.shape}")
+        require(np.issubdtype(labels.dtype, np.integer), "labels", f"expected integers, got {labels.dtype}")
+        keep = labels != ignore_index
+        require(bool(np.all(~keep | ((labels >= 0) & (labels < k)))), "labels", f"out of range [0, {k}): {labels}")
+        onehot = np.where(keep, labels, 0)[..., None] == np.arange(k)
+        q = (1.0 - label_smoothing) * onehot + label_smoothing / k
+        total = float((w[np.where(keep, labels, 0)] * keep).sum())
+    else:
+        require(probs is not None and labels is None, "probs", "probability targets take probs and no labels")
+        require(probs.shape == logits.shape, "probs", f"expected shape {logits.shape} like logits, got {probs.shape}")
+        require(ignore_index == -100, "ignore_index", f"probability targets ignore no class; expected -100, got {ignore_index}")
+        keep = np.ones(samples, dtype=bool)
+        q = (1.0 - label_smoothing) * np.moveaxis(probs, 1, -1) + label_smoothing / k
+        total = float(np.prod(samples))
+    c = w * q * keep[..., None]  # the weight each log-probability carries
+    per_sample = -(c * logp).sum(axis=-1)
+    if reduction == "none":
+        out, scale = per_sample, None
+    elif reduction == "sum":
+        out, scale = per_sample.sum(), 1.0
+    elif total != 0:
+        out, scale = per_sample.sum() / total, 1.0 / total
+    else:
+        out, scale = (np.nan, np.inf) if empty_mean == "nan" else (0.0, 0.0)
+    res = {"c": c, "p": p, "keep": keep, "scale": scale, "logp": logp, "w": w,
+           "soft": target_type == "probabilities", "eps": label_smoothing}
+    return out, res
 
 
 def cross_entropy_vjp(res, g):
-    p_minus_q, scale = res
-    return {"logits": g * scale * p_minus_q}
+    c, keep = res["c"], res["keep"]
+    coef = g if res["scale"] is None else g * res["scale"]
+    # Rows of ignored labels carry nothing, even where the mean's factor is infinite (PyTorch skips them).
+    with np.errstate(invalid="ignore"):
+        coef = np.where(keep, coef, 0.0)[..., None]
+        gz = coef * (c.sum(axis=-1, keepdims=True) * res["p"] - c)
+    grads = {"logits": np.moveaxis(gz, -1, 1)}
+    if res["soft"]:
+        grads["probs"] = np.moveaxis(-coef * (1.0 - res["eps"]) * res["w"] * res["logp"], -1, 1)
+    return grads
 
 
-def binary_cross_entropy_with_logits(logits, targets):
-    """Binary cross-entropy on logits: L = mean(max(z, 0) - z t + log(1 + e^-|z|)).
+def binary_cross_entropy_with_logits(logits, targets, weight=None, pos_weight=None, *, reduction):
+    """Binary cross-entropy on logits (PyTorch's BCEWithLogitsLoss), reduced (mean, sum or none):
 
-    Gradients: gz = (sigma(z) - t) / n,  gt = -z / n. Smooth (the max and |z|
-    kinks cancel in the sum).
+      l = w [pw t softplus(-z) + (1 - t) softplus(z)] = -w [pw t log sigma(z) + (1 - t) log(1 - sigma(z))],
+
+    with element weights ``weight`` w (shape of z; 1 without) and ``pos_weight`` pw
+    (D,), broadcast along the last axis (1 without). The mean divides by the
+    number of elements, not by the weights (PyTorch's rule).
+
+    Gradients: gz = g_l w [(1 - t) sigma(z) - pw t sigma(-z)],
+    gt = g_l w [pw softplus(-z) - softplus(z)] (= -z g_l without weights).
+    Smooth (the max and |z| kinks of softplus cancel); weights get no gradient.
     """
     require(targets.shape == logits.shape, "targets", f"expected shape {logits.shape} like logits, got {targets.shape}")
     z, t = logits, targets
-    per_element = np.maximum(z, 0.0) - z * t + np.log1p(np.exp(-np.abs(z)))
-    return np.mean(per_element), (z, t)
+    w = np.ones(()) if weight is None else weight
+    pw = np.ones(()) if pos_weight is None else pos_weight
+    require(weight is None or weight.shape == z.shape, "weight", f"expected shape {z.shape} like logits, got {w.shape}")
+    require(pos_weight is None or pos_weight.shape == z.shape[-1:], "pos_weight",
+            f"expected {z.shape[-1:]}, one per class (the last axis of logits {z.shape}), got {pw.shape}")
+    tail = np.log1p(np.exp(-np.abs(z)))
+    sp, sp_neg = np.maximum(z, 0.0) + tail, np.maximum(-z, 0.0) + tail  # softplus(z), softplus(-z)
+    out, factor = _reduce(w * (pw * t * sp_neg + (1.0 - t) * sp), reduction)
+    return out, (z, t, w, pw, sp, sp_neg, factor)
 
 
 def binary_cross_entropy_with_logits_vjp(res, g):
-    z, t = res
-    return {"logits": g * (_sigmoid(z) - t) / z.size, "targets": -g * z / z.size}
+    z, t, w, pw, sp, sp_neg, factor = res
+    ge = _spread(g, factor) * w
+    return {"logits": ge * ((1.0 - t) * _sigmoid(z) - pw * t * _sigmoid(-z)), "targets": ge * (pw * sp_neg - sp)}

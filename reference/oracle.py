@@ -70,6 +70,11 @@ def validate(case: Case) -> Layer:
         require(why is None, name, why or "")
     wanted = layer.arrays
     for name, spec in wanted.items():
+        if spec.when is not None:  # present exactly when the attributes say
+            taken = bool(spec.when(case.attrs))
+            require(taken == (name in case.arrays), name, f"{'missing' if taken else 'not taken'} with "
+                    f"{', '.join(f'{k}={v!r}' for k, v in case.attrs.items())}")
+            continue
         require(spec.optional or name in case.arrays, name, f"missing; {case.layer} takes {', '.join(wanted)}")
     for name, arr in case.arrays.items():
         require(name in wanted, name, f"{case.layer} takes no array {name!r} (it takes {', '.join(wanted)})")

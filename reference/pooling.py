@@ -1,8 +1,15 @@
-"""Pooling: max_pool2d, avg_pool2d, global_avg_pool2d (NCHW).
+"""Pooling: max_pool2d, avg_pool2d, global_avg_pool2d, adaptive_avg_pool2d (NCHW).
 
 Windows are the convolution's (``conv.windows``: a strided view, no copy); the
 backward pass scatters each window's cotangent back with ``conv.col2im`` (one
 strided add per kernel offset, no loop over batch, channels or positions).
+
+``ceil_mode`` (PyTorch's) rounds the number of windows up: a last, partial
+window that overhangs the bottom/right edge is added when it starts inside the
+input or its top/left padding (PyTorch's rule: a window starting in the
+bottom/right padding is dropped). It is computed as extra bottom/right padding
+(``_ceil_overhang``) that pads with -inf for max pooling and is never counted
+by average pooling.
 """
 
 from __future__ import annotations
@@ -15,24 +22,56 @@ from .spec import require
 TIES = ("first", "last", "split")
 
 
-def _pool_pads(x, kernel, stride, padding, pad_h, pad_w):
+def _ceil_overhang(size, before, after, kernel, stride, dilation):
+    """Rows past the padded input that ceil_mode's last window covers (0 when it adds none).
+
+    PyTorch (aten/native/Pool.h, pooling_output_shape): out = ceil((P - span) / s) + 1
+    with P = size + before + after and span = d (k - 1) + 1, then one fewer when
+    (out - 1) s >= size + before (the last window would start in the bottom padding)."""
+    padded, span = size + before + after, dilation * (kernel - 1) + 1
+    out = -(-(padded - span) // stride) + 1
+    if (out - 1) * stride >= size + before:
+        out -= 1
+    return max(0, (out - 1) * stride + span - padded)
+
+
+def pool_pads(x, kernel, stride, dilation, padding, pad_h, pad_w, ceil_mode):
+    """(pads, counted): the padding on each side including ceil_mode's overhang, and
+    the padding inside it that average pooling may count (the overhang never is)."""
     require(x.ndim == 4, "x", f"expected (N, C, H, W), got shape {x.shape}")
-    for name, v in (("kernel_h", kernel[0]), ("kernel_w", kernel[1]), ("stride_h", stride[0]), ("stride_w", stride[1])):
+    for name, v in (("kernel_h", kernel[0]), ("kernel_w", kernel[1]), ("stride_h", stride[0]), ("stride_w", stride[1]),
+                    ("dilation_h", dilation[0]), ("dilation_w", dilation[1])):
         require(isinstance(v, (int, np.integer)) and v >= 1, name, f"must be a positive integer, got {v!r}")
     for name, p, k in (("pad_h", pad_h, kernel[0]), ("pad_w", pad_w, kernel[1])):
         require(2 * p <= k, name, f"must be at most half the kernel ({k}), got {p}: a window would lie in the padding")
-    return resolve_padding(padding, ((pad_h, pad_h), (pad_w, pad_w)), x.shape[2:], kernel, stride, (1, 1))
+    require(isinstance(ceil_mode, (bool, np.bool_)), "ceil_mode", f"expected a boolean, got {ceil_mode!r}")
+    counted = resolve_padding(padding, ((pad_h, pad_h), (pad_w, pad_w)), x.shape[2:], kernel, stride, dilation)
+    for n, (before, after), k, d in zip(x.shape[2:], counted, kernel, dilation):
+        require(n + before + after >= d * (k - 1) + 1, "x",
+                f"padded input {x.shape[2:]} smaller than the dilated kernel: no window")
+    extra = [_ceil_overhang(n, b, a, k, s, d) if ceil_mode else 0
+             for n, (b, a), k, s, d in zip(x.shape[2:], counted, kernel, stride, dilation)]
+    pads = tuple((b, a + e) for (b, a), e in zip(counted, extra))
+    # Every window must hold a cell of x: one that holds only padding is -inf (max) or 0 / count.
+    inside = windows(pad_spatial(np.ones((1, 1) + x.shape[2:]), pads), kernel, stride, dilation).sum(axis=(-2, -1))
+    require(inside.min() >= 1, "x", f"input {x.shape[2:]} with padding {pads} and dilation {dilation} leaves a "
+                                     "window with no cell of x")
+    return pads, counted
 
 
-def max_pool2d(x, *, kernel_h, kernel_w, stride_h, stride_w, padding, pad_h, pad_w, tie="first"):
+def max_pool2d(x, *, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, padding, pad_h, pad_w,
+               ceil_mode, tie="first"):
     """2-D max pooling, NCHW: y[n, c, i, j] = max of window (i, j) of the padded x.
 
-    Window (i, j) covers rows i sH + [0, kH), columns j sW + [0, kW) of x padded
-    with -inf (padding never wins). ``padding``: "valid", "same" (TensorFlow's
-    rule, the odd pixel at the bottom/right) or "explicit" (pad_h, pad_w on both
-    sides, at most half the kernel, as PyTorch requires; 0 otherwise).
+    Window (i, j) covers rows i sH + dH [0, kH), columns j sW + dW [0, kW) of x
+    padded with -inf (padding never wins). ``padding``: "valid", "same"
+    (TensorFlow's rule for the dilated kernel, the odd pixel at the
+    bottom/right) or "explicit" (pad_h, pad_w on both sides, at most half the
+    kernel, as PyTorch requires; 0 otherwise). ``ceil_mode``: PyTorch's partial
+    last window (see the module docstring; no effect with "same").
 
-    Shapes: x (N, C, H, W) -> y (N, C, OH, OW), OH = floor((H + 2 pad_h - kH) / sH) + 1.
+    Shapes: x (N, C, H, W) -> y (N, C, OH, OW),
+    OH = floor((H + 2 pad_h - dH (kH - 1) - 1) / sH) + 1 (ceil with ceil_mode, as above).
 
     Gradient: gx[n, c, u, v] = Σ_{windows (i, j) whose chosen maximum is at (u, v)} g[n, c, i, j].
     At a tie inside a window the convention ``tie`` picks the receiver:
@@ -40,10 +79,10 @@ def max_pool2d(x, *, kernel_h, kernel_w, stride_h, stride_w, padding, pad_h, pad
     (g divided evenly among the tied maxima).
     """
     require(tie in TIES, "tie", f"expected one of {TIES}, got {tie!r}")
-    kernel, stride = (kernel_h, kernel_w), (stride_h, stride_w)
-    pads = _pool_pads(x, kernel, stride, padding, pad_h, pad_w)
+    kernel, stride, dilation = (kernel_h, kernel_w), (stride_h, stride_w), (dilation_h, dilation_w)
+    pads, _ = pool_pads(x, kernel, stride, dilation, padding, pad_h, pad_w, ceil_mode)
     xp = pad_spatial(x, pads, value=-np.inf)
-    win = windows(xp, kernel, stride, (1, 1))  # a view; win[..., i, j] is kernel offset (i, j) of every window
+    win = windows(xp, kernel, stride, dilation)  # a view; win[..., i, j] is kernel offset (i, j) of every window
     # One pass per kernel offset, in row-major order: the running maximum and which offset holds it.
     y, chosen = win[..., 0, 0].copy(), np.zeros(win.shape[:4], dtype=np.intp)
     for k, (i, j) in enumerate(np.ndindex(*kernel)):
@@ -56,7 +95,7 @@ def max_pool2d(x, *, kernel_h, kernel_w, stride_h, stride_w, padding, pad_h, pad
         route = is_max / is_max.sum(axis=(0, 1))
     else:
         route = chosen == np.arange(kernel_h * kernel_w).reshape(kernel_h, kernel_w, 1, 1, 1, 1)
-    return y, {"route": route, "padded_shape": xp.shape, "pads": pads, "stride": stride}
+    return y, {"route": route, "padded_shape": xp.shape, "pads": pads, "stride": stride, "dilation": dilation}
 
 
 def max_pool2d_vjp(res, g):
@@ -65,15 +104,20 @@ def max_pool2d_vjp(res, g):
 
 def _scatter(slabs, res):
     """Window cells (kH, kW, N, C, OH, OW) back onto x: col2im, then drop the padding."""
-    return crop_spatial(col2im(slabs, res["padded_shape"][2:], res["stride"], (1, 1)), res["pads"])
+    return crop_spatial(col2im(slabs, res["padded_shape"][2:], res["stride"], res["dilation"]), res["pads"])
 
 
-def avg_pool2d(x, *, kernel_h, kernel_w, stride_h, stride_w, padding, pad_h, pad_w, count_include_pad):
-    """2-D average pooling, NCHW: y[n, c, i, j] = (sum of window (i, j) of the zero-padded x) / count.
+def avg_pool2d(x, *, kernel_h, kernel_w, stride_h, stride_w, padding, pad_h, pad_w, count_include_pad, ceil_mode,
+               divisor_override):
+    """2-D average pooling, NCHW: y[n, c, i, j] = (sum of window (i, j) of the zero-padded x) / count[i, j].
 
-    ``count_include_pad``: count = kH kW (padded cells count as zeros, PyTorch's
-    default) or the number of cells of x inside the window (TensorFlow's 'SAME').
-    ``padding`` as for max_pool2d. Every window holds at least one cell of x.
+    ``count_include_pad``: count = the cells of the window inside x and its
+    padding (PyTorch's default; kH kW except for a ceil_mode window, whose
+    overhang past the padding is not counted) or the cells of x inside the
+    window (TensorFlow's 'SAME'). ``divisor_override`` (PyTorch's): a nonzero
+    int that replaces count in every window (count_include_pad then changes
+    nothing); None: no override. ``padding`` and ``ceil_mode`` as for
+    max_pool2d. Every window holds at least one cell of x.
 
     Shapes: x (N, C, H, W) -> y (N, C, OH, OW), OH = floor((H + pad - kH) / sH) + 1.
 
@@ -82,16 +126,26 @@ def avg_pool2d(x, *, kernel_h, kernel_w, stride_h, stride_w, padding, pad_h, pad
     """
     require(isinstance(count_include_pad, (bool, np.bool_)), "count_include_pad",
             f"expected a boolean, got {count_include_pad!r}")
-    kernel, stride = (kernel_h, kernel_w), (stride_h, stride_w)
-    pads = _pool_pads(x, kernel, stride, padding, pad_h, pad_w)
+    require(divisor_override is None or isinstance(divisor_override, (int, np.integer))
+            and not isinstance(divisor_override, bool) and divisor_override != 0,
+            "divisor_override", f"expected None or a nonzero int, got {divisor_override!r}")
+    kernel, stride, unit = (kernel_h, kernel_w), (stride_h, stride_w), (1, 1)
+    pads, counted = pool_pads(x, kernel, stride, unit, padding, pad_h, pad_w, ceil_mode)
     xp = pad_spatial(x, pads)
-    total = windows(xp, kernel, stride, (1, 1)).sum(axis=(-2, -1))
-    if count_include_pad:
-        count = np.full(total.shape[2:], float(kernel_h * kernel_w))
+    total = windows(xp, kernel, stride, unit).sum(axis=(-2, -1))
+    if divisor_override is not None:
+        count = np.full(total.shape[2:], float(divisor_override))
     else:
-        inside = pad_spatial(np.ones((1, 1) + x.shape[2:]), pads)
-        count = windows(inside, kernel, stride, (1, 1)).sum(axis=(-2, -1))[0, 0]
-    return total / count, {"count": count, "kernel": kernel, "padded_shape": xp.shape, "pads": pads, "stride": stride}
+        # 1 on the cells the count includes: x and (count_include_pad) its padding, not ceil_mode's overhang.
+        mask = np.ones((1, 1) + x.shape[2:])
+        if count_include_pad:
+            mask = pad_spatial(mask, counted, value=1.0)
+            pads_left = tuple((0, a - c) for (_, a), (_, c) in zip(pads, counted))
+        else:
+            pads_left = pads
+        count = windows(pad_spatial(mask, pads_left), kernel, stride, unit).sum(axis=(-2, -1))[0, 0]
+    return total / count, {"count": count, "kernel": kernel, "padded_shape": xp.shape, "pads": pads,
+                           "stride": stride, "dilation": unit}
 
 
 def avg_pool2d_vjp(res, g):
@@ -111,3 +165,36 @@ def global_avg_pool2d(x):
 
 def global_avg_pool2d_vjp(shape, g):
     return {"x": np.broadcast_to((g / (shape[2] * shape[3]))[:, :, None, None], shape).copy()}
+
+
+def adaptive_windows(size: int, out: int) -> np.ndarray:
+    """The averaging matrix A (out, size) of adaptive pooling along one axis (PyTorch's
+    windows): row i averages x[start_i:end_i], start_i = floor(i size / out),
+    end_i = ceil((i + 1) size / out). Windows overlap when out does not divide size
+    (and when out > size); every window holds at least one cell."""
+    i = np.arange(out)[:, None]
+    start, end = (i * size) // out, -((-(i + 1) * size) // out)
+    cells = np.arange(size)[None, :]
+    return ((cells >= start) & (cells < end)) / (end - start)
+
+
+def adaptive_avg_pool2d(x, *, output_h, output_w):
+    """Adaptive average pooling to (output_h, output_w), NCHW:
+    y[n, c, i, j] = mean of x[n, c, start_i:end_i, start_j:end_j] (``adaptive_windows``),
+    i.e. y = A_h x A_wᵀ per (n, c): the rectangle's mean is the product of the two 1-D means.
+
+    Shapes: x (N, C, H, W) -> y (N, C, output_h, output_w); output 1x1 is global pooling,
+    output (H, W) the identity, larger outputs repeat cells.
+    Gradient: gx = A_hᵀ g A_w per (n, c). Linear: smooth everywhere.
+    """
+    require(x.ndim == 4, "x", f"expected (N, C, H, W), got shape {x.shape}")
+    for name, v in (("output_h", output_h), ("output_w", output_w)):
+        require(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1, name,
+                f"must be a positive integer, got {v!r}")
+    a_h, a_w = adaptive_windows(x.shape[2], output_h), adaptive_windows(x.shape[3], output_w)
+    return np.einsum("ih,nchw,jw->ncij", a_h, x, a_w), (a_h, a_w)
+
+
+def adaptive_avg_pool2d_vjp(res, g):
+    a_h, a_w = res
+    return {"x": np.einsum("ih,ncij,jw->nchw", a_h, g, a_w)}

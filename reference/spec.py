@@ -109,6 +109,8 @@ class Real:
     ``c`` in ``[lo, hi]``, ``s`` from ``spread`` and ``u`` in ``[-1, 1]``, so every
     reduction sees a tiny variance (``s = 0``: exactly equal values). The
     values stay within ``[lo, hi]``.
+    ``sum_to_one``: an axis along which, now and then, the values are divided by
+    their sum (a probability distribution; ``lo`` must be >= 0).
     """
 
     lo: float = -3.0
@@ -117,6 +119,7 @@ class Real:
     like: str | None = None
     ties: bool = False
     spread: tuple = ()
+    sum_to_one: int | None = None
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,10 @@ class Array:
 
     ``shape(dims, attrs)`` gives its shape from the drawn sizes; an ``optional``
     array (a bias) may be left out of a case, and the layer then runs without it.
-    ``grad=False`` marks real data that gets no gradient (running statistics, a
-    dropout mask); labels never get one.
+    ``when(attrs)``: the array is in a case exactly when this is true (one of
+    two kinds of target, chosen by an attribute); None: always (or, if
+    optional, now and then). ``grad=False`` marks real data that gets no
+    gradient (running statistics, a dropout mask); labels never get one.
     """
 
     shape: Callable[[SimpleNamespace, dict], tuple]
@@ -163,6 +168,7 @@ class Array:
     param: bool = False
     optional: bool = False
     grad: bool = True
+    when: Callable[[dict], bool] | None = None
 
     @property
     def differentiable(self) -> bool:
@@ -179,8 +185,8 @@ class Layer:
     A layer with one output returns it as an array and its vjp receives one
     cotangent; a layer with several returns ``{name: array}`` and its vjp
     receives ``{name: cotangent}``. Default: ``("y",)``, or ``("loss",)`` for a loss.
-    ``loss``: the output is a scalar loss; its cotangent is 1, so the gradient
-    is that of the loss itself.
+    ``loss``: the output is a loss; when it is a scalar its cotangent is 1, so the
+    gradient is that of the loss itself (an unreduced loss gets a random one).
     ``vjp=None``: a forward-only entry (an optimizer trajectory): the forward
     returns ``{name: array}`` with names of its own choosing (``w@1``, ``w@2``,
     one per step), the case has no cotangents, and no gradient is taken.

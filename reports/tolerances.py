@@ -258,6 +258,15 @@ _KERAS_BIAS_ADD = (
     "shifts every logit of a row equally), and b_k = [1, 0] changes the attention scores from [0.5, 0.5] to "
     "[0.731, 0.269]")
 
+def _targets_off_the_simplex(case) -> bool:
+    """Probability targets of some sample sum to other than 1, beyond rounding."""
+    probs = case.arrays.get("probs")
+    if probs is None:
+        return False
+    total = probs.astype(np.float64).sum(axis=1)
+    return bool(np.any(np.abs(total - 1.0) > 8 * probs.shape[1] * EPS[case.dtype]))
+
+
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "gradient-overflow-through-time",
@@ -315,6 +324,25 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "keras.layers.RMSNormalization, which matches the oracle)",
         "agrees only where every normalized slice has mean 0; x = (1, 1), eps = 1e-5: RMS norm gives 0.999995, "
         "this route 316.2 (1 / sqrt(eps)); on drawn cases y is off by up to 1e18 eps (float64)"),
+    # ---- losses
+    Divergence(
+        "tf-softmax-cross-entropy-unnormalized-targets",
+        "cross_entropy", "tensorflow", "*", _targets_off_the_simplex,
+        "Keras' CategoricalCrossentropy(from_logits=True) runs tf.nn.softmax_cross_entropy_with_logits, whose "
+        "gradient is softmax(z) - t: right only when the targets of a sample sum to 1. The loss is -sum t log p "
+        "for any t (as PyTorch's), whose gradient is (sum t) softmax(z) - t",
+        "logits (1, 2) = [0, 0], probs [0, 0]: loss 0 in both; the logits' gradient TensorFlow [0.5, 0.5], "
+        "PyTorch and the oracle [0, 0] (tensorflow-cpu 2.21.0, keras 3.15.1)"),
+    Divergence(
+        "tf-weighted-bce-kink-at-zero",
+        "binary_cross_entropy_with_logits", "tensorflow", "*",
+        lambda c: "pos_weight" in c.arrays and bool(np.any(c.arrays["logits"] == 0)),
+        "tf.nn.weighted_cross_entropy_with_logits (Keras' BinaryCrossentropy has no pos_weight) computes "
+        "(1 - t) z + (1 + (pw - 1) t) (log1p(exp(-|z|)) + relu(-z)) and differentiates it as written: at z = 0 "
+        "the kinks of |z| and relu(-z), which cancel in the function, both take derivative 0, so the gradient "
+        "misses -(1 + (pw - 1) t) / 2 (sigmoid_cross_entropy_with_logits, without pos_weight, is right at 0)",
+        "z = 0, t = 1, pos_weight 1: d loss / dz TensorFlow 0, exact sigma(0) - 1 = -0.5 (PyTorch -0.5); "
+        "z = -20, t = 0.78: both -0.78 (tensorflow-cpu 2.21.0)"),
     # ---- convolution and pooling
     Divergence(
         "tf-conv-transpose-float64-dilation",

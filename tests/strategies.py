@@ -63,7 +63,7 @@ def _round_attr(value, spec, dtype: str):
 def _real(draw, spec: Real, shape, arrays, *, edges: bool) -> np.ndarray:
     if not edges:
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-        return rng.uniform(spec.lo, spec.hi, size=shape)
+        return _sum_to_one(draw, spec, rng.uniform(spec.lo, spec.hi, size=shape))
     elements = st.floats(spec.lo, spec.hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
     special = [e for e in spec.edges if spec.lo <= e <= spec.hi]
     if special:
@@ -77,7 +77,15 @@ def _real(draw, spec: Real, shape, arrays, *, edges: bool) -> np.ndarray:
     if spec.like is not None and spec.like in arrays and draw(st.booleans()):
         mask = draw(hnp.arrays(np.bool_, shape))
         a = np.where(mask, arrays[spec.like].astype(np.float64), a)
-    return a
+    return _sum_to_one(draw, spec, a)
+
+
+def _sum_to_one(draw, spec: Real, a: np.ndarray) -> np.ndarray:
+    """Now and then, ``a`` divided by its sums along ``spec.sum_to_one`` (where they are not 0)."""
+    if spec.sum_to_one is None or not draw(st.booleans()):
+        return a
+    total = a.sum(axis=spec.sum_to_one, keepdims=True)
+    return np.where(total > 0, a / np.where(total > 0, total, 1.0), a)
 
 
 def _nearly_constant(spec: Real, spread: float, center: float, rng, shape) -> np.ndarray:
@@ -135,7 +143,7 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
     attrs = {a: _round_attr(draw(attribute(spec, edges=edges)), spec, dtype) for a, spec in specs.items()}
     arrays: dict = {}
     for arr_name, spec in layer.arrays.items():
-        if spec.optional and not draw(st.booleans()):
+        if not _present(spec, attrs) or spec.when is None and spec.optional and not draw(st.booleans()):
             continue
         shape = spec.shape(d, attrs)
         if isinstance(spec.values, Labels):
@@ -150,6 +158,11 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
     return _with_cotangent(name, dtype, attrs, arrays, np.random.default_rng(draw(st.integers(0, 2**32 - 1))))
 
 
+def _present(spec, attrs) -> bool:
+    """False for an array its ``when`` leaves out of a case with these attributes."""
+    return spec.when is None or bool(spec.when(attrs))
+
+
 def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
     """Complete a case with one cotangent per output: random and generic, never
     all-ones (ones through softmax give a zero gradient), now and then zero for
@@ -159,7 +172,8 @@ def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
     if layer.vjp is None:  # forward-only: nothing to differentiate
         return Case(name, dtype, attrs, arrays, {})
     outs = _named_outputs(layer, layer.forward(**as64, **attrs)[0])
-    cotangents = {n: np.array(1.0) if layer.loss else rng.standard_normal(out.shape) for n, out in outs.items()}
+    cotangents = {n: np.array(1.0) if layer.loss and out.ndim == 0 else rng.standard_normal(out.shape)
+                  for n, out in outs.items()}
     if len(outs) > 1 and rng.random() < 0.25:
         # A loss on one output only (a recurrent layer's last state: the gradient
         # reaching early steps then comes through time alone, and vanishes or explodes).
@@ -176,6 +190,8 @@ def fixed_case(name: str, dtype: str, dims: dict, attrs: dict, *, seed: int = 0)
     rng = np.random.default_rng(seed)
     arrays = {}
     for arr_name, spec in layer.arrays.items():
+        if not _present(spec, attrs):
+            continue
         shape = spec.shape(d, attrs)
         if isinstance(spec.values, Labels):
             arrays[arr_name] = rng.integers(0, getattr(d, spec.values.classes), size=shape)

@@ -33,7 +33,8 @@ def dense_case(**overrides):
 
 
 def ce_case(labels):
-    return Case("cross_entropy", "float64", {"label_smoothing": 0.0, "reduction": "mean"},
+    return Case("cross_entropy", "float64", {"label_smoothing": 0.0, "reduction": "mean", "target_type": "indices",
+                                             "ignore_index": -100},
                 {"logits": np.zeros((2, 3)), "labels": np.asarray(labels)}, {"loss": np.array(1.0)})
 
 
@@ -73,7 +74,7 @@ def softmax_case(axis, x=np.ones((2, 2))):
     (ce_case([0, -1]), "labels"),
     (ce_case([0.0, 1.0]), "labels"),
     (ce_case([0, 1, 2]), "labels"),
-    (Case("huber", "float64", {"delta": -1.0}, {"pred": np.ones(3), "target": np.ones(3)},
+    (Case("huber", "float64", {"delta": -1.0, "reduction": "mean"}, {"pred": np.ones(3), "target": np.ones(3)},
           {"loss": np.array(1.0)}), "delta"),
     (Case("huber", "float64", {}, {"pred": np.ones(3), "target": np.ones(3)}, {"loss": np.array(1.0)}), "attrs"),
     (softmax_case(2), "axis"),
@@ -82,7 +83,7 @@ def softmax_case(axis, x=np.ones((2, 2))):
     (conv_case(stride_w=1.0), "stride_w"),
     (conv_case(padding="SAME"), "padding"),
     (softmax_case("1"), "axis"),
-    (Case("huber", "float64", {"delta": "1"}, {"pred": np.ones(3), "target": np.ones(3)},
+    (Case("huber", "float64", {"delta": "1", "reduction": "mean"}, {"pred": np.ones(3), "target": np.ones(3)},
           {"loss": np.array(1.0)}), "delta"),
 ])
 def test_invalid_case_names_the_field_before_any_framework_runs(case, field):

@@ -26,7 +26,7 @@ BENCH = {
     "max_pool2d": ({"N": 8, "C": 16, "kH": 3, "kW": 3, "OH": 16, "OW": 16, "slack_h": 1, "slack_w": 1,
                     "pad_mode": 2},
                    {"kernel_h": 3, "kernel_w": 3, "stride_h": 2, "stride_w": 2, "padding": "explicit",
-                    "pad_h": 1, "pad_w": 1}),
+                    "pad_h": 1, "pad_w": 1, "dilation_h": 1, "dilation_w": 1, "ceil_mode": False}),
     # the same x, training-mode statistics
     "batch_norm": ({"N": 8, "C": 16, "spatial": (32, 32)}, {"eps": 1e-5}),
     # a sequence batch: 16 sequences of 50 steps, 32 features, 64 hidden units
