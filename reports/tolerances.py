@@ -68,6 +68,43 @@ def tolerance_for(layer: str, framework: str, dtype: str, overrides: dict | None
 
 
 @dataclass(frozen=True)
+class StepGrowth:
+    """How the tolerance of a trajectory's output grows with its step: the output
+    ``name@t`` (the parameters or state after step t) is allowed ``factor(t)``
+    times the tolerance of one step."""
+
+    factor: Callable[[int], float]
+    reason: str
+
+
+LINEAR = StepGrowth(lambda t: float(t), "x t at step t: each update step rounds a few times, and its error stays in "
+                                        "the parameters and state that every later step starts from (kept, not "
+                                        "shrunk: w adds each update; moments decay by beta < 1), so t steps carry "
+                                        "at most t steps' roundings; measured growth is about linear (float32 SGD "
+                                        "and Adagrad: ~0.5 t eps)")
+
+# The one table of per-step growth: layer -> how its tolerance grows with the step.
+STEP_GROWTH: dict[str, StepGrowth] = {
+    layer: LINEAR for layer in ("sgd_step", "momentum_step", "adam_step", "adamw_step", "rmsprop_step", "adagrad_step")
+}
+
+
+def step_of(name: str) -> int | None:
+    """The step t of a trajectory output ``name@t`` (None for any other name)."""
+    base, at, step = name.rpartition("@")
+    return int(step) if at and base and step.isdigit() else None
+
+
+def at_step(tol: Tolerance, layer: str, name: str, growth: dict | None = None) -> Tolerance:
+    """The tolerance of one output: ``tol``, grown for the step of a trajectory output (see STEP_GROWTH)."""
+    g = (STEP_GROWTH if growth is None else growth).get(layer)
+    t = step_of(name)
+    if g is None or t is None:
+        return tol
+    return Tolerance(tol.rtol * g.factor(t), f"{tol.reason}; step {t}: {g.reason}")
+
+
+@dataclass(frozen=True)
 class Divergence:
     """A difference between a framework and the oracle that is known and explained.
 
@@ -171,6 +208,22 @@ def _rnn_relu_sign_by_rounding(case) -> bool:
     return bool(np.any((size > 0) & (np.abs(pre) <= terms * EPS[case.dtype] * size)))
 
 
+def _clip_threshold_nan(case) -> bool:
+    """TensorFlow's norm clipping divides 0/0 or inf/inf: an infinite threshold, or a
+    zero threshold with all-zero gradients."""
+    c = case.attrs["max_norm"]
+    zero = not any(np.any(case.arrays[n]) for n in ("g", "g1", "g2") if n in case.arrays)
+    return bool(np.isinf(c) or (c == 0 and zero))
+
+
+def _squares_underflow(case) -> bool:
+    """The largest gradient element's square is below tiny / eps in the case dtype: the
+    sum of squares then loses relative accuracy to underflow (subnormal or flushed squares)."""
+    gs = [case.arrays[n].astype(np.float64) for n in ("g", "g1", "g2") if n in case.arrays]
+    biggest = max(float(np.abs(g).max(initial=0.0)) for g in gs)
+    return 0 < biggest**2 < np.finfo(case.dtype).tiny / EPS[case.dtype]
+
+
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "tf-elu-exp-minus-one",
@@ -269,6 +322,39 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "float64, x = 0, b_ih = 3, b_hh = -3 in unit 2, h0 W_hh contributing 3.5e-68 there: the oracle and "
         "nn.RNN compute 3 + 3.5e-68 - 3 = 0 and pass no gradient; SimpleRNN computes 0 + 0 + 3.5e-68 > 0 (the "
         "exact value) and passes it (gW_hh off by 5.7 at scale 2.5; tensorflow-cpu 2.21.0, keras 3.15.1)"),
+    # ---- training step
+    Divergence(
+        "tf-clip-by-norm-nan-threshold",
+        "clip_by_norm", "tensorflow", "*", _clip_threshold_nan,
+        "tf.clip_by_norm computes t * c / maximum(||t||, c): an infinite threshold gives inf / inf and t * inf / inf, "
+        "a zero threshold on an all-zero tensor 0 / 0; the exact answer (and PyTorch's clip_grad_norm_) leaves the "
+        "tensor as it is",
+        "clip_norm=inf on [3, 4]: [nan, nan] (PyTorch [3, 4]); clip_norm=0 on [0, 0]: [nan, nan] (PyTorch [0, 0]); "
+        "float32 and float64 (tensorflow-cpu 2.21.0)"),
+    Divergence(
+        "tf-clip-by-global-norm-nan-threshold",
+        "clip_by_global_norm", "tensorflow", "*", _clip_threshold_nan,
+        "tf.clip_by_global_norm scales by c * minimum(1 / norm, 1 / c): an infinite threshold gives inf * 0, a zero "
+        "threshold with all-zero gradients 0 * inf; every tensor becomes NaN (the returned norm is right)",
+        "clip_norm=inf on [[3, 4], [0]]: all NaN, norm 5 (PyTorch: unchanged, norm 5); clip_norm=0 on [[0, 0], [0]]: "
+        "all NaN, norm 0 (PyTorch: zeros); float32 and float64 (tensorflow-cpu 2.21.0)"),
+    Divergence(
+        "clip-norm-squares-underflow",
+        "clip_by_norm", "*", "*", _squares_underflow,
+        "Both frameworks sum squares in the gradient's dtype: below sqrt(tiny / eps) the squares are subnormal "
+        "(PyTorch keeps them, losing digits, and loses them entirely below the smallest subnormal) or flushed to "
+        "zero (TensorFlow's CPU kernels), so the norm is inexact or 0, and a zero threshold then gives 0 * inf = NaN "
+        "in TensorFlow",
+        "float32 g = [1e-19, 5e-20]: norm exact 1.118e-19, PyTorch 1.118e-19, TensorFlow 0; g = [1e-21, 5e-22]: "
+        "PyTorch 1.118015e-21 (1.7e-5 relative), TensorFlow 0; g = [3.79e-29, 1.9e-29]: both 0 (exact 4.24e-29); "
+        "float64 g = [1e-160, 5e-161]: PyTorch exact, TensorFlow 0 (torch 2.13, tensorflow-cpu 2.21.0)"),
+    Divergence(
+        "clip-global-norm-squares-underflow",
+        "clip_by_global_norm", "*", "*", _squares_underflow,
+        "The global norm sums squares in the gradients' dtype: see clip-norm-squares-underflow; the returned norm "
+        "is inexact or 0, and TensorFlow's scale c * min(1 / norm, 1 / c) is NaN for c = 0 with a norm of 0",
+        "float32 g1 = [3.79e-29]: exact norm 3.79e-29, TensorFlow 0 (and NaN gradients with max_norm = 0), PyTorch 0; "
+        "see clip-norm-squares-underflow for the other sizes"),
 ]
 
 
