@@ -163,3 +163,20 @@ def test_a_perturbed_update_is_flagged_at_its_step():
 
     got = statuses(check(case, Oracle(), Late()))
     assert got["w@7"] == "fail" and got["w@6"] == "pass" and got["w@8"] == "pass"
+
+
+def test_the_convention_and_default_tables_measure_what_they_say():
+    from gradparity.reports import training
+
+    s = training.summary(k=10).set_index(["layer", "convention"])
+    # the momentum written as a velocity is the same update: no gap at all
+    assert s.loc[("momentum_step", "momentum_form"), "|g|~1: step 10"] == 0
+    # Adam's epsilon hat matters most for gradients below it; L2 against decoupled decay is larger
+    adam_eps = s.loc[("adam_step", "eps_form")]
+    assert adam_eps["|g|~1e-06: step 1"] > 10 * adam_eps["|g|~1: step 1"] > 0
+    assert s.loc[("adam_step", "decay_form"), "|g|~1: step 10"] > 1e-6
+    # errors from conventions grow over the trajectory (L2 vs decoupled decay under momentum)
+    assert s.loc[("momentum_step", "decay_form"), "|g|~1: step 10"] > 1e6 * s.loc[("momentum_step", "decay_form"),
+                                                                                  "|g|~1: step 1"]
+    assert {d["item"] for d in training.DEFAULTS} >= set(training.OPTIMIZER_DEFAULTS)
+    assert all(d["torch"] != d["keras"] or d["setting"] == "lr, betas" for d in training.DEFAULTS)
