@@ -496,6 +496,39 @@ def adagrad_step(t, a, dtype):
         weight_decay=a["weight_decay"], **_NO_CLIPPING), (("sum", "_accumulators"),))
 
 
+def train_step(t, a, dtype):
+    """Dense -> ReLU -> Dense and SparseCategoricalCrossentropy(from_logits=True); per
+    batch a GradientTape, the gradients read, then optimizer.apply_gradients with the
+    optimizer's own global_clipnorm (None when max_norm is inf)."""
+    first, second = _dense(t["W1"].shape[1], t["W1"], t["b1"], dtype), _dense(t["W2"].shape[1], t["W2"], t["b2"], dtype)
+    relu = keras().layers.ReLU(dtype=dtype)
+    loss_fn = keras().losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum_over_batch_size",
+                                                           dtype=dtype)
+    named = {"W1": first.kernel, "b1": first.bias, "W2": second.kernel, "b2": second.bias}
+    clip = {**_NO_CLIPPING, "global_clipnorm": None if a["max_norm"] == float("inf") else a["max_norm"]}
+    if a["optimizer"] == "adam":
+        opt = keras().optimizers.Adam(learning_rate=a["lr"], beta_1=a["beta_1"], beta_2=a["beta_2"],
+                                      epsilon=a["eps"], amsgrad=False, weight_decay=None, **clip)
+    else:
+        opt = keras().optimizers.SGD(learning_rate=a["lr"], momentum=a["momentum"], nesterov=False,
+                                     weight_decay=None, **clip)
+
+    def apply(t):
+        out = {}
+        for step, (x, y) in enumerate(zip(tf().unstack(t["x"]), tf().unstack(t["labels"])), 1):
+            with tf().GradientTape() as tape:
+                loss = loss_fn(y, second(relu(first(x))))
+            grads = tape.gradient(loss, list(named.values()))
+            out[f"loss@{step}"] = loss.numpy()
+            out.update({f"g{n}@{step}": g.numpy() for n, g in zip(named, grads)})
+            opt.apply_gradients(zip(grads, named.values()))
+            out.update({f"{n}@{step}": np.array(var.numpy()) for n, var in named.items()})
+        return out
+
+    return Built(apply)
+
+
+
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
@@ -503,7 +536,7 @@ BUILDERS = {
               dropout, rnn, lstm, gru),
     # training step
     **by_name(clip_by_value, clip_by_norm, clip_by_global_norm, sgd_step, momentum_step, adam_step, adamw_step,
-              rmsprop_step, adagrad_step),
+              rmsprop_step, adagrad_step, train_step),
     # layers without parameters: the op or layer applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: tf().nn.relu(t["x"]),
@@ -581,6 +614,10 @@ CONVENTIONS: dict[str, Convention] = {
                                 "float32_hypers": ("lr", "weight_decay", "initial_accumulator_value")},
                                "accumulator += g^2; w -= lr g / sqrt(accumulator + epsilon) (eps inside). "
                                + _KERAS_LR),
+    "train_step": Convention({"norm_eps": 0.0, "eps_form": "uncorrected",
+                              "float32_hypers": ("lr", "momentum", "beta_powers")},
+                             "the optimizer's global_clipnorm: t * c * minimum(1 / norm, 1 / c), no eps; Adam's "
+                             "epsilon hat (see adam_step). " + _KERAS_LR),
 }
 
 

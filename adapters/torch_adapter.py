@@ -13,7 +13,7 @@ import importlib
 
 from ..reference import Convention
 from ..reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
-from .base import Built, FrameworkAdapter, NotApplicable, by_name, param, seed_of, stateless
+from .base import Built, FrameworkAdapter, NotApplicable, by_name, param, same, seed_of, stateless
 
 _torch = None
 
@@ -392,6 +392,43 @@ def adagrad_step(t, a, dtype):
         differentiable=False, fused=False), (("sum", "sum"),))
 
 
+def train_step(t, a, dtype):
+    """nn.Linear -> nn.ReLU -> nn.Linear, nn.CrossEntropyLoss, and per batch: zero_grad,
+    backward, the gradients read, clip_grad_norm_ (unless max_norm is inf), step."""
+    first, second = (_linear(t["W1"].shape[0], t["W1"].shape[1], t["W1"], t["b1"], dtype),
+                     _linear(t["W2"].shape[0], t["W2"].shape[1], t["W2"], t["b2"], dtype))
+    model, loss_fn = nn().Sequential(first, nn().ReLU(), second), nn().CrossEntropyLoss(reduction="mean",
+                                                                                           label_smoothing=0.0)
+    named = {"W1": (first.weight, _transpose), "b1": (first.bias, same), "W2": (second.weight, _transpose),
+             "b2": (second.bias, same)}
+    params = [p for p, _ in named.values()]
+    if a["optimizer"] == "adam":
+        opt = torch().optim.Adam(params, lr=a["lr"], betas=(a["beta_1"], a["beta_2"]), eps=a["eps"],
+                                 weight_decay=0.0, amsgrad=False, maximize=False, foreach=False, capturable=False,
+                                 differentiable=False, fused=False, decoupled_weight_decay=False)
+    else:
+        opt = torch().optim.SGD(params, lr=a["lr"], momentum=a["momentum"], dampening=0.0, weight_decay=0.0,
+                                nesterov=False, maximize=False, foreach=False, differentiable=False, fused=False)
+
+    def apply(t):
+        out = {}
+        for step, (x, y) in enumerate(zip(t["x"], t["labels"]), 1):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            out[f"loss@{step}"] = loss.detach().clone()
+            out.update({f"g{n}@{step}": convert(p.grad.detach().clone()) for n, (p, convert) in named.items()})
+            if a["max_norm"] != float("inf"):
+                nn().utils.clip_grad_norm_(params, max_norm=a["max_norm"], norm_type=2.0, error_if_nonfinite=False,
+                                           foreach=False)
+            opt.step()
+            out.update({f"{n}@{step}": convert(p.detach().clone()) for n, (p, convert) in named.items()})
+        return out
+
+    return Built(apply)
+
+
+
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
@@ -399,7 +436,7 @@ BUILDERS = {
               dropout, rnn, lstm, gru),
     # training step
     **by_name(clip_by_value, clip_by_norm, clip_by_global_norm, sgd_step, momentum_step, adam_step, adamw_step,
-              rmsprop_step, adagrad_step),
+              rmsprop_step, adagrad_step, train_step),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: nn().ReLU()(t["x"]),
@@ -462,6 +499,9 @@ CONVENTIONS: dict[str, Convention] = {
                                "avg = sqrt(square_avg [- grad_avg^2]) + eps; buf = mu buf + d / avg, p -= lr buf"),
     "adagrad_step": Convention({"decay_form": "l2", "eps_form": "outside", "float32_hypers": ()},
                                "state_sum += d^2; p -= lr d / (sqrt(state_sum) + eps) (lr_decay 0)"),
+    "train_step": Convention({"norm_eps": 1e-6, "eps_form": "corrected", "float32_hypers": ()},
+                             "clip_grad_norm_ adds 1e-6 to the norm; Adam's corrected eps (see clip_by_global_norm "
+                             "and adam_step)"),
 }
 
 

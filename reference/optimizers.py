@@ -104,10 +104,15 @@ def sgd_momentum(w0, grads, *, lr, momentum, dampening, nesterov, weight_decay,
     w, b, out = w0, None, {}
     for t, g in enumerate(grads, 1):
         w, d = _decay(w, g, lr, weight_decay, decay_form)
-        b = d if b is None else momentum * b + (1.0 - dampening) * d
-        w = w - lr * (d + momentum * b if nesterov else b)
+        w, b = momentum_update(w, b, d, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov)
         out[f"w@{t}"], out[f"m@{t}"] = w, (b if momentum_form == "buffer" else -lr * b)
     return out, None
+
+
+def momentum_update(w, b, d, *, lr, momentum, dampening, nesterov):
+    """One momentum step on ``d`` from buffer ``b`` (None before the first step): (w, b)."""
+    b = d if b is None else momentum * b + (1.0 - dampening) * d
+    return w - lr * (d + momentum * b if nesterov else b), b
 
 
 def adam(w0, grads, *, lr, beta_1, beta_2, eps, weight_decay, decay_form="l2", eps_form="corrected",
@@ -124,18 +129,24 @@ def adam(w0, grads, *, lr, beta_1, beta_2, eps, weight_decay, decay_form="l2", e
     lr, weight_decay = _held(float32_hypers, "lr", lr), _held(float32_hypers, "weight_decay", weight_decay)
     p1, p2 = (_held(float32_hypers, "beta_powers", b) for b in (beta_1, beta_2))
     w, m, v, out = w0, np.zeros_like(w0), np.zeros_like(w0), {}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for t, g in enumerate(grads, 1):
-            w, d = _decay(w, g, lr, weight_decay, decay_form)
-            m = beta_1 * m + (1.0 - beta_1) * d
-            v = beta_2 * v + (1.0 - beta_2) * d * d
-            bc1, bc2 = 1.0 - p1**t, 1.0 - p2**t
-            if eps_form == "corrected":
-                w = w - lr / bc1 * m / (np.sqrt(v) / np.sqrt(bc2) + eps)
-            else:
-                w = w - lr * np.sqrt(bc2) / bc1 * m / (np.sqrt(v) + eps)
-            out[f"w@{t}"], out[f"m@{t}"], out[f"v@{t}"] = w, m, v
+    for t, g in enumerate(grads, 1):
+        w, d = _decay(w, g, lr, weight_decay, decay_form)
+        w, m, v = adam_update(w, m, v, d, t, lr=lr, beta_1=beta_1, beta_2=beta_2, eps=eps, eps_form=eps_form,
+                              powers=(p1, p2))
+        out[f"w@{t}"], out[f"m@{t}"], out[f"v@{t}"] = w, m, v
     return out, None
+
+
+def adam_update(w, m, v, d, t, *, lr, beta_1, beta_2, eps, eps_form, powers):
+    """Adam's step t on ``d`` from moments (m, v): (w, m, v). ``powers``: the betas as
+    raised to the power t (the framework's own rounding of them)."""
+    m = beta_1 * m + (1.0 - beta_1) * d
+    v = beta_2 * v + (1.0 - beta_2) * d * d
+    bc1, bc2 = 1.0 - powers[0]**t, 1.0 - powers[1]**t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if eps_form == "corrected":
+            return w - lr / bc1 * m / (np.sqrt(v) / np.sqrt(bc2) + eps), m, v
+        return w - lr * np.sqrt(bc2) / bc1 * m / (np.sqrt(v) + eps), m, v
 
 
 def adamw(w0, grads, *, lr, beta_1, beta_2, eps, weight_decay, eps_form="corrected", float32_hypers=()):

@@ -85,7 +85,8 @@ LINEAR = StepGrowth(lambda t: float(t), "x t at step t: each update step rounds 
 
 # The one table of per-step growth: layer -> how its tolerance grows with the step.
 STEP_GROWTH: dict[str, StepGrowth] = {
-    layer: LINEAR for layer in ("sgd_step", "momentum_step", "adam_step", "adamw_step", "rmsprop_step", "adagrad_step")
+    layer: LINEAR for layer in ("sgd_step", "momentum_step", "adam_step", "adamw_step", "rmsprop_step", "adagrad_step",
+                                "train_step")
 }
 
 

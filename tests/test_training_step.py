@@ -180,3 +180,33 @@ def test_the_convention_and_default_tables_measure_what_they_say():
                                                                                   "|g|~1: step 1"]
     assert {d["item"] for d in training.DEFAULTS} >= set(training.OPTIMIZER_DEFAULTS)
     assert all(d["torch"] != d["keras"] or d["setting"] == "lr, betas" for d in training.DEFAULTS)
+
+
+def mlp_case(dtype, optimizer, max_norm, seed=3):
+    rng = np.random.default_rng(seed)
+    S, N, D, H, K = 5, 4, 3, 5, 3
+    attrs = dict(optimizer=optimizer, lr=0.125, momentum=0.0, beta_1=0.0, beta_2=0.0, eps=0.0, max_norm=max_norm)
+    attrs.update(dict(momentum=0.875) if optimizer == "sgd_momentum" else dict(beta_1=0.875, beta_2=0.998046875))
+    arrays = {"x": rng.uniform(-3, 3, (S, N, D)), "labels": rng.integers(0, K, (S, N)),
+              "W1": rng.uniform(-1, 1, (D, H)), "b1": rng.uniform(-1, 1, H), "W2": rng.uniform(-1, 1, (H, K)),
+              "b2": rng.uniform(-1, 1, K)}
+    return Case("train_step", dtype, attrs, {k: v if k == "labels" else v.astype(dtype) for k, v in arrays.items()},
+                {})
+
+
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+def test_the_whole_loop_agrees_step_by_step_where_mapped(optimizer):
+    """Five steps of the MLP, no clipping, eps 0, float32-exact hyperparameters: PyTorch
+    and Keras agree on every loss, gradient and parameter to float64 rounding."""
+    rows = check(mlp_case("float64", optimizer, INF), runner("torch"), runner("tensorflow"))
+    assert len(rows) == 5 * 9 and all(r["status"] == "pass" for r in rows), [
+        (r["name"], r["detail"]) for r in rows if r["status"] != "pass"]
+    assert max(r["max_rel_err"] for r in rows) < 1e-13
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_the_whole_loop_with_clipping_follows_each_frameworks_norm_eps(framework):
+    case = mlp_case("float64", "adam", 0.5)  # the gradient norm exceeds 0.5 at every step: clipping acts
+    rows = check(case, Oracle(), runner(framework))
+    assert all(r["status"] == "pass" for r in rows), [(r["name"], r["detail"]) for r in rows if r["status"] != "pass"]
+    assert rows[0]["convention"].startswith("norm_eps=" + ("1e-06" if framework == "torch" else "0.0"))
