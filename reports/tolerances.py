@@ -222,7 +222,7 @@ def _squares_underflow(case) -> bool:
     sum of squares then loses relative accuracy to underflow (subnormal or flushed squares)."""
     gs = [case.arrays[n].astype(np.float64) for n in ("g", "g1", "g2") if n in case.arrays]
     biggest = max(float(np.abs(g).max(initial=0.0)) for g in gs)
-    return 0 < biggest**2 < np.finfo(case.dtype).tiny / EPS[case.dtype]
+    return 0 < biggest < np.sqrt(np.finfo(case.dtype).tiny / EPS[case.dtype])  # the square itself may underflow
 
 
 KNOWN_DIVERGENCES: list[Divergence] = [
