@@ -430,10 +430,10 @@ LR = Float(1e-4, 1.0, edges=(1e-3, 0.01, 0.1))
 WEIGHT_DECAY = Float(0.0, 0.1, edges=(0.0, 0.01))
 
 
-def _trajectory(name, forward, attrs, conventions):
+def _trajectory(name, forward, attrs, conventions, condition=None):
     register(Layer(name, forward, None, dims=TRAJECTORY_DIMS, arrays=TRAJECTORY_ARRAYS,
                    attrs={"lr": LR, **attrs, "weight_decay": WEIGHT_DECAY},
-                   conventions={**conventions, "float32_hypers": ()}))
+                   conventions={**conventions, "float32_hypers": ()}, condition=condition))
 
 
 _trajectory("sgd_step", op.sgd, {}, {})
@@ -443,16 +443,16 @@ _trajectory("momentum_step", op.sgd_momentum,
             {"decay_form": "l2", "momentum_form": "buffer"})
 ADAM_ATTRS = {"beta_1": Float(0.0, 0.99, edges=(0.9, 0.0)), "beta_2": Float(0.5, 0.999, edges=(0.999, 0.9)),
               "eps": Float(1e-10, 1e-3, edges=(1e-8, 1e-7, 0.0))}
-_trajectory("adam_step", op.adam, ADAM_ATTRS, {"decay_form": "l2", "eps_form": "corrected"})
-_trajectory("adamw_step", op.adamw, ADAM_ATTRS, {"eps_form": "corrected"})
+_trajectory("adam_step", op.adam, ADAM_ATTRS, {"decay_form": "l2", "eps_form": "corrected"}, op.cancellation)
+_trajectory("adamw_step", op.adamw, ADAM_ATTRS, {"eps_form": "corrected"}, op.cancellation)
 _trajectory("rmsprop_step", op.rmsprop,
             {"alpha": Float(0.9, 0.999, edges=(0.99, 0.9)), "eps": Float(1e-10, 1e-3, edges=(1e-8, 1e-7, 0.0)),
              "momentum": Float(0.0, 0.99, edges=(0.0, 0.9)), "centered": Choice(False, True)},
-            {"decay_form": "l2", "eps_form": "outside", "momentum_form": "buffer"})
+            {"decay_form": "l2", "eps_form": "outside", "momentum_form": "buffer"}, op.cancellation)
 _trajectory("adagrad_step", op.adagrad,
             {"eps": Float(1e-10, 1e-3, edges=(1e-10, 1e-7, 0.0)),
              "initial_accumulator_value": Float(0.0, 1.0, edges=(0.0, 0.1))},
-            {"decay_form": "l2", "eps_form": "outside"})
+            {"decay_form": "l2", "eps_form": "outside"}, op.cancellation)
 
 # The whole loop: a dense-relu-dense classifier trained S steps (one batch each)
 # by SGD with momentum or Adam, global-norm clipping on (a finite max_norm) or off
