@@ -12,7 +12,13 @@ nesterov) or Adam, no weight decay. Shapes: x (S, N, D), labels (S, N) ints in
 Outputs per step t: ``loss@t`` (the loss of batch t before the update), the raw
 gradients before clipping ``gW1@t`` .. ``gb2@t``, and the parameters after the
 update ``W1@t`` .. ``b2@t``. Conventions as in clipping.py (``norm_eps``) and
-optimizers.py (``eps_form``, ``float32_hypers``). ReLU'(0) = 0.
+optimizers.py (``eps_form``, ``float32_hypers``). ReLU'(0) = 0. The residuals are,
+per step, the hidden pre-activations, the size of the terms each sums, the same with
+every parameter's own scale added (|x| (|W1| + max|W1|) + |b1| + max|b1|: after an update,
+a pre-activation within the parameters' rounding of 0 sits on a side of the kink
+that rounding decides), sum|x| + 1 per row, the gradients flattened, and the size of the
+terms each gradient element sums (Adam divides each element by its own size: one
+at the rounding level of its terms is normalized to a full step either way).
 """
 
 from __future__ import annotations
@@ -29,14 +35,23 @@ from .spec import require
 PARAMS = ("W1", "b1", "W2", "b2")
 
 
-def _loss_and_grads(x, labels, p):
+def _loss_and_grads(x, labels, p, seen=None):
     h_pre, r1 = dn.dense(x, p["W1"], p["b1"])
+    if seen is not None:  # each pre-activation and the size of the terms it sums (where a kink is decided)
+        ax, aw, ab = np.abs(x), np.abs(p["W1"]), np.abs(p["b1"])
+        seen.append((h_pre, ax @ aw + ab, ax @ (aw + aw.max()) + ab + ab.max(), ax.sum(axis=1, keepdims=True) + 1.0))
     h, r_relu = act.relu(h_pre)
     z, r2 = dn.dense(h, p["W2"], p["b2"])
     loss, r_loss = ls.cross_entropy(z, labels, label_smoothing=0.0, reduction="mean")
     gz = ls.cross_entropy_vjp(r_loss, 1.0)["logits"]
     g2 = dn.dense_vjp(r2, gz)
     g1 = dn.dense_vjp(r1, act.relu_vjp(r_relu, g2["x"])["x"])
+    if seen is not None:  # the same backward on the terms' magnitudes: softmax p and the label enter as p + q
+        p_minus_q, scale = r_loss
+        q = np.eye(z.shape[1])[labels]
+        m2 = dn.dense_vjp((np.abs(h), np.abs(p["W2"]), True), (np.abs(p_minus_q + q) + q) * scale)
+        m1 = dn.dense_vjp((np.abs(x), np.abs(p["W1"]), True), act.relu_vjp(r_relu, m2["x"])["x"])
+        seen[-1] += ({"W1": m1["W"], "b1": m1["b"], "W2": m2["W"], "b2": m2["b"]},)
     return float(loss), {"W1": g1["W"], "b1": g1["b"], "W2": g2["W"], "b2": g2["b"]}
 
 
@@ -58,9 +73,10 @@ def train_step(x, labels, W1, b1, W2, b2, *, optimizer, lr, momentum, beta_1, be
     def unflat(v):
         return {n: part.reshape(params[n].shape) for n, part in zip(PARAMS, np.split(v, np.cumsum(sizes)[:-1]))}
 
-    w, b, m, v, out = flat(params), None, 0.0, 0.0, {}
+    w, b, m, v, out, seen = flat(params), None, 0.0, 0.0, {}, []
     for t, (x_t, y_t) in enumerate(zip(x, labels), 1):
-        loss, grads = _loss_and_grads(x_t, y_t, unflat(w))
+        loss, grads = _loss_and_grads(x_t, y_t, unflat(w), seen)
+        seen[-1] = (*seen[-1][:4], flat(grads), flat(seen[-1][4]))
         out[f"loss@{t}"] = np.array(loss)
         out.update({f"g{n}@{t}": g for n, g in grads.items()})
         d = flat(grads)
@@ -72,4 +88,4 @@ def train_step(x, labels, W1, b1, W2, b2, *, optimizer, lr, momentum, beta_1, be
             w, m, v = op.adam_update(w, m, v, d, t, lr=held["lr"], beta_1=beta_1, beta_2=beta_2, eps=eps,
                                      eps_form=eps_form, powers=(held["beta_powers"], p2))
         out.update({f"{n}@{t}": value for n, value in unflat(w).items()})
-    return out, None
+    return out, seen

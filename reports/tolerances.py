@@ -31,6 +31,7 @@ import numpy as np
 from ..adapters.tf_adapter import xla_conv1d_heap_corruption
 from ..reference.activations import SELU_ALPHA, SELU_SCALE
 from ..reference.recurrent import rnn
+from ..reference.training import train_step
 
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
@@ -225,6 +226,44 @@ def _squares_underflow(case) -> bool:
     return 0 < biggest < np.sqrt(np.finfo(case.dtype).tiny / EPS[case.dtype])  # the square itself may underflow
 
 
+def _mlp_kink_by_rounding(case) -> bool:
+    """Some step's hidden pre-activation a = x_t W1 + b1 (on the oracle's parameters) is
+    within the parameters' allowed error of 0: |a| <= rtol(t) (|x_t| (|W1| + S_W1) + |b1| +
+    S_b1), with rtol(t) the step-t tolerance and S each parameter's scale (its largest
+    element, or the case's largest input, the comparison's floor). The parameters of a framework may differ from the
+    oracle's by that much and still pass, so which side of ReLU's kink a lands on, and
+    with it the gradient of that unit from then on, is decided by rounding."""
+    arrays = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in case.arrays.items()}
+    seen = train_step(**arrays, **case.attrs)[1]
+    base = tolerance_for("train_step", "*", case.dtype)
+    floor = max(float(np.abs(v).max()) for v in arrays.values() if v.dtype.kind == "f")  # the outputs' error floor
+    for t, (a, exact, size, xsum, _, _) in enumerate(seen, 1):
+        # step 1 runs on the case's own numbers: only the sum's rounding; later steps on parameters
+        # each framework may hold off by the tolerance of the step before
+        band = at_step(base, "train_step", f"W1@{t}").rtol * (exact if t == 1 else size + floor * xsum)
+        size = exact if t == 1 else size
+        if np.any((size > 0) & (np.abs(a) <= band)):
+            return True
+    return False
+
+
+def _mlp_adam_gradient_at_rounding(case) -> bool:
+    """Adam, and some step's gradient element (on the oracle's trajectory) is within the
+    step's tolerance of 0 relative to the terms it sums, |g_i| <= rtol(t) terms_i
+    (terms_i > 0: the same backward pass on the terms' magnitudes). Its computed value
+    is then rounding noise (a softmax probability within eps of its label), and Adam's
+    m / (sqrt(v) + eps) turns noise of any size above eps into a step of about lr."""
+    if case.attrs["optimizer"] != "adam":
+        return False
+    arrays = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in case.arrays.items()}
+    base = tolerance_for("train_step", "*", case.dtype)
+    for t, (_, _, _, _, g, terms) in enumerate(train_step(**arrays, **case.attrs)[1], 1):
+        band = at_step(base, "train_step", f"W1@{t}").rtol * terms
+        if np.any((terms > 0) & (np.abs(g) <= band)):
+            return True
+    return False
+
+
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "tf-elu-exp-minus-one",
@@ -356,6 +395,25 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "is inexact or 0, and TensorFlow's scale c * min(1 / norm, 1 / c) is NaN for c = 0 with a norm of 0",
         "float32 g1 = [3.79e-29]: exact norm 3.79e-29, TensorFlow 0 (and NaN gradients with max_norm = 0), PyTorch 0; "
         "see clip-norm-squares-underflow for the other sizes"),
+    Divergence(
+        "mlp-relu-kink-by-rounding",
+        "train_step", "*", "*", _mlp_kink_by_rounding,
+        "ReLU'(0) = 0 everywhere, but after an update a hidden pre-activation can land within rounding of 0; "
+        "each framework's parameters carry their own rounding (within the step's tolerance), so the unit is on "
+        "or off by rounding, and its gradient (and every later step) differs",
+        "float32, sgd_momentum, lr 0.234, momentum 0.569, max_norm 0.914, D = 1: after step 1 the oracle's "
+        "b1[3] is -5.1e-18 (unit off, gb1@2[3] = 0); PyTorch's is on the other side (gb1@2[3] = 5.4e-4), and "
+        "b1@4[3] is -1.2e-5 against the oracle's 1.8e-4 (torch 2.13)"),
+    Divergence(
+        "mlp-adam-normalizes-rounding-noise",
+        "train_step", "*", "*", _mlp_adam_gradient_at_rounding,
+        "Adam divides each gradient element by its own running size: an element that is rounding noise of the "
+        "backward pass (a softmax probability within eps of its label, p - 1) becomes a step of about lr in any "
+        "framework, of a size and sign the noise decides (the gradient itself passes: its error is eps of the "
+        "gradient's scale)",
+        "float32, Adam lr 0.1, eps 1e-8, x (1, 3, 1): b2@1 PyTorch 0.0749, oracle 2.8e-10 (its exact gradient ~3e-9 "
+        "is a 0.25 step for m / (sqrt(v) + eps), the oracle's a full one); float64: TensorFlow W2@3 -1 against "
+        "-0.999998941 (torch 2.13, tensorflow-cpu 2.21.0)"),
 ]
 
 
