@@ -264,6 +264,15 @@ def _mlp_adam_gradient_at_rounding(case) -> bool:
     return False
 
 
+def _mlp_subnormal_pre_activation(case) -> bool:
+    """Some step's hidden pre-activation (on the oracle's trajectory) is closer to 0 than
+    its D + 1 terms could move it if each were flushed from subnormal to zero."""
+    arrays = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in case.arrays.items()}
+    terms = case.arrays["W1"].shape[0] + 1
+    return any(np.any((a != 0) & (np.abs(a) < terms * np.finfo(case.dtype).tiny))
+               for a, *_ in train_step(**arrays, **case.attrs)[1])
+
+
 KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "tf-elu-exp-minus-one",
@@ -414,6 +423,15 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "float32, Adam lr 0.1, eps 1e-8, x (1, 3, 1): b2@1 PyTorch 0.0749, oracle 2.8e-10 (its exact gradient ~3e-9 "
         "is a 0.25 step for m / (sqrt(v) + eps), the oracle's a full one); float64: TensorFlow W2@3 -1 against "
         "-0.999998941 (torch 2.13, tensorflow-cpu 2.21.0)"),
+    Divergence(
+        "tf-flush-to-zero-mlp-relu",
+        "train_step", "tensorflow", "*", _mlp_subnormal_pre_activation,
+        "TensorFlow's CPU kernels flush subnormal results to zero: a hidden pre-activation x W1 + b1 that is "
+        "subnormal becomes 0, ReLU passes no gradient, and the unit's weights stop moving (as in "
+        "tf-flush-to-zero-residual-relu)",
+        "float32, x[0] = [1.18e-38, -3, 0], W1[:, 0] = [0.259, 0, 0.806], b1 = 0: a = 3.0e-39 > 0; Keras gives "
+        "gW1@1 = 0 (the oracle and PyTorch -0.365 in W1[1, 0]) and W1@1[1, 0] = 0 against 0.112 (tensorflow-cpu "
+        "2.21.0, keras 3.15.1)"),
 ]
 
 
