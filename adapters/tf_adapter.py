@@ -757,6 +757,128 @@ def multi_head_attention_weights(t, a, dtype):
     return _multi_head_attention(t, a, dtype, True, weights_out=True)
 
 
+
+# ---- builders: training step ---------------------------------------------------
+# Clipping is tf.clip_by_value / tf.clip_by_norm / tf.clip_by_global_norm on the
+# gradient tensors. An optimizer is the real keras.optimizers class on one
+# keras.Variable: apply_gradients once per gradient, the variable and the
+# optimizer's slot variables read after each step. Every argument is passed,
+# clipping and EMA off.
+
+
+def clip_by_value(t, a, dtype):
+    return Built(lambda t: {"g": tf().clip_by_value(t["g"], -a["clip_value"], a["clip_value"])})
+
+
+def clip_by_norm(t, a, dtype):  # error_if_nonfinite: PyTorch's flag, no TensorFlow counterpart
+    return Built(lambda t: {"g": tf().clip_by_norm(t["g"], a["max_norm"])})
+
+
+def clip_by_global_norm(t, a, dtype):
+    names = [n for n in ("g1", "g2") if n in t]
+
+    def apply(t):
+        clipped, norm = tf().clip_by_global_norm([t[n] for n in names], a["max_norm"])
+        return {**dict(zip(names, clipped)), "norm": norm}
+
+    return Built(apply)
+
+
+_NO_CLIPPING = dict(clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
+                    ema_overwrite_frequency=None, loss_scale_factor=None, gradient_accumulation_steps=None)
+
+
+def _trajectory(t, dtype, opt, states=()):
+    """Apply ``opt`` over the case's k gradients to a variable holding w0; after each
+    step t, ``w@t`` and each ``(name, slot list attribute)`` as ``name@t``."""
+    var = keras().Variable(t["w0"].numpy(), dtype=dtype, trainable=True)
+
+    def apply(t):
+        out = {}
+        for step, g in enumerate(tf().unstack(t["grads"]), 1):
+            opt.apply_gradients([(g, var)])
+            out[f"w@{step}"] = np.array(var.numpy())
+            out.update({f"{name}@{step}": np.array(getattr(opt, slots)[0].numpy()) for name, slots in states})
+        return out
+
+    return Built(apply)
+
+
+def sgd_step(t, a, dtype):
+    return _trajectory(t, dtype, keras().optimizers.SGD(
+        learning_rate=a["lr"], momentum=0.0, nesterov=False, weight_decay=a["weight_decay"], **_NO_CLIPPING))
+
+
+def momentum_step(t, a, dtype):
+    if a["dampening"] != 0:
+        raise NotApplicable("keras.optimizers.SGD has no dampening")
+    return _trajectory(t, dtype, keras().optimizers.SGD(
+        learning_rate=a["lr"], momentum=a["momentum"], nesterov=a["nesterov"], weight_decay=a["weight_decay"],
+        **_NO_CLIPPING), (("m", "momentums"),))
+
+
+def _adam_options(a):
+    return dict(learning_rate=a["lr"], beta_1=a["beta_1"], beta_2=a["beta_2"], epsilon=a["eps"], amsgrad=False,
+                weight_decay=a["weight_decay"], **_NO_CLIPPING)
+
+
+def adam_step(t, a, dtype):
+    return _trajectory(t, dtype, keras().optimizers.Adam(**_adam_options(a)),
+                       (("m", "_momentums"), ("v", "_velocities")))
+
+
+def adamw_step(t, a, dtype):
+    return _trajectory(t, dtype, keras().optimizers.AdamW(**_adam_options(a)),
+                       (("m", "_momentums"), ("v", "_velocities")))
+
+
+def rmsprop_step(t, a, dtype):
+    states = (("v", "_velocities"),) + ((("mean", "_average_gradients"),) if a["centered"] else ()) + (
+        (("m", "_momentums"),) if a["momentum"] > 0 else ())
+    return _trajectory(t, dtype, keras().optimizers.RMSprop(
+        learning_rate=a["lr"], rho=a["alpha"], momentum=a["momentum"], epsilon=a["eps"], centered=a["centered"],
+        weight_decay=a["weight_decay"], **_NO_CLIPPING), states)
+
+
+def adagrad_step(t, a, dtype):
+    return _trajectory(t, dtype, keras().optimizers.Adagrad(
+        learning_rate=a["lr"], initial_accumulator_value=a["initial_accumulator_value"], epsilon=a["eps"],
+        weight_decay=a["weight_decay"], **_NO_CLIPPING), (("sum", "_accumulators"),))
+
+
+def train_step(t, a, dtype):
+    """Dense -> ReLU -> Dense and SparseCategoricalCrossentropy(from_logits=True); per
+    batch a GradientTape, the gradients read, then optimizer.apply_gradients with the
+    optimizer's own global_clipnorm (None when max_norm is inf)."""
+    first, second = _dense(t["W1"].shape[1], t["W1"], t["b1"], dtype), _dense(t["W2"].shape[1], t["W2"], t["b2"], dtype)
+    relu = keras().layers.ReLU(dtype=dtype)
+    loss_fn = keras().losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum_over_batch_size",
+                                                           dtype=dtype)
+    named = {"W1": first.kernel, "b1": first.bias, "W2": second.kernel, "b2": second.bias}
+    clip = {**_NO_CLIPPING, "global_clipnorm": None if a["max_norm"] == float("inf") else a["max_norm"]}
+    if a["optimizer"] == "adam":
+        opt = keras().optimizers.Adam(learning_rate=a["lr"], beta_1=a["beta_1"], beta_2=a["beta_2"],
+                                      epsilon=a["eps"], amsgrad=False, weight_decay=None, **clip)
+    else:
+        opt = keras().optimizers.SGD(learning_rate=a["lr"], momentum=a["momentum"], nesterov=False,
+                                     weight_decay=None, **clip)
+
+    def apply(t):
+        out = {}
+        for step, (x, y) in enumerate(zip(tf().unstack(t["x"]), tf().unstack(t["labels"])), 1):
+            with tf().GradientTape() as tape:
+                loss = loss_fn(y, second(relu(first(x))))
+            grads = tape.gradient(loss, list(named.values()))
+            out[f"loss@{step}"] = loss.numpy()
+            out.update({f"g{n}@{step}": g.numpy() for n, g in zip(named, grads)})
+            opt.apply_gradients(zip(grads, named.values()))
+            out.update({f"{n}@{step}": np.array(var.numpy()) for n, var in named.items()})
+        return out
+
+    return Built(apply)
+
+
+
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
@@ -766,6 +888,9 @@ BUILDERS = {
               masked_rnn, masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
     # ---- attention
     **by_name(scaled_dot_product_attention, multi_head_attention, multi_head_attention_weights),
+    # training step
+    **by_name(clip_by_value, clip_by_norm, clip_by_global_norm, sgd_step, momentum_step, adam_step, adamw_step,
+              rmsprop_step, adagrad_step, train_step),
     # layers without parameters: the op or layer applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: tf().nn.relu(t["x"]),
@@ -787,6 +912,11 @@ BUILDERS = {
         "binary_cross_entropy_with_logits": binary_cross_entropy_with_logits,
     }.items()},
 }
+
+_KERAS_LR = ("Held in float32 for float64 variables (measured): the learning rate is a float32 variable "
+             "(backend.floatx()); weight_decay, SGD's momentum, Adam's betas in beta^t and Adagrad's initial "
+             "accumulator go through tf.cast / ops.cast of a Python float, which makes a float32 tensor first "
+             "(RMSprop's rho and momentum, epsilon and every 1 - beta stay exact)")
 
 # Where the math leaves a choice open, what TensorFlow does (measured here, see CONVENTIONS.md).
 CONVENTIONS: dict[str, Convention] = {
@@ -851,6 +981,35 @@ CONVENTIONS: dict[str, Convention] = {
         {"empty_row_weights": "zeros"},
         "return_attention_scores=True: the masked Softmax layer zeroes masked weights after the softmax, so a "
         "fully masked row has weights 0 and attention output 0; measured with keras 3.15.1"),
+    # ---- training step (tensorflow/python/ops/clip_ops.py, keras/src/optimizers/*.py; keras 3.15.1)
+    "clip_by_norm": Convention({"norm_eps": 0.0}, "tf.clip_by_norm: t * c / maximum(l2norm, c), no eps"),
+    "clip_by_global_norm": Convention({"norm_eps": 0.0}, "tf.clip_by_global_norm: t * c * minimum(1 / norm, 1 / c), "
+                                                         "no eps; returns the norm before clipping"),
+    "sgd_step": Convention({"float32_hypers": ("lr", "weight_decay")}, _KERAS_LR),
+    "momentum_step": Convention({"decay_form": "decoupled", "momentum_form": "velocity",
+                                 "float32_hypers": ("lr", "weight_decay", "momentum")},
+                                "weight_decay shrinks w - w wd lr before the step (base_optimizer."
+                                "_apply_weight_decay); m = mu m - lr g; w += m, nesterov w += mu m - lr g; no "
+                                "dampening. " + _KERAS_LR),
+    "adam_step": Convention({"decay_form": "decoupled", "eps_form": "uncorrected",
+                             "float32_hypers": ("lr", "weight_decay", "beta_powers")},
+                            "alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t); w -= m alpha / (sqrt(v) + epsilon) "
+                            "('epsilon hat'); weight_decay decoupled as in AdamW. " + _KERAS_LR),
+    "adamw_step": Convention({"eps_form": "uncorrected", "float32_hypers": ("lr", "weight_decay", "beta_powers")},
+                             "Adam's update with decoupled decay w - w wd lr first. " + _KERAS_LR),
+    "rmsprop_step": Convention({"decay_form": "decoupled", "eps_form": "inside", "momentum_form": "velocity",
+                                "float32_hypers": ("lr", "weight_decay")},
+                               "increment = lr g / sqrt(velocity [- average_grad^2] + epsilon) (eps inside the "
+                               "sqrt); momentum m = mu m + increment, w -= m (m is lr times PyTorch's buffer). "
+                               + _KERAS_LR),
+    "adagrad_step": Convention({"decay_form": "decoupled", "eps_form": "inside",
+                                "float32_hypers": ("lr", "weight_decay", "initial_accumulator_value")},
+                               "accumulator += g^2; w -= lr g / sqrt(accumulator + epsilon) (eps inside). "
+                               + _KERAS_LR),
+    "train_step": Convention({"norm_eps": 0.0, "eps_form": "uncorrected",
+                              "float32_hypers": ("lr", "momentum", "beta_powers")},
+                             "the optimizer's global_clipnorm: t * c * minimum(1 / norm, 1 / c), no eps; Adam's "
+                             "epsilon hat (see adam_step). " + _KERAS_LR),
 }
 
 

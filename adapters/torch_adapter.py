@@ -461,6 +461,151 @@ def multi_head_attention_weights(t, a, dtype):
     return _multi_head_attention(t, a, dtype, True, weights_out=True)
 
 
+# ---- builders: training step ---------------------------------------------------
+# Clipping acts on .grad of parameters (what clip_grad_*_ take); an optimizer is
+# the real torch.optim class on one parameter: .grad is set and step() called for
+# each of the k gradients, and the parameter and the state are read after each.
+# foreach/fused are off (the single-tensor path, the same on every machine).
+
+
+def _with_grads(*grads):
+    params = []
+    for g in grads:
+        p = nn().Parameter(torch().zeros_like(g))
+        p.grad = g.detach().clone()
+        params.append(p)
+    return params
+
+
+def clip_by_value(t, a, dtype):
+    def apply(t):
+        (p,) = _with_grads(t["g"])
+        nn().utils.clip_grad_value_([p], clip_value=a["clip_value"], foreach=False)
+        return {"g": p.grad}
+    return Built(apply)
+
+
+def clip_by_norm(t, a, dtype):
+    def apply(t):
+        (p,) = _with_grads(t["g"])
+        nn().utils.clip_grad_norm_([p], max_norm=a["max_norm"], norm_type=2.0,
+                                   error_if_nonfinite=a["error_if_nonfinite"], foreach=False)
+        return {"g": p.grad}
+    return Built(apply)
+
+
+def clip_by_global_norm(t, a, dtype):
+    names = [n for n in ("g1", "g2") if n in t]
+
+    def apply(t):
+        params = _with_grads(*(t[n] for n in names))
+        norm = nn().utils.clip_grad_norm_(params, max_norm=a["max_norm"], norm_type=2.0,
+                                          error_if_nonfinite=a["error_if_nonfinite"], foreach=False)
+        return {**{n: p.grad for n, p in zip(names, params)}, "norm": norm}
+    return Built(apply)
+
+
+def _trajectory(t, make, states=()):
+    """Run ``make([w])`` (a torch.optim optimizer) over the case's k gradients; after
+    each step t, ``w@t`` and each ``(name, state key)`` as ``name@t``."""
+    w = nn().Parameter(t["w0"].detach().clone())
+    opt = make([w])
+
+    def apply(t):
+        out = {}
+        for step, g in enumerate(t["grads"], 1):
+            w.grad = g.detach().clone()
+            opt.step()
+            out[f"w@{step}"] = w.detach().clone()
+            out.update({f"{name}@{step}": opt.state[w][key].clone() for name, key in states})
+        return out
+
+    return Built(apply)
+
+
+
+def sgd_step(t, a, dtype):
+    return _trajectory(t, lambda p: torch().optim.SGD(
+        p, lr=a["lr"], momentum=0.0, dampening=0.0, weight_decay=a["weight_decay"], nesterov=False,
+        maximize=False, foreach=False, differentiable=False, fused=False))
+
+
+def momentum_step(t, a, dtype):
+    if a["nesterov"] and a["dampening"] != 0:
+        raise NotApplicable("torch.optim.SGD refuses nesterov with dampening != 0 (ValueError)")
+    return _trajectory(t, lambda p: torch().optim.SGD(
+        p, lr=a["lr"], momentum=a["momentum"], dampening=a["dampening"], weight_decay=a["weight_decay"],
+        nesterov=a["nesterov"], maximize=False, foreach=False, differentiable=False, fused=False),
+        (("m", "momentum_buffer"),))
+
+
+def _adam_options(a):
+    return dict(lr=a["lr"], betas=(a["beta_1"], a["beta_2"]), eps=a["eps"], weight_decay=a["weight_decay"],
+                amsgrad=False, maximize=False, foreach=False, capturable=False, differentiable=False, fused=False)
+
+
+def adam_step(t, a, dtype):
+    return _trajectory(t, lambda p: torch().optim.Adam(p, **_adam_options(a), decoupled_weight_decay=False),
+                       (("m", "exp_avg"), ("v", "exp_avg_sq")))
+
+
+def adamw_step(t, a, dtype):
+    return _trajectory(t, lambda p: torch().optim.AdamW(p, **_adam_options(a)),
+                       (("m", "exp_avg"), ("v", "exp_avg_sq")))
+
+
+def rmsprop_step(t, a, dtype):
+    states = (("v", "square_avg"),) + ((("mean", "grad_avg"),) if a["centered"] else ()) + (
+        (("m", "momentum_buffer"),) if a["momentum"] > 0 else ())
+    return _trajectory(t, lambda p: torch().optim.RMSprop(
+        p, lr=a["lr"], alpha=a["alpha"], eps=a["eps"], weight_decay=a["weight_decay"], momentum=a["momentum"],
+        centered=a["centered"], capturable=False, foreach=False, maximize=False, differentiable=False), states)
+
+
+def adagrad_step(t, a, dtype):
+    return _trajectory(t, lambda p: torch().optim.Adagrad(
+        p, lr=a["lr"], lr_decay=0.0, weight_decay=a["weight_decay"],
+        initial_accumulator_value=a["initial_accumulator_value"], eps=a["eps"], foreach=False, maximize=False,
+        differentiable=False, fused=False), (("sum", "sum"),))
+
+
+def train_step(t, a, dtype):
+    """nn.Linear -> nn.ReLU -> nn.Linear, nn.CrossEntropyLoss, and per batch: zero_grad,
+    backward, the gradients read, clip_grad_norm_ (unless max_norm is inf), step."""
+    first, second = (_linear(t["W1"].shape[0], t["W1"].shape[1], t["W1"], t["b1"], dtype),
+                     _linear(t["W2"].shape[0], t["W2"].shape[1], t["W2"], t["b2"], dtype))
+    model, loss_fn = nn().Sequential(first, nn().ReLU(), second), nn().CrossEntropyLoss(reduction="mean",
+                                                                                           label_smoothing=0.0)
+    named = {"W1": (first.weight, _transpose), "b1": (first.bias, same), "W2": (second.weight, _transpose),
+             "b2": (second.bias, same)}
+    params = [p for p, _ in named.values()]
+    if a["optimizer"] == "adam":
+        opt = torch().optim.Adam(params, lr=a["lr"], betas=(a["beta_1"], a["beta_2"]), eps=a["eps"],
+                                 weight_decay=0.0, amsgrad=False, maximize=False, foreach=False, capturable=False,
+                                 differentiable=False, fused=False, decoupled_weight_decay=False)
+    else:
+        opt = torch().optim.SGD(params, lr=a["lr"], momentum=a["momentum"], dampening=0.0, weight_decay=0.0,
+                                nesterov=False, maximize=False, foreach=False, differentiable=False, fused=False)
+
+    def apply(t):
+        out = {}
+        for step, (x, y) in enumerate(zip(t["x"], t["labels"]), 1):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            out[f"loss@{step}"] = loss.detach().clone()
+            out.update({f"g{n}@{step}": convert(p.grad.detach().clone()) for n, (p, convert) in named.items()})
+            if a["max_norm"] != float("inf"):
+                nn().utils.clip_grad_norm_(params, max_norm=a["max_norm"], norm_type=2.0, error_if_nonfinite=False,
+                                           foreach=False)
+            opt.step()
+            out.update({f"{n}@{step}": convert(p.detach().clone()) for n, (p, convert) in named.items()})
+        return out
+
+    return Built(apply)
+
+
+
 BUILDERS = {
     # layers whose builder is the function of the same name above
     **by_name(dense, residual_block, conv1d, conv2d, conv_transpose2d, max_pool2d, avg_pool2d,
@@ -470,6 +615,9 @@ BUILDERS = {
               masked_rnn, masked_lstm, masked_gru, masked_bidirectional_lstm, masked_bidirectional_gru),
     # ---- attention
     **by_name(scaled_dot_product_attention, multi_head_attention, multi_head_attention_weights),
+    # training step
+    **by_name(clip_by_value, clip_by_norm, clip_by_global_norm, sgd_step, momentum_step, adam_step, adamw_step,
+              rmsprop_step, adagrad_step, train_step),
     # layers without parameters: the module applied to the case's tensors
     **{name: stateless(fn) for name, fn in {
         "relu": lambda t, a, dt: nn().ReLU()(t["x"]),
@@ -541,6 +689,31 @@ CONVENTIONS: dict[str, Convention] = {
         {"empty_row_weights": "zeros"},
         "need_weights=True: a query that may see no key gives NaN (known divergence torch-mha-masked-row-nan); "
         "every other row is the plain softmax"),
+    # ---- training step (torch/nn/utils/clip_grad.py, torch/optim/*.py, torch 2.13)
+    "clip_by_norm": Convention({"norm_eps": 1e-6}, "clip_grad_norm_: clip_coef = max_norm / (total_norm + 1e-6), "
+                                                   "clamped to 1; a norm exactly at the threshold is scaled by "
+                                                   "c / (c + 1e-6)"),
+    "clip_by_global_norm": Convention({"norm_eps": 1e-6}, "clip_grad_norm_ over all tensors: clip_coef = max_norm / "
+                                                          "(total_norm + 1e-6), clamped to 1; returns the norm "
+                                                          "before clipping"),
+    "sgd_step": Convention({"float32_hypers": ()}, "grad.add(param, alpha=wd); param.add_(grad, alpha=-lr), lr a "
+                                                 "Python float"),
+    "momentum_step": Convention({"decay_form": "l2", "momentum_form": "buffer", "float32_hypers": ()},
+                                "L2 decay grad + wd p; buf = d on the first step, then buf.mul_(mu).add_(d, "
+                                "alpha=1 - dampening); nesterov steps with d + mu buf; param.add_(., alpha=-lr)"),
+    "adam_step": Convention({"decay_form": "l2", "eps_form": "corrected", "float32_hypers": ()},
+                            "Adam(decoupled_weight_decay=False): grad + wd p; denom = sqrt(v) / sqrt(bc2) + eps; "
+                            "p -= lr / bc1 * m / denom (bias corrections in Python float64)"),
+    "adamw_step": Convention({"eps_form": "corrected", "float32_hypers": ()},
+                             "param.mul_(1 - lr wd), then Adam's corrected-eps update"),
+    "rmsprop_step": Convention({"decay_form": "l2", "eps_form": "outside", "momentum_form": "buffer",
+                                "float32_hypers": ()},
+                               "avg = sqrt(square_avg [- grad_avg^2]) + eps; buf = mu buf + d / avg, p -= lr buf"),
+    "adagrad_step": Convention({"decay_form": "l2", "eps_form": "outside", "float32_hypers": ()},
+                               "state_sum += d^2; p -= lr d / (sqrt(state_sum) + eps) (lr_decay 0)"),
+    "train_step": Convention({"norm_eps": 1e-6, "eps_form": "corrected", "float32_hypers": ()},
+                             "clip_grad_norm_ adds 1e-6 to the norm; Adam's corrected eps (see clip_by_global_norm "
+                             "and adam_step)"),
 }
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import activations as act
 from . import attention as at
+from . import clipping as cl
 from . import conv as cv
 from . import dense as dn
 from . import dropout as dr
@@ -22,8 +23,10 @@ from . import embedding as em
 from . import losses as ls
 from . import models as md
 from . import norm as nm
+from . import optimizers as op
 from . import pooling as pl
 from . import recurrent as rc
+from . import training as tr
 from .sensitivity import through_time
 from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Lengths, Mask, Real, Shape
 
@@ -596,4 +599,103 @@ register(Layer(
     condition=at.kappa, dims=MHA_DIMS, attrs={"num_heads": _drawn("heads")}, outputs=("y", "weights"),
     arrays=_mha_arrays(),
     conventions={"empty_row_weights": "zeros"},
+))
+
+# ---- training step ------------------------------------------------------------
+# Forward-only entries (vjp=None): no cotangent; the outputs are the clipped
+# gradients, or the parameters and optimizer state after each of k steps (w@1 ..
+# w@k). Gradients come in on purpose at exact bounds (+-1 against thresholds 1
+# and 2), as all-zero or all-equal arrays (spread 0), and tiny (1e-6, 1e-10:
+# below Adam's eps, with squares still normal in float32). Thresholds reach 0, a
+# tiny value and inf. Every hyperparameter is drawn, defaults are never relied on.
+
+GRAD_VALUES = Real(-3.0, 3.0, edges=(0.0, 1.0, -1.0, 1e-6, -1e-10), spread=(0.0,))
+CLIP_THRESHOLD = Float(0.0, 6.0, edges=(0.0, 1e-6, 1.0, 2.0, float("inf")))
+CLIP_SHAPE = Shape(min_dims=1, max_dims=2, max_side=4)
+
+register(Layer(
+    "clip_by_value", cl.clip_by_value, None,
+    dims={"shape": CLIP_SHAPE},
+    attrs={"clip_value": CLIP_THRESHOLD},
+    arrays={"g": Array(S("shape"), GRAD_VALUES)},
+))
+
+register(Layer(
+    "clip_by_norm", cl.clip_by_norm, None,
+    dims={"shape": CLIP_SHAPE},
+    attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True)},
+    arrays={"g": Array(S("shape"), GRAD_VALUES)},
+    conventions={"norm_eps": 0.0},
+))
+
+register(Layer(
+    "clip_by_global_norm", cl.clip_by_global_norm, None,
+    dims={"shape1": CLIP_SHAPE, "shape2": CLIP_SHAPE},
+    attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True)},
+    arrays={"g1": Array(S("shape1"), GRAD_VALUES), "g2": Array(S("shape2"), GRAD_VALUES, optional=True)},
+    conventions={"norm_eps": 0.0},
+))
+
+TRAJECTORY_DIMS = {"K": Int(1, 10), "shape": Shape(min_dims=1, max_dims=2, max_side=3)}
+TRAJECTORY_ARRAYS = {
+    "w0": Array(S("shape"), Real(-3.0, 3.0, edges=(0.0, 1.0, -1.0)), param=True),
+    "grads": Array(S("K", "shape"), GRAD_VALUES),
+}
+LR = Float(1e-4, 1.0, edges=(1e-3, 0.01, 0.1))
+WEIGHT_DECAY = Float(0.0, 0.1, edges=(0.0, 0.01))
+
+
+def _trajectory(name, forward, attrs, conventions, condition=None):
+    register(Layer(name, forward, None, dims=TRAJECTORY_DIMS, arrays=TRAJECTORY_ARRAYS,
+                   attrs={"lr": LR, **attrs, "weight_decay": WEIGHT_DECAY},
+                   conventions={**conventions, "float32_hypers": ()}, condition=condition))
+
+
+_trajectory("sgd_step", op.sgd, {}, {})
+_trajectory("momentum_step", op.sgd_momentum,
+            {"momentum": Float(0.1, 0.99, edges=(0.9, 0.99)), "dampening": Float(0.0, 0.9, edges=(0.0, 0.5)),
+             "nesterov": Choice(False, True)},
+            {"decay_form": "l2", "momentum_form": "buffer"})
+ADAM_ATTRS = {"beta_1": Float(0.0, 0.99, edges=(0.9, 0.0)), "beta_2": Float(0.5, 0.999, edges=(0.999, 0.9)),
+              "eps": Float(1e-10, 1e-3, edges=(1e-8, 1e-7, 0.0))}
+_trajectory("adam_step", op.adam, ADAM_ATTRS, {"decay_form": "l2", "eps_form": "corrected"}, op.cancellation)
+_trajectory("adamw_step", op.adamw, ADAM_ATTRS, {"eps_form": "corrected"}, op.cancellation)
+_trajectory("rmsprop_step", op.rmsprop,
+            {"alpha": Float(0.9, 0.999, edges=(0.99, 0.9)), "eps": Float(1e-10, 1e-3, edges=(1e-8, 1e-7, 0.0)),
+             "momentum": Float(0.0, 0.99, edges=(0.0, 0.9)), "centered": Choice(False, True)},
+            {"decay_form": "l2", "eps_form": "outside", "momentum_form": "buffer"}, op.cancellation)
+_trajectory("adagrad_step", op.adagrad,
+            {"eps": Float(1e-10, 1e-3, edges=(1e-10, 1e-7, 0.0)),
+             "initial_accumulator_value": Float(0.0, 1.0, edges=(0.0, 0.1))},
+            {"decay_form": "l2", "eps_form": "outside"}, op.cancellation)
+
+# The whole loop: a dense-relu-dense classifier trained S steps (one batch each)
+# by SGD with momentum or Adam, global-norm clipping on (a finite max_norm) or off
+# (inf). Attributes of the optimizer not drawn are 0 (a case never carries
+# numbers it ignores).
+OPTIMIZERS = ("sgd_momentum", "adam")
+
+
+def _for(opt, spec):
+    return Drawn(float, lambda d: spec if OPTIMIZERS[d.opt] == opt else Choice(0.0))
+
+
+register(Layer(
+    "train_step", tr.train_step, None,
+    dims={"S": Int(1, 5), "N": Int(1, 4), "D": Int(1, 4), "H": Int(1, 5), "K": Int(2, 4), "opt": Int(0, 1)},
+    attrs={"optimizer": Drawn(str, lambda d: Choice(OPTIMIZERS[d.opt])), "lr": Float(1e-3, 0.5, edges=(0.1,)),
+           "momentum": _for("sgd_momentum", Float(0.5, 0.95, edges=(0.9,))),
+           "beta_1": _for("adam", Float(0.5, 0.95, edges=(0.9,))),
+           "beta_2": _for("adam", Float(0.9, 0.999, edges=(0.999,))),
+           "eps": _for("adam", Float(1e-8, 1e-3, edges=(1e-8, 1e-7))),
+           "max_norm": Float(0.1, 5.0, edges=(float("inf"), 1.0))},
+    arrays={
+        "x": Array(S("S", "N", "D"), Real(-3.0, 3.0, edges=(0.0,))),
+        "labels": Array(S("S", "N"), Labels("K")),
+        "W1": Array(S("D", "H"), Real(-1.0, 1.0, edges=(0.0,)), param=True),
+        "b1": Array(S("H"), Real(-1.0, 1.0, edges=(0.0,)), param=True),
+        "W2": Array(S("H", "K"), Real(-1.0, 1.0, edges=(0.0,)), param=True),
+        "b2": Array(S("K"), Real(-1.0, 1.0, edges=(0.0,)), param=True),
+    },
+    conventions={"norm_eps": 0.0, "eps_form": "corrected", "float32_hypers": ()},
 ))

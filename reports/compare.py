@@ -21,7 +21,7 @@ import numpy as np
 from ..adapters.base import NotApplicable
 from ..reference import FLOW, GRAD, OUT, Case, Oracle, evaluate, with_flow
 from .rows import COLUMNS
-from .tolerances import EPS, Tolerance, known_divergence, tolerance_for
+from .tolerances import EPS, Tolerance, at_step, known_divergence, tolerance_for
 
 UNDERFLOW = {d: float(np.finfo(d).tiny / np.finfo(d).eps) for d in ("float32", "float64")}
 
@@ -140,9 +140,10 @@ def check(case: Case, reference, candidate) -> list[dict]:
         "layer": case.layer, "framework": candidate.name, "framework_version": _version(candidate),
         "reference": reference.name, "dtype": case.dtype, "case": case.id, "kind": kind, "name": name,
         "shape": str(tuple(value.shape)), "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan,
-        "scale": np.nan, "condition": truth.condition, "atol": np.nan, "rtol": tol.rtol, "status": "pass",
-        "convention": _text(conv), "tolerance_reason": tol.reason, "attrs": case.describe()}}
-        for kind, named in truth.outputs.items() for name, value in named.items()]
+        "scale": np.nan, "condition": truth.condition, "atol": np.nan, "rtol": step_tol.rtol, "status": "pass",
+        "convention": _text(conv), "tolerance_reason": step_tol.reason, "attrs": case.describe()}}
+        for kind, named in truth.outputs.items() for name, value in named.items()
+        for step_tol in (at_step(tol, case.layer, name),)]
 
     actual, failed = _run(candidate, case)
     if actual is not None:

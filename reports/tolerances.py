@@ -34,6 +34,7 @@ from ..adapters.tf_adapter import masking_route, xla_conv1d_heap_corruption
 from ..reference.activations import SELU_ALPHA, SELU_SCALE
 from ..reference import LAYERS, evaluate
 from ..reference.recurrent import rnn
+from ..reference.training import train_step
 
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
@@ -68,6 +69,44 @@ def tolerance_for(layer: str, framework: str, dtype: str, overrides: dict | None
             if score > best_score:
                 best, best_score = tol, score
     return best
+
+
+@dataclass(frozen=True)
+class StepGrowth:
+    """How the tolerance of a trajectory's output grows with its step: the output
+    ``name@t`` (the parameters or state after step t) is allowed ``factor(t)``
+    times the tolerance of one step."""
+
+    factor: Callable[[int], float]
+    reason: str
+
+
+LINEAR = StepGrowth(lambda t: float(t), "x t at step t: each update step rounds a few times, and its error stays in "
+                                        "the parameters and state that every later step starts from (kept, not "
+                                        "shrunk: w adds each update; moments decay by beta < 1), so t steps carry "
+                                        "at most t steps' roundings; measured growth is about linear (float32 SGD "
+                                        "and Adagrad: ~0.5 t eps)")
+
+# The one table of per-step growth: layer -> how its tolerance grows with the step.
+STEP_GROWTH: dict[str, StepGrowth] = {
+    layer: LINEAR for layer in ("sgd_step", "momentum_step", "adam_step", "adamw_step", "rmsprop_step", "adagrad_step",
+                                "train_step")
+}
+
+
+def step_of(name: str) -> int | None:
+    """The step t of a trajectory output ``name@t`` (None for any other name)."""
+    base, at, step = name.rpartition("@")
+    return int(step) if at and base and step.isdigit() else None
+
+
+def at_step(tol: Tolerance, layer: str, name: str, growth: dict | None = None) -> Tolerance:
+    """The tolerance of one output: ``tol``, grown for the step of a trajectory output (see STEP_GROWTH)."""
+    g = (STEP_GROWTH if growth is None else growth).get(layer)
+    t = step_of(name)
+    if g is None or t is None:
+        return tol
+    return Tolerance(tol.rtol * g.factor(t), f"{tol.reason}; step {t}: {g.reason}")
 
 
 @dataclass(frozen=True)
@@ -265,6 +304,67 @@ def _targets_off_the_simplex(case) -> bool:
         return False
     total = probs.astype(np.float64).sum(axis=1)
     return bool(np.any(np.abs(total - 1.0) > 8 * probs.shape[1] * EPS[case.dtype]))
+def _clip_threshold_nan(case) -> bool:
+    """TensorFlow's norm clipping divides 0/0 or inf/inf: an infinite threshold, or a
+    zero threshold with all-zero gradients."""
+    c = case.attrs["max_norm"]
+    zero = not any(np.any(case.arrays[n]) for n in ("g", "g1", "g2") if n in case.arrays)
+    return bool(np.isinf(c) or (c == 0 and zero))
+
+
+def _squares_underflow(case) -> bool:
+    """The largest gradient element's square is below tiny / eps in the case dtype: the
+    sum of squares then loses relative accuracy to underflow (subnormal or flushed squares)."""
+    gs = [case.arrays[n].astype(np.float64) for n in ("g", "g1", "g2") if n in case.arrays]
+    biggest = max(float(np.abs(g).max(initial=0.0)) for g in gs)
+    return 0 < biggest < np.sqrt(np.finfo(case.dtype).tiny / EPS[case.dtype])  # the square itself may underflow
+
+
+def _mlp_kink_by_rounding(case) -> bool:
+    """Some step's hidden pre-activation a = x_t W1 + b1 (on the oracle's parameters) is
+    within the parameters' allowed error of 0: |a| <= rtol(t) (|x_t| (|W1| + S_W1) + |b1| +
+    S_b1), with rtol(t) the step-t tolerance and S each parameter's scale (its largest
+    element, or the case's largest input, the comparison's floor). The parameters of a framework may differ from the
+    oracle's by that much and still pass, so which side of ReLU's kink a lands on, and
+    with it the gradient of that unit from then on, is decided by rounding."""
+    arrays = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in case.arrays.items()}
+    seen = train_step(**arrays, **case.attrs)[1]
+    base = tolerance_for("train_step", "*", case.dtype)
+    floor = max(float(np.abs(v).max()) for v in arrays.values() if v.dtype.kind == "f")  # the outputs' error floor
+    for t, (a, exact, size, xsum, _, _) in enumerate(seen, 1):
+        # step 1 runs on the case's own numbers: only the sum's rounding; later steps on parameters
+        # each framework may hold off by the tolerance of the step before
+        band = at_step(base, "train_step", f"W1@{t}").rtol * (exact if t == 1 else size + floor * xsum)
+        size = exact if t == 1 else size
+        if np.any((size > 0) & (np.abs(a) <= band)):
+            return True
+    return False
+
+
+def _mlp_adam_gradient_at_rounding(case) -> bool:
+    """Adam, and some step's gradient element (on the oracle's trajectory) is within the
+    step's tolerance of 0 relative to the terms it sums, |g_i| <= rtol(t) terms_i
+    (terms_i > 0: the same backward pass on the terms' magnitudes). Its computed value
+    is then rounding noise (a softmax probability within eps of its label), and Adam's
+    m / (sqrt(v) + eps) turns noise of any size above eps into a step of about lr."""
+    if case.attrs["optimizer"] != "adam":
+        return False
+    arrays = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in case.arrays.items()}
+    base = tolerance_for("train_step", "*", case.dtype)
+    for t, (_, _, _, _, g, terms) in enumerate(train_step(**arrays, **case.attrs)[1], 1):
+        band = at_step(base, "train_step", f"W1@{t}").rtol * terms
+        if np.any((terms > 0) & (np.abs(g) <= band)):
+            return True
+    return False
+
+
+def _mlp_subnormal_pre_activation(case) -> bool:
+    """Some step's hidden pre-activation (on the oracle's trajectory) is closer to 0 than
+    its D + 1 terms could move it if each were flushed from subnormal to zero."""
+    arrays = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in case.arrays.items()}
+    terms = case.arrays["W1"].shape[0] + 1
+    return any(np.any((a != 0) & (np.abs(a) < terms * np.finfo(case.dtype).tiny))
+               for a, *_ in train_step(**arrays, **case.attrs)[1])
 
 
 KNOWN_DIVERGENCES: list[Divergence] = [
@@ -445,6 +545,67 @@ KNOWN_DIVERGENCES: list[Divergence] = [
     Divergence(
         "keras-ops-add-bias-as-nchw-weights",
         "multi_head_attention_weights", "tensorflow", "*", _keras_bias_add_as_nchw, *_KERAS_BIAS_ADD),
+    # ---- training step
+    Divergence(
+        "tf-clip-by-norm-nan-threshold",
+        "clip_by_norm", "tensorflow", "*", _clip_threshold_nan,
+        "tf.clip_by_norm computes t * c / maximum(||t||, c): an infinite threshold gives inf / inf and t * inf / inf, "
+        "a zero threshold on an all-zero tensor 0 / 0; the exact answer (and PyTorch's clip_grad_norm_) leaves the "
+        "tensor as it is",
+        "clip_norm=inf on [3, 4]: [nan, nan] (PyTorch [3, 4]); clip_norm=0 on [0, 0]: [nan, nan] (PyTorch [0, 0]); "
+        "float32 and float64 (tensorflow-cpu 2.21.0)"),
+    Divergence(
+        "tf-clip-by-global-norm-nan-threshold",
+        "clip_by_global_norm", "tensorflow", "*", _clip_threshold_nan,
+        "tf.clip_by_global_norm scales by c * minimum(1 / norm, 1 / c): an infinite threshold gives inf * 0, a zero "
+        "threshold with all-zero gradients 0 * inf; every tensor becomes NaN (the returned norm is right)",
+        "clip_norm=inf on [[3, 4], [0]]: all NaN, norm 5 (PyTorch: unchanged, norm 5); clip_norm=0 on [[0, 0], [0]]: "
+        "all NaN, norm 0 (PyTorch: zeros); float32 and float64 (tensorflow-cpu 2.21.0)"),
+    Divergence(
+        "clip-norm-squares-underflow",
+        "clip_by_norm", "*", "*", _squares_underflow,
+        "Both frameworks sum squares in the gradient's dtype: below sqrt(tiny / eps) the squares are subnormal "
+        "(PyTorch keeps them, losing digits, and loses them entirely below the smallest subnormal) or flushed to "
+        "zero (TensorFlow's CPU kernels), so the norm is inexact or 0, and a zero threshold then gives 0 * inf = NaN "
+        "in TensorFlow",
+        "float32 g = [1e-19, 5e-20]: norm exact 1.118e-19, PyTorch 1.118e-19, TensorFlow 0; g = [1e-21, 5e-22]: "
+        "PyTorch 1.118015e-21 (1.7e-5 relative), TensorFlow 0; g = [3.79e-29, 1.9e-29]: both 0 (exact 4.24e-29); "
+        "float64 g = [1e-160, 5e-161]: PyTorch exact, TensorFlow 0 (torch 2.13, tensorflow-cpu 2.21.0)"),
+    Divergence(
+        "clip-global-norm-squares-underflow",
+        "clip_by_global_norm", "*", "*", _squares_underflow,
+        "The global norm sums squares in the gradients' dtype: see clip-norm-squares-underflow; the returned norm "
+        "is inexact or 0, and TensorFlow's scale c * min(1 / norm, 1 / c) is NaN for c = 0 with a norm of 0",
+        "float32 g1 = [3.79e-29]: exact norm 3.79e-29, TensorFlow 0 (and NaN gradients with max_norm = 0), PyTorch 0; "
+        "see clip-norm-squares-underflow for the other sizes"),
+    Divergence(
+        "mlp-relu-kink-by-rounding",
+        "train_step", "*", "*", _mlp_kink_by_rounding,
+        "ReLU'(0) = 0 everywhere, but after an update a hidden pre-activation can land within rounding of 0; "
+        "each framework's parameters carry their own rounding (within the step's tolerance), so the unit is on "
+        "or off by rounding, and its gradient (and every later step) differs",
+        "float32, sgd_momentum, lr 0.234, momentum 0.569, max_norm 0.914, D = 1: after step 1 the oracle's "
+        "b1[3] is -5.1e-18 (unit off, gb1@2[3] = 0); PyTorch's is on the other side (gb1@2[3] = 5.4e-4), and "
+        "b1@4[3] is -1.2e-5 against the oracle's 1.8e-4 (torch 2.13)"),
+    Divergence(
+        "mlp-adam-normalizes-rounding-noise",
+        "train_step", "*", "*", _mlp_adam_gradient_at_rounding,
+        "Adam divides each gradient element by its own running size: an element that is rounding noise of the "
+        "backward pass (a softmax probability within eps of its label, p - 1) becomes a step of about lr in any "
+        "framework, of a size and sign the noise decides (the gradient itself passes: its error is eps of the "
+        "gradient's scale)",
+        "float32, Adam lr 0.1, eps 1e-8, x (1, 3, 1): b2@1 PyTorch 0.0749, oracle 2.8e-10 (its exact gradient ~3e-9 "
+        "is a 0.25 step for m / (sqrt(v) + eps), the oracle's a full one); float64: TensorFlow W2@3 -1 against "
+        "-0.999998941 (torch 2.13, tensorflow-cpu 2.21.0)"),
+    Divergence(
+        "tf-flush-to-zero-mlp-relu",
+        "train_step", "tensorflow", "*", _mlp_subnormal_pre_activation,
+        "TensorFlow's CPU kernels flush subnormal results to zero: a hidden pre-activation x W1 + b1 that is "
+        "subnormal becomes 0, ReLU passes no gradient, and the unit's weights stop moving (as in "
+        "tf-flush-to-zero-residual-relu)",
+        "float32, x[0] = [1.18e-38, -3, 0], W1[:, 0] = [0.259, 0, 0.806], b1 = 0: a = 3.0e-39 > 0; Keras gives "
+        "gW1@1 = 0 (the oracle and PyTorch -0.365 in W1[1, 0]) and W1@1[1, 0] = 0 against 0.112 (tensorflow-cpu "
+        "2.21.0, keras 3.15.1)"),
 ]
 
 

@@ -1,0 +1,71 @@
+"""Gradient clipping: by value, by norm (per tensor) and by global norm (over a list).
+
+Forward-only catalogue entries (no cotangent, nothing differentiated): the
+compared outputs are the clipped gradients, and the global norm where the
+frameworks return it. Shapes: every gradient any shape; the norm is a scalar.
+
+    clip_by_value:       g' = min(max(g, -c), c)
+    clip_by_norm:        g' = s g,   s = min(1, c / (||g|| + e))
+    clip_by_global_norm: g_i' = s g_i,  s = min(1, c / (N + e)),  N = sqrt(sum_i ||g_i||^2)
+
+``e`` (``norm_eps``) is a convention, not a hyperparameter: the exact answer is
+``e = 0``; PyTorch's ``clip_grad_norm_`` adds ``1e-6`` to the norm, so a norm
+exactly at the threshold is scaled by ``c / (c + 1e-6)``. TensorFlow computes
+``g c / max(||g||, c)`` (``clip_by_norm``) and ``g c min(1 / N, 1 / c)``
+(``clip_by_global_norm``): ``e = 0``, the same for finite positive ``c``.
+
+The exact answer at the edges (where ``s`` would be 0/0 or inf/inf): an
+infinite threshold clips nothing (s = 1); a zero norm clips nothing (s = 1,
+the gradient stays 0), also when the threshold is 0; a zero threshold with a
+nonzero norm gives zeros.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .spec import require
+
+
+def _check_threshold(name: str, value: float) -> None:
+    require(not np.isnan(value) and value >= 0, name, f"must be >= 0 (inf allowed), got {value!r}")
+
+
+def _scale(norm: float, max_norm: float, norm_eps: float) -> float:
+    """min(1, c / (norm + e)) with the exact answer at c = inf and at norm + e = 0 (both 1)."""
+    denom = norm + norm_eps
+    if np.isinf(max_norm) or denom <= max_norm:
+        return 1.0
+    return max_norm / denom
+
+
+def clip_by_value(g, *, clip_value):
+    """Clip every element to ``[-clip_value, clip_value]``: ``g' = min(max(g, -c), c)``; output ``g``.
+
+    An element exactly at a bound stays; ``c = inf`` clips nothing; ``c = 0`` gives zeros."""
+    _check_threshold("clip_value", clip_value)
+    return {"g": np.clip(g, -clip_value, clip_value)}, None
+
+
+def clip_by_norm(g, *, max_norm, error_if_nonfinite, norm_eps=0.0):
+    """Rescale one tensor to L2 norm at most ``max_norm``: ``g' = min(1, c / (||g|| + norm_eps)) g``; output ``g``.
+
+    ``error_if_nonfinite`` (PyTorch's flag: raise when the norm is NaN or Inf)
+    cannot change the answer for finite gradients; the oracle takes it so a case
+    says which way the framework was asked. ``norm_eps``: see the module docstring."""
+    _check_threshold("max_norm", max_norm)
+    norm = float(np.sqrt(np.sum(np.square(g))))
+    return {"g": g * _scale(norm, max_norm, norm_eps)}, None
+
+
+def clip_by_global_norm(g1, g2=None, *, max_norm, error_if_nonfinite, norm_eps=0.0):
+    """Rescale a list of tensors together to global L2 norm at most ``max_norm``.
+
+    ``N = sqrt(||g1||^2 + ||g2||^2)``, ``s = min(1, c / (N + norm_eps))``; outputs
+    ``g1`` (and ``g2``) times ``s`` and ``norm`` = N, the norm before clipping
+    (what ``clip_grad_norm_`` and ``tf.clip_by_global_norm`` return)."""
+    _check_threshold("max_norm", max_norm)
+    gs = {"g1": g1, **({"g2": g2} if g2 is not None else {})}
+    norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in gs.values())))
+    s = _scale(norm, max_norm, norm_eps)
+    return {**{k: g * s for k, g in gs.items()}, "norm": np.array(norm)}, None
