@@ -42,13 +42,14 @@ def _loss_and_grads(x, labels, p, seen=None):
         seen.append((h_pre, ax @ aw + ab, ax @ (aw + aw.max()) + ab + ab.max(), ax.sum(axis=1, keepdims=True) + 1.0))
     h, r_relu = act.relu(h_pre)
     z, r2 = dn.dense(h, p["W2"], p["b2"])
-    loss, r_loss = ls.cross_entropy(z, labels, label_smoothing=0.0, reduction="mean")
+    loss, r_loss = ls.cross_entropy(z, labels, label_smoothing=0.0, reduction="mean", target_type="indices",
+                                    ignore_index=-100)
     gz = ls.cross_entropy_vjp(r_loss, 1.0)["logits"]
     g2 = dn.dense_vjp(r2, gz)
     g1 = dn.dense_vjp(r1, act.relu_vjp(r_relu, g2["x"])["x"])
     if seen is not None:  # the same backward on the terms' magnitudes: softmax p and the label enter as p + q
-        p_minus_q, scale = r_loss
-        q = np.eye(z.shape[1])[labels]
+        q, scale = r_loss["c"], r_loss["scale"]  # the one-hot labels (no weights, smoothing or ignored labels)
+        p_minus_q = r_loss["p"] - q
         m2 = dn.dense_vjp((np.abs(h), np.abs(p["W2"]), True), (np.abs(p_minus_q + q) + q) * scale)
         m1 = dn.dense_vjp((np.abs(x), np.abs(p["W1"]), True), act.relu_vjp(r_relu, m2["x"])["x"])
         seen[-1] += ({"W1": m1["W"], "b1": m1["b"], "W2": m2["W"], "b2": m2["b"]},)

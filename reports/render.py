@@ -62,7 +62,8 @@ FAMILIES = {
     "recurrent": ("rnn", "lstm", "gru", "stacked_lstm", "stacked_gru", "bidirectional_lstm", "bidirectional_gru",
                   "masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru"),
     "attention": ("attention", "multi_head_attention", "multi_head_attention_weights", "scaled_dot_product_attention"),
-    "training step": ("sgd_step", "momentum_step", "adam_step", "adamw_step", "rmsprop_step", "train_step"),
+    "training step": ("clip_by_value", "clip_by_norm", "clip_by_global_norm", "sgd_step", "momentum_step",
+                      "adam_step", "adamw_step", "rmsprop_step", "adagrad_step", "train_step"),
 }
 LAYER_FAMILY = {layer: fam for fam, layers in FAMILIES.items() for layer in layers}
 
