@@ -411,14 +411,26 @@ def _merged_runs(texts) -> tuple[str | None, list[dict]]:
             continue
         if current is None:
             current = {"from": x, "to": x, "n": 0, "worst": 0.0, "returns": set(), "kept_below": last_kept,
-                       "kept_above": None}
+                       "kept_above": None, "zeros": []}
         current.update(to=x, n=current["n"] + 1, worst=max(current["worst"], p[1]))
         current["returns"].add(p[2])
+        if p[2] == 0:
+            current["zeros"].append(x)
     if current is not None:
         runs.append(current)
     for r in runs:
         r["returns"] = next(iter(r["returns"])) if len(r["returns"]) == 1 else None
     return name, runs
+
+
+def _zeros(name: str, run: dict) -> str:
+    """Where, inside a range that is not all 0, the answer was exactly 0 (a tail flushed to 0)."""
+    zeros = run.get("zeros") or []
+    if not zeros or run["returns"] is not None:
+        return ""
+    lo, hi = min(zeros), max(zeros)
+    span = f"{name} = {lo:.6g}" if lo == hi else f"{name} in [{lo:.6g}, {hi:.6g}]"
+    return f", exactly 0 at {span} ({len(zeros)} of them)"
 
 
 def _describe_runs(label: str, name: str | None, runs: list[dict], limit: int = 4) -> str:
@@ -430,7 +442,8 @@ def _describe_runs(label: str, name: str | None, runs: list[dict], limit: int = 
         span = (f"{name} = {r['from']:.6g}" if r["from"] == r["to"] else f"{name} in [{r['from']:.6g}, {r['to']:.6g}]")
         kept = [f"{v:.6g}" for v in (r["kept_below"], r["kept_above"]) if v is not None]
         parts.append(f"{span}: {r['n']} element(s)" + (f" return {r['returns']:.9g}" if r["returns"] is not None else "")
-                     + f", up to {r['worst']:.3g} ulps" + (f" (digits kept at {name} = {' and '.join(kept)})" if kept else ""))
+                     + f", up to {r['worst']:.3g} ulps" + _zeros(name, r)
+                     + (f" (digits kept at {name} = {' and '.join(kept)})" if kept else ""))
     more = f"; and {len(runs) - limit} more range(s)" if len(runs) > limit else ""
     return f"{label}: " + "; ".join(parts) + more
 
