@@ -60,7 +60,11 @@ def S(*names):
 
 # Saturation is an edge: sigmoid(+-30) is 1 - 1e-13 in float64 and exactly 1 in float32.
 # So is a hair from the kink: exp(-1e-7) - 1 keeps one digit in float32.
-SATURATING = Real(-40.0, 40.0, edges=(0.0, -30.0, 30.0, 1.0, -1.0, 1e-7, -1e-7))
+# The tails are drawn on purpose for the precision check (the Precision section):
+# sigmoid rounds to 1 past x = 16.6 in float32 and 36.7 in float64, so 1 - sigma and
+# sigma (1 - sigma) become 0 there; +-1e-30 is a hair from the kink in both dtypes.
+SATURATING = Real(-40.0, 40.0, edges=(0.0, -30.0, 30.0, 1.0, -1.0, 1e-7, -1e-7,
+                                      17.5, -17.5, 37.5, -37.5, 40.0, -40.0, 1e-30, -1e-30))
 ANY_SHAPE = {"shape": Shape(min_dims=1, max_dims=4, max_side=4)}
 
 # ---- dense and composites -------------------------------------------------
@@ -106,10 +110,14 @@ _elementwise("leaky_relu", act.leaky_relu, act.leaky_relu_vjp,
 _elementwise("elu", act.elu, act.elu_vjp, SATURATING,
              attrs={"alpha": Float(0.1, 3.0, edges=(1.0,))}, conventions={"at_zero": "left"})
 _elementwise("selu", act.selu, act.selu_vjp, SATURATING, conventions={"at_zero": "left"})
-_elementwise("gelu", act.gelu, act.gelu_vjp, Real(-10.0, 10.0, edges=(0.0, -6.0, 6.0)),
+# GELU's left tail: x Phi(x) with Phi(-3) = 1.3e-3, Phi(-8) = 6e-16 (1 + erf cancels there).
+_elementwise("gelu", act.gelu, act.gelu_vjp,
+             Real(-10.0, 10.0, edges=(0.0, -6.0, 6.0, -3.0, -8.0, -10.0, 1e-30, -1e-30)),
              attrs={"approximate": Choice("none", "tanh")})
 _elementwise("sigmoid", act.sigmoid, act.sigmoid_vjp, SATURATING)
-_elementwise("tanh", act.tanh, act.tanh_vjp, Real(-20.0, 20.0, edges=(0.0, -10.0, 10.0)))
+# tanh rounds to +-1 past |x| = 9.01 in float32 and 19.06 in float64: 1 - tanh^2 is 0 there.
+_elementwise("tanh", act.tanh, act.tanh_vjp,
+             Real(-20.0, 20.0, edges=(0.0, -10.0, 10.0, 9.5, -9.5, 19.5, -19.5, 20.0, -20.0, 1e-30, -1e-30)))
 _elementwise("softplus", act.softplus, act.softplus_vjp, SATURATING,
              attrs={"beta": Float(0.25, 4.0, edges=(1.0, 2.0)),
                     # negative thresholds (the line starts below 0, a jump at beta x = threshold) to past any beta x
@@ -120,7 +128,9 @@ for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
     register(Layer(
         _name, _fwd, _vjp, dims=ANY_SHAPE,
         attrs={"axis": Drawn(int, lambda d: Int(-len(d.shape), len(d.shape) - 1))},
-        arrays={"x": Array(S("shape"), Real(-20.0, 20.0, edges=(0.0, 1.0), ties=True))},
+        # +-20: a spread of 40 along the axis, past which 1 + e^-spread rounds to 1 in
+        # both dtypes (the largest element's log-softmax, -log1p(e^-40), then comes out as 0).
+        arrays={"x": Array(S("shape"), Real(-20.0, 20.0, edges=(0.0, 1.0, 20.0, -20.0, 9.0, -9.0), ties=True))},
     ))
 
 # ---- losses -----------------------------------------------------------------
@@ -165,7 +175,8 @@ register(Layer(
            "target_type": Drawn(str, lambda d: Choice(("indices", "probabilities")[d.soft])),
            "ignore_index": Drawn(int, lambda d: Choice(-100) if d.soft else Choice(-100, 0, d.K - 1))},
     arrays={
-        "logits": Array(_class_first, Real(-20.0, 20.0, edges=(0.0, 15.0, -15.0), ties=True)),
+        # +-20: p of the label rounds to 1 and p - q cancels (the precision check's tail).
+        "logits": Array(_class_first, Real(-20.0, 20.0, edges=(0.0, 15.0, -15.0, 20.0, -20.0), ties=True)),
         "labels": Array(S("N", "spatial"), Labels("K"), when=_indices),
         "probs": Array(_class_first, Real(0.0, 1.0, edges=(0.0, 1.0, 0.5), sum_to_one=1), when=lambda a: not _indices(a)),
         "weight": Array(S("K"), Real(0.1, 3.0, edges=(1.0,)), optional=True, grad=False),
@@ -178,7 +189,9 @@ register(Layer(
     ls.binary_cross_entropy_with_logits_vjp, loss=True,
     dims=REGRESSION, attrs={"reduction": REDUCTION},
     arrays={
-        "logits": Array(S("N", "D"), Real(-30.0, 30.0, edges=(0.0, 20.0, -20.0))),
+        # sigma(z) - t past z = 16.6 (float32) or 36.7 (float64) with t = 1: 1 - sigma cancels to 0.
+        "logits": Array(S("N", "D"), Real(-40.0, 40.0, edges=(0.0, 20.0, -20.0, 17.5, -17.5, 37.5, -37.5,
+                                                               1e-30, -1e-30))),
         "targets": Array(S("N", "D"), Real(0.0, 1.0, edges=(0.0, 1.0, 0.5))),
         "weight": Array(S("N", "D"), Real(0.0, 2.0, edges=(0.0, 1.0)), optional=True, grad=False),
         "pos_weight": Array(S("D"), Real(0.0, 4.0, edges=(1.0, 0.0)), optional=True, grad=False),

@@ -1,7 +1,8 @@
 """The ``gradparity`` command.
 
     gradparity run [-k EXPR] [--frameworks A,B] [--dtypes A,B] [--profile ci|dev|thorough]
-                   [--report-dir DIR] [-n N] [--shard K/N] [-p MODULE] [-- PYTEST ARGS]
+                   [--report-dir DIR] [-n N] [--shard K/N] [-p MODULE] [--strict-precision]
+                   [-- PYTEST ARGS]
     gradparity merge DIR [DIR ...] --out DIR
     gradparity drift DIR [DIR ...] --out DIR
     gradparity replay CASE.npz [--framework NAME]
@@ -52,6 +53,9 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
                         "with gradparity merge")
     p.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (a module that registers your own layers and builders)")
+    p.add_argument("--strict-precision", action="store_true",
+                   help="fail checks whose element-wise precision was lost (more ulps than reports/tolerances.py "
+                        "PRECISION allows); by default precision is reported, not judged")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest as they are")
     return p
 
@@ -71,6 +75,8 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
                           ("--report-dir", args.report_dir)):
         if value:
             out += [option, value]
+    if args.strict_precision:
+        out.append("--strict-precision")
     if args.workers is not None:  # work stealing evens out the end, where one slow layer holds a worker
         out += ["-n", args.workers, "--dist", "worksteal"]
     if args.shard:

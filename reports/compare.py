@@ -20,8 +20,9 @@ import numpy as np
 
 from ..adapters.base import NotApplicable
 from ..reference import FLOW, GRAD, OUT, Case, Oracle, evaluate, with_flow
+from ..reference import precise
 from .rows import COLUMNS
-from .tolerances import EPS, Tolerance, at_step, known_divergence, tolerance_for
+from .tolerances import EPS, KNOWN_DIVERGENCES, PRECISION, Tolerance, at_step, known_divergence, tolerance_for
 
 UNDERFLOW = {d: float(np.finfo(d).tiny / np.finfo(d).eps) for d in ("float32", "float64")}
 
@@ -93,6 +94,156 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
             "err_eps": rel / EPS[dtype], "scale": scale, "condition": condition, "atol": atol, "detail": detail}
 
 
+# ---- element-wise precision
+
+def ulp_of(hi, lo, dtype: str) -> np.ndarray:
+    """The ulp of ``dtype`` at the exact value ``hi + lo``: the spacing of the dtype's
+    numbers in the binade of |exact|, 2^(floor(log2 |exact|) - (p - 1)) with p = 24
+    (float32) or 53 (float64) significand bits. The binade is the exact value's, not
+    its rounding's: an exact value a hair below 2^k (hi = 2^k, lo < 0) has the
+    smaller spacing. Meaningful only where |exact| is a normal number of the dtype."""
+    hi, lo = np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64)
+    mant, exp = np.frexp(np.abs(hi))  # |hi| = mant 2^exp, mant in [0.5, 1)
+    below = (mant == 0.5) & (np.sign(lo) * np.sign(hi) < 0)
+    return np.ldexp(1.0, exp - 1 - below - (np.finfo(dtype).nmant))
+
+
+def ulp_errors(actual, hi, lo, resolved, dtype: str) -> dict:
+    """Each element's error in ulps of the case dtype at the element itself:
+    |actual - exact| / ulp_of(exact), for every element whose exact value is a
+    normal number of the dtype (tiny <= |exact| <= max) and is resolved by the
+    oracle that gave it. Exact zeros, exact values that are subnormal (or
+    underflow) in the dtype, values beyond its range and unresolved elements are
+    excluded, and counted: an error relative to 0 or to a subnormal spacing says
+    nothing about digits. A non-finite answer where the exact value is normal has
+    lost every digit (inf ulps). ``err`` is NaN where not measured."""
+    actual = np.asarray(actual, dtype=np.float64)
+    hi, lo = np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64)
+    info = np.finfo(dtype)
+    size = np.abs(hi)
+    zero = hi == 0
+    subnormal = ~zero & ((size < info.tiny) | ((size == info.tiny) & (np.sign(lo) * np.sign(hi) < 0)))
+    beyond = ~np.isfinite(hi) | (size > float(info.max))
+    unresolved = ~np.asarray(resolved, dtype=bool) & ~zero
+    measured = ~zero & ~subnormal & ~beyond & ~unresolved
+    err = np.full(hi.shape, np.nan)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs((actual - hi) - lo)
+        err[measured] = np.where(np.isfinite(actual[measured]), diff[measured] / ulp_of(hi, lo, dtype)[measured],
+                                 np.inf)
+    return {"err": err, "measured": int(measured.sum()), "zero": int(zero.sum()), "subnormal": int(subnormal.sum()),
+            "beyond": int(beyond.sum()), "unresolved": int(unresolved.sum())}
+
+
+def _g(v, dtype: str) -> str:
+    return f"{float(v):.{9 if dtype == 'float32' else 17}g}"
+
+
+def _inputs_at(case: Case, shape: tuple, index: tuple) -> list[tuple[str, float]]:
+    """The case's real arrays shaped like the compared tensor, at ``index``: for an
+    element-wise layer, the input that produced the element."""
+    return [(n, float(a[index])) for n, a in case.arrays.items()
+            if a.dtype.kind == "f" and a.shape == shape and shape != ()]
+
+
+LOST_POINTS = 48  # the worst lost elements a row keeps (with every count): rows stay short
+
+
+def _lost_points(case: Case, err: np.ndarray, actual: np.ndarray, shape: tuple) -> str:
+    """JSON: where elements lost more than the ulp bound, along the input's values
+    (the first real array shaped like the tensor): ``lost`` holds [input, ulps,
+    what came out] for the worst ``LOST_POINTS`` of the ``n`` lost elements, ``kept``
+    the inputs of the elements that kept their digits next to a lost one (in input
+    order), so a report can tell where a range of lost digits starts and ends."""
+    lost = err > PRECISION.ulps
+    if not lost.any():
+        return ""
+    name = next((n for n, a in case.arrays.items() if a.dtype.kind == "f" and a.shape == shape and shape != ()), None)
+    if name is None:  # a scalar (a loss): no input of its shape
+        return json.dumps({"input": None, "n": int(lost.sum()), "lost": [[None, float(np.nanmax(err)), None]],
+                           "kept": []})
+    x = case.arrays[name].astype(np.float64).ravel()
+    measured = ~np.isnan(err.ravel())
+    order = np.argsort(x[measured], kind="stable")
+    xs, es, got = x[measured][order], err.ravel()[measured][order], actual.ravel()[measured][order]
+    bad = es > PRECISION.ulps
+    edge = np.zeros_like(bad)
+    edge[:-1] |= bad[1:]
+    edge[1:] |= bad[:-1]
+    keep = np.argsort(-es[bad], kind="stable")[:LOST_POINTS]
+    points = sorted(([float(xs[bad][i]), float(es[bad][i]), float(got[bad][i])] for i in keep), key=lambda p: p[0])
+    return json.dumps({"input": name, "n": int(bad.sum()), "lost": points,
+                       "kept": sorted(set(float(v) for v in xs[edge & ~bad]))})
+
+
+def precision_columns(case: Case, actual, exact, source: str) -> dict:
+    """The precision columns of one row: ``exact`` is a ``precise.Exact``, or None
+    where nothing can resolve the dtype's ulps (then "not measured", and why)."""
+    dtype = case.dtype
+    if exact is None:
+        return {"max_ulp_err": np.nan, "precision": "not measured", "ulp_oracle": source}
+    actual = np.asarray(actual, dtype=np.float64)
+    if actual.shape != exact.hi.shape:
+        return {"max_ulp_err": np.nan, "precision": "not measured", "ulp_oracle": f"{source}; shapes differ"}
+    m = ulp_errors(actual, exact.hi, exact.lo, exact.resolved, dtype)
+    err = m["err"]
+    excluded = [f"{m[k]} {what}" for k, what in (("zero", "exact zero"), ("subnormal", "exact subnormal in " + dtype),
+                                                 ("beyond", "beyond the dtype's range"),
+                                                 ("unresolved", "unresolved by the oracle")) if m[k]]
+    note = f"{source}; measured {m['measured']} of {err.size}" + (f"; excluded: {', '.join(excluded)}" if excluded else "")
+    judged = source.startswith("mpmath")
+    if not m["measured"]:
+        return {"max_ulp_err": np.nan, "precision": "not measured", "ulp_oracle": note}
+    worst = np.unravel_index(int(np.nanargmax(np.where(np.isnan(err), -1.0, err))), err.shape)
+    where = ", ".join([f"at {tuple(int(i) for i in worst)}"]
+                      + [f"{n}={_g(v, dtype)}" for n, v in _inputs_at(case, err.shape, worst)]
+                      + [f"got {_g(actual[worst], dtype)}", f"exact {exact.hi[worst]:.17g}"])
+    worst_ulps = float(err[worst])
+    verdict = ("lost" if worst_ulps > PRECISION.ulps else "ok") if judged else "measured"
+    return {"max_ulp_err": worst_ulps, "ulp_where": where, "precision": verdict, "ulp_oracle": note,
+            "ulp_lost": _lost_points(case, err, actual, err.shape) if judged else ""}
+
+
+PRECISE_SOURCE = f"mpmath at {precise.PRECISIONS[0]} and {precise.PRECISIONS[1]} bits"
+FLOAT64_SOURCE = ("the float64 oracle (no precision oracle for this layer or this configuration of it; its own "
+                  "rounding unchecked)")
+UNRESOLVABLE = ("not measured: no precision oracle for this layer or this configuration of it, and the float64 "
+                "oracle's own rounding is ulps of float64")
+
+
+def _precision(rows: list[dict], case: Case, conv: dict, actual: dict, oracle_outputs: dict) -> None:
+    """Fill the precision columns of rows that compared values (pass or fail)."""
+    todo = [r for r in rows if r["status"] in ("pass", "fail") and r["kind"] in (OUT, GRAD)]
+    if not todo:
+        return
+    exact = precise.exact(case, conv)
+    for r in todo:
+        kind, name = r["kind"], r["name"]
+        got = actual[kind][name]
+        if exact is not None and name in exact.get(kind, {}):
+            r.update(precision_columns(case, got, exact[kind][name], PRECISE_SOURCE))
+        elif case.dtype == "float32":
+            ref = np.asarray(oracle_outputs[kind][name], dtype=np.float64)
+            r.update(precision_columns(case, got, precise.Exact(ref, np.zeros_like(ref), np.ones(ref.shape, bool)),
+                                       FLOAT64_SOURCE))
+        else:
+            r.update(precision_columns(case, got, None, UNRESOLVABLE))
+
+
+def enforce_precision(rows: list[dict]) -> list[dict]:
+    """``--strict-precision``: a passing row whose precision was lost fails (a
+    known divergence that covers the row's case still explains it, within its bound)."""
+    by_key = {d.key: d for d in KNOWN_DIVERGENCES}
+    for r in rows:
+        if r["status"] == "pass" and r.get("precision") == "lost":
+            r.update(status="fail", detail=f"precision lost: {r['max_ulp_err']:.3g} ulps > {PRECISION.ulps:g} "
+                                            f"({r['ulp_where']})")
+            div = by_key.get(r.get("divergence") or "")
+            if div is not None and div.explains(r):
+                r.update(status="known_divergence", detail=f"[known divergence {div.key}] {r['detail']}")
+    return rows
+
+
 def conventions(runner, layer: str) -> dict:
     """The convention values a runner follows for a layer ({} where it follows the oracle's defaults)."""
     c = runner.convention(layer)
@@ -141,7 +292,8 @@ def check(case: Case, reference, candidate) -> list[dict]:
         "reference": reference.name, "dtype": case.dtype, "case": case.id, "kind": kind, "name": name,
         "shape": str(tuple(value.shape)), "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan,
         "scale": np.nan, "condition": truth.condition, "atol": np.nan, "rtol": step_tol.rtol, "status": "pass",
-        "convention": _text(conv), "tolerance_reason": step_tol.reason, "attrs": case.describe()}}
+        "convention": _text(conv), "tolerance_reason": step_tol.reason, "attrs": case.describe(),
+        "max_ulp_err": np.nan, "precision": "not measured"}}
         for kind, named in truth.outputs.items() for name, value in named.items()
         for step_tol in (at_step(tol, case.layer, name),)]
 
@@ -189,6 +341,7 @@ def check(case: Case, reference, candidate) -> list[dict]:
                           r["rtol"], truth.condition)
         ok = m.pop("ok")
         r.update(m, status="pass" if ok else "fail")
+    _precision(rows, case, conv, actual, expected if isinstance(reference, Oracle) else truth.outputs)
     return _known(rows, case, reference, candidate)
 
 

@@ -238,7 +238,7 @@ def not_applicable_table(df: pd.DataFrame) -> pd.DataFrame:
 
 STATUS_COLUMNS = ("status", "verdict")
 LONG_COLUMNS = ("detail", "reproduce", "attrs", "reason", "measured", "names", "divergence", "convention",
-                "bound", "changes", "behind")
+                "bound", "changes", "behind", "where", "lost")
 
 
 def _table(df: pd.DataFrame, *, wide: bool = False, sortable: bool = True) -> str:
@@ -380,6 +380,143 @@ def not_passing_groups(bad: pd.DataFrame) -> pd.DataFrame:
     return _by_family(groups, "framework", "dtype", "status")[cols]
 
 
+# ---- precision: each element against itself, in ulps (columns max_ulp_err ... ulp_lost)
+
+JUDGED = ("ok", "lost")
+
+
+def _merged_runs(texts) -> tuple[str | None, list[dict]]:
+    """The lost elements of several rows' ``ulp_lost`` (JSON) as ranges of the input:
+    consecutive lost inputs with no kept input between them (from any of the rows)
+    form one range, with the nearest kept inputs on either side."""
+    lost, kept, name, n = [], set(), None, 0
+    for text in texts:
+        if not text:
+            continue
+        d = json.loads(text)
+        name = name or d.get("input")
+        n += d.get("n", len(d["lost"]))
+        lost += d["lost"]
+        kept.update(d["kept"])
+    if not lost:
+        return name, []
+    if name is None or any(p[0] is None for p in lost):  # a tensor with no input of its shape (a loss)
+        return None, [{"n": n, "worst": max(p[1] for p in lost)}]
+    events = sorted([(x, 0, None) for x in kept] + [(p[0], 1, p) for p in lost], key=lambda e: (e[0], e[1]))
+    runs, current, last_kept = [], None, None
+    for x, is_lost, p in events:
+        if not is_lost:
+            if current is not None:
+                current["kept_above"] = x
+                runs.append(current)
+                current = None
+            last_kept = x
+            continue
+        if current is None:
+            current = {"from": x, "to": x, "n": 0, "worst": 0.0, "returns": set(), "kept_below": last_kept,
+                       "kept_above": None, "zeros": []}
+        current.update(to=x, n=current["n"] + 1, worst=max(current["worst"], p[1]))
+        current["returns"].add(p[2])
+        if p[2] == 0:
+            current["zeros"].append(x)
+    if current is not None:
+        runs.append(current)
+    for r in runs:
+        r["returns"] = next(iter(r["returns"])) if len(r["returns"]) == 1 else None
+    return name, runs
+
+
+def _zeros(name: str, run: dict) -> str:
+    """Where, inside a range that is not all 0, the answer was exactly 0 (a tail flushed to 0)."""
+    zeros = run.get("zeros") or []
+    if not zeros or run["returns"] is not None:
+        return ""
+    lo, hi = min(zeros), max(zeros)
+    span = f"{name} = {lo:.6g}" if lo == hi else f"{name} in [{lo:.6g}, {hi:.6g}]"
+    return f", exactly 0 at {span} ({len(zeros)} of them)"
+
+
+def _describe_runs(label: str, name: str | None, runs: list[dict], limit: int = 4) -> str:
+    if name is None:
+        r = runs[0]
+        return f"{label}: {r['n']} element(s) lost digits, up to {r['worst']:.3g} ulps"
+    parts = []
+    for r in sorted(runs, key=lambda r: -r["worst"])[:limit]:
+        span = (f"{name} = {r['from']:.6g}" if r["from"] == r["to"] else f"{name} in [{r['from']:.6g}, {r['to']:.6g}]")
+        kept = [f"{v:.6g}" for v in (r["kept_below"], r["kept_above"]) if v is not None]
+        parts.append(f"{span}: {r['n']} element(s)" + (f" return {r['returns']:.9g}" if r["returns"] is not None else "")
+                     + f", up to {r['worst']:.3g} ulps" + _zeros(name, r)
+                     + (f" (digits kept at {name} = {' and '.join(kept)})" if kept else ""))
+    more = f"; and {len(runs) - limit} more range(s)" if len(runs) > limit else ""
+    return f"{label}: " + "; ".join(parts) + more
+
+
+def precision_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per layer x framework x dtype: the worst ulp error and where, which oracle
+    measured it, how many checks lost digits, and the input ranges where they did."""
+    cols = ["family", "layer", "framework", "dtype", "worst ulps", "worst in", "where (worst)", "checks measured",
+            "checks lost", "lost ranges", "divergence", "oracle"]
+    measured = df[df["precision"].isin(JUDGED + ("measured",)) & df["max_ulp_err"].notna()]
+    if measured.empty:
+        return pd.DataFrame(columns=cols)
+    out = []
+    for (layer, fw, dtype), g in measured.groupby(GROUP_KEY, sort=False):
+        worst = g.loc[g["max_ulp_err"].idxmax()]
+        lost = g[g["precision"] == "lost"]
+        ranges = []
+        for (kind, name), t in lost.groupby(["kind", "name"], sort=True):
+            label = f"{'output' if kind == 'out' else 'gradient'} {name}"
+            ranges.append(_describe_runs(label, *_merged_runs(t["ulp_lost"])))
+        out.append({"layer": layer, "framework": fw, "dtype": dtype, "worst ulps": worst["max_ulp_err"],
+                    "worst in": f"{worst['kind']} {worst['name']}", "where (worst)": worst["ulp_where"],
+                    "checks measured": len(g), "checks lost": len(lost), "lost ranges": " | ".join(ranges),
+                    "divergence": ", ".join(sorted(set(lost["divergence"]) - {""})),
+                    "oracle": "mpmath" if worst["ulp_oracle"].startswith("mpmath") else "float64 oracle"})
+    return _by_family(pd.DataFrame(out), "framework", "dtype")[cols]
+
+
+def keeps_and_loses(df: pd.DataFrame) -> pd.DataFrame:
+    """Every place where one framework keeps the digits another loses: the same
+    case and tensor judged "ok" for one and "lost" for the other, grouped."""
+    cols = ["family", "layer", "dtype", "tensor", "keeps", "its worst ulps", "loses", "worst ulps", "cases",
+            "where (worst)"]
+    on = ["layer", "dtype", "case", "kind", "name"]
+    keep = df[df["precision"] == "ok"][on + ["framework", "max_ulp_err"]]
+    lose = df[df["precision"] == "lost"][on + ["framework", "max_ulp_err", "ulp_where"]]
+    p = keep.merge(lose, on=on, suffixes=("_keep", "_lose"))
+    p = p[p["framework_keep"] != p["framework_lose"]]
+    if p.empty:
+        return pd.DataFrame(columns=cols)
+    p = p.assign(tensor=p["kind"] + " " + p["name"]).sort_values("max_ulp_err_lose", ascending=False, kind="stable")
+    out = p.groupby(["layer", "dtype", "tensor", "framework_keep", "framework_lose"], sort=False).agg(
+        **{"its worst ulps": ("max_ulp_err_keep", "max"), "worst ulps": ("max_ulp_err_lose", "first"),
+           "cases": ("case", "nunique"), "where (worst)": ("ulp_where", "first")}).reset_index()
+    out = out.rename(columns={"framework_keep": "keeps", "framework_lose": "loses"})
+    return _by_family(out, "dtype", "tensor")[cols]
+
+
+def _precision_section(df: pd.DataFrame, notes: dict) -> str:
+    bound = notes.get("precision", {})
+    judged = df["precision"].isin(JUDGED)
+    unmeasured = df[(df["precision"] == "not measured") & df["status"].isin(["pass", "fail"])]
+    return (f"<p>Each element's error relative to the element itself, in ulps of the case dtype (the dtype's "
+            f"spacing at |exact value|), wherever the exact value is a normal number of the dtype: exact zeros, "
+            f"subnormal exact values and elements the oracle could not resolve are left out and counted in "
+            f"<code>ulp_oracle</code> (gradients.csv). For the element-wise layers (activations, the losses) the exact "
+            f"value comes from the precision oracle (mpmath, evaluated at two precisions; an element where they "
+            f"disagree is unresolved, never guessed); float32 checks of other layers are measured against the "
+            f"float64 oracle (no verdict); float64 checks of other layers are not measured. A judged check "
+            f"<em>lost</em> digits when its worst element is more than "
+            f"{html.escape(str(bound.get('ulps', '?')))} ulps off ({html.escape(bound.get('reason', ''))}). "
+            f"{'These findings fail the run (--strict-precision).' if bound.get('strict') else 'Informational: these findings do not fail the run; --strict-precision makes them fail.'} "
+            f"{int(judged.sum())} checks judged, {int((df['precision'] == 'lost').sum())} lost digits; "
+            f"{len(unmeasured)} checks not measured.</p>"
+            + _section("precision-worst", "Worst element per layer x framework x dtype, and where digits are lost",
+                       _table(precision_table(df), wide=True), level=3)
+            + _section("precision-keeps", "Where one framework keeps the digits another loses (same case, same tensor)",
+                       _table(keeps_and_loses(df), wide=True), level=3))
+
+
 def _plots_section(plots: dict) -> str:
     if not plots:
         return "<p>No check had a finite error to plot.</p>"
@@ -418,6 +555,7 @@ def _page(df, summary, divergences, notes, run, worst, plots=None) -> str:
         ("glance", "At a glance", at_a_glance(summary)),
         ("plots", "Plots: errors against tolerance", _plots_section(plots or {})),
         ("summary", "Summary: layer x framework x dtype, by family", summary_body),
+        ("precision", "Precision: each element against itself, in ulps", _precision_section(df, notes)),
         ("conventions", "Conventions: what each framework does where the math leaves a choice",
          _table(convention_table(df, notes), wide=True)),
         ("divergences", "Known divergences (reason and measured behaviour, as recorded by the run)",

@@ -7,7 +7,11 @@ reaching each time step of a layer through time (``profile`` holds both
 sides' values, as JSON); later families add kinds (per-step
 states, per-layer quantities). ``framework`` is the candidate runner and
 ``reference`` what it was compared with (``oracle`` unless two frameworks are
-compared with each other).
+compared with each other). ``max_ulp_err`` is the worst element's error in
+ulps of the case dtype at the element's own size (see compare.ulp_errors),
+``ulp_where`` where it occurs, ``precision`` the verdict on it, ``ulp_oracle``
+what it was measured against and what was left out, ``ulp_lost`` (JSON) the
+input ranges where digits were lost.
 """
 
 from __future__ import annotations
@@ -15,7 +19,13 @@ from __future__ import annotations
 STATUSES = ("pass", "fail", "known_divergence", "not_applicable", "error")
 COLUMNS = ["layer", "framework", "framework_version", "reference", "dtype", "case", "kind", "name", "shape",
            "max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "status", "detail",
-           "convention", "divergence", "tolerance_reason", "attrs", "reproduce", "profile"]
-NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol"]
+           "convention", "divergence", "tolerance_reason", "attrs", "reproduce", "profile",
+           "max_ulp_err", "ulp_where", "precision", "ulp_oracle", "ulp_lost"]
+NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "max_ulp_err"]
+# Precision verdicts (column ``precision``): "ok" and "lost" (more than the ulp bound
+# of tolerances.PRECISION) where the precision oracle judged the row; "measured" where
+# only the float64 oracle did (a float32 case of a layer with no precision oracle:
+# informational, no verdict); "not measured" otherwise.
+PRECISION_STATES = ("ok", "lost", "measured", "not measured")
 ROW_KEY = ["layer", "framework", "reference", "dtype", "case", "kind", "name"]
 GROUP_KEY = ["layer", "framework", "dtype"]

@@ -54,6 +54,22 @@ DEFAULT = {
 # None yet: every layer holds the defaults (see the report's worst errors).
 OVERRIDES: dict[tuple[str, str, str], Tolerance] = {}
 
+# Element-wise precision (the ``max_ulp_err`` column, the report's Precision section):
+# an element whose error exceeds this many ulps of the case dtype, measured against
+# the precision oracle (reference/precise.py) at the element's own size, has lost
+# digits. Informational by default; ``--strict-precision`` makes it fail.
+@dataclass(frozen=True)
+class UlpBound:
+    ulps: float
+    reason: str
+
+
+PRECISION = UlpBound(
+    64, "64 ulps of the element itself (6 bits): an element built on exp(x) is conditioned like |x| (one rounding "
+        "of its argument moves it by |x| ulps), up to 40 for the inputs drawn, and the frameworks measured within "
+        "40 there (softmax and cross-entropy's p at logits 37 apart: 34; softplus at x = -38: 28; silu at x = 30: "
+        "23); more means digits were lost (a tail returned as 0, a difference that cancels, a constant rounded)")
+
 # The oracle against its own central differences (h = 1e-5 in float64): the
 # truncation error O(h^2 f''') is ~1e-10 of the gradient; the rounding error
 # O(eps |f| / h) is added by the test from the case itself (numdiff.rounding_bound).

@@ -1,7 +1,7 @@
 """The gradparity pytest plugin, registered through the ``pytest11`` entry point.
 
 It adds the options (``--report-dir``, ``--frameworks``, ``--dtypes``,
-``--gradparity-profile``), the hypothesis profiles, the layer x framework x
+``--gradparity-profile``, ``--strict-precision``), the hypothesis profiles, the layer x framework x
 dtype parametrization (``@pytest.mark.gradparity_matrix``), and the report
 pipeline:
 
@@ -58,6 +58,9 @@ def pytest_addoption(parser):
     group.addoption("--gradparity-shard", default=None, metavar="K/N",
                     help="run only part K of N of the collected tests (by a hash of each test id: the same "
                          "parts on every machine); gradparity merge joins the reports")
+    group.addoption("--strict-precision", action="store_true", default=False,
+                    help="fail a check whose element-wise precision was lost (max_ulp_err above the ulp bound "
+                         "of reports/tolerances.py PRECISION); informational otherwise")
 
 
 def _listed(config, option: str, known, what: str) -> list[str]:
@@ -121,8 +124,9 @@ class Recorder:
     run is kept in ``.inflight`` until its rows arrive, so a framework that kills
     the process (an abort in a kernel) still leaves the case that did it."""
 
-    def __init__(self, report_dir: Path | None, case_dir: Path, run: str, worker: str):
+    def __init__(self, report_dir: Path | None, case_dir: Path, run: str, worker: str, strict_precision: bool = False):
         self.report_dir, self.case_dir = report_dir, case_dir
+        self.strict_precision = strict_precision
         self.shard = report_dir / ".rows" / f"{run}-{worker}.jsonl" if report_dir else None
         self._inflight = self.shard.with_suffix(".inflight").open("w") if self.shard else None
 
@@ -148,6 +152,10 @@ class Recorder:
     def add(self, rows: list[dict], case) -> list[dict]:
         if self._inflight is not None:
             self._mark("")
+        if self.strict_precision:  # before the failing cases are saved: a precision failure gets its replay
+            from gradparity.reports.compare import enforce_precision
+
+            rows = enforce_precision(rows)
         if any(r["status"] != "pass" for r in rows):
             path = case.save(self.case_dir / f"{case.layer}-{case.id}.npz")
             for r in rows:
@@ -209,7 +217,8 @@ def pytest_configure(config):
     else:
         cache = getattr(config, "cache", None)
         case_dir = Path(str(cache.mkdir("gradparity-cases"))) if cache else Path(".gradparity-cases")
-    state.recorder = Recorder(state.report_dir, case_dir, state.run, worker["workerid"] if worker else "main")
+    state.recorder = Recorder(state.report_dir, case_dir, state.run, worker["workerid"] if worker else "main",
+                              strict_precision=config.getoption("--strict-precision"))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -288,7 +297,8 @@ def failure_message(case, rows) -> str:
     lines = [f"{case.describe()} (case {case.id})"]
     for r in rows:
         lines.append(f"  {r['framework']} {r['kind']} {r['name']}{r['shape']}: {r['status']}, "
-                     f"err_eps={r['err_eps']:.3g}, atol={r['atol']:.3g}: {r['detail']}")
+                     f"err_eps={r['err_eps']:.3g}, atol={r['atol']:.3g}, max_ulp_err={r.get('max_ulp_err', float('nan')):.3g}: "
+                     f"{r['detail']}")
     reproduce = next((r["reproduce"] for r in rows if r["reproduce"]), "")
     if reproduce:
         lines.append(f"  reproduce: {reproduce}")
@@ -353,9 +363,9 @@ def _shard_rows(report_dir: Path, run: str) -> list[dict]:
     return rows
 
 
-def _notes(rows: list[dict]) -> dict:
+def _notes(rows: list[dict], strict_precision: bool = False) -> dict:
     from gradparity.adapters import ADAPTERS
-    from gradparity.reports.tolerances import divergence_notes
+    from gradparity.reports.tolerances import PRECISION, divergence_notes
 
     conventions = []
     for layer, fw in sorted({(r["layer"], r["framework"]) for r in rows}):
@@ -364,7 +374,8 @@ def _notes(rows: list[dict]) -> dict:
             conventions.append({"layer": layer, "framework": fw,
                                 "convention": ", ".join(f"{k}={v}" for k, v in c.values.items()),
                                 "reason": c.reason})
-    return {"conventions": conventions, "divergences": divergence_notes()}
+    return {"conventions": conventions, "divergences": divergence_notes(),
+            "precision": {"ulps": PRECISION.ulps, "reason": PRECISION.reason, "strict": strict_precision}}
 
 
 def _unfinished_cases(state) -> list[str]:
@@ -401,7 +412,7 @@ def pytest_sessionfinish(session, exitstatus):
     run = _run_status(session, exitstatus, state)
     if unfinished:
         run = {**run, "partial": True, "why": "; ".join([run["why"], *unfinished]).strip("; ")}
-    state.written = write_report(rows, state.report_dir, notes=_notes(rows), run=run)
+    state.written = write_report(rows, state.report_dir, notes=_notes(rows, state.recorder.strict_precision), run=run)
     for shard in (state.report_dir / ".rows").glob(f"{state.run}-*.jsonl"):
         shard.unlink()
 

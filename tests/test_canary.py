@@ -62,3 +62,58 @@ def test_perturbed_gradient_is_flagged(layer, framework, dtype, data, runner_for
     assume(perturbed.perturbed)  # all NaN (Adam, eps 0, zero gradient) or all zero: nothing to measure against
     assert rows[tensor]["status"] == "fail", (
         f"{case.describe()}: {tensor} perturbed by {CANARY[dtype]} of its scale was not flagged: {rows[tensor]}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layer", sorted(__import__("gradparity.reference.precise", fromlist=["PRECISE"]).PRECISE))
+@settings(profile(), max_examples=3)
+@given(data=st.data())
+def test_a_tail_element_off_by_a_few_ulps_is_caught_by_the_precision_check(layer, dtype, data):
+    """For every layer with a precision oracle: the correctly rounded answer is judged
+    "ok"; the same answer with its smallest normal element (the tail, invisible at the
+    tensor's scale) moved by twice the ulp bound is judged "lost", and fails under
+    --strict-precision."""
+    from gradparity.reference.precise import exact
+    from gradparity.reports.compare import enforce_precision, ulp_errors, ulp_of
+    from gradparity.reports.tolerances import PRECISION
+
+    case = data.draw(cases(layer, dtype), label="case")
+    truth = exact(case)
+    assume(truth is not None)  # a configuration the precise oracle does not restate (a weighted loss, say)
+    rounded = {k: {n: e.hi.astype(dtype) for n, e in named.items()} for k, named in truth.items()}
+    tensors = []
+    for kind, named in truth.items():
+        for name, e in named.items():
+            m = ulp_errors(e.hi, e.hi, e.lo, e.resolved, dtype)
+            size = np.where(np.isnan(m["err"]), np.inf, np.abs(e.hi))
+            if m["measured"]:
+                tensors.append((kind, name, np.unravel_index(int(np.argmin(size)), size.shape)))
+    assume(tensors)
+    kind, name, at = data.draw(st.sampled_from(tensors), label="tensor")
+
+    class Rounded:
+        name, convention, version = "rounded", staticmethod(lambda layer: None), staticmethod(lambda: "1")
+
+        def __init__(self, edit):
+            self.edit = edit
+
+        def run(self, case):
+            return {k: {n: self.edit(k, n, v.copy()) for n, v in named.items()} for k, named in rounded.items()}
+
+    honest = check(case, Oracle(), Rounded(lambda k, n, v: v))
+    assert all(r["precision"] == "ok" and r["max_ulp_err"] <= 0.5 + 1e-6 for r in honest if r["precision"] != "not measured")
+
+    e = truth[kind][name]
+    moved = e.hi[at] + 2 * PRECISION.ulps * ulp_of(e.hi[at], e.lo[at], dtype)
+
+    def perturb(k, n, v):
+        if (k, n) == (kind, name):
+            v = v.astype(np.float64)
+            v[at] = moved
+            v = v.astype(dtype)
+        return v
+
+    rows = {(r["kind"], r["name"]): r for r in check(case, Oracle(), Rounded(perturb))}
+    row = rows[(kind, name)]
+    assert row["precision"] == "lost", f"{case.describe()}: {kind} {name}{at} moved by {2 * PRECISION.ulps} ulps: {row}"
+    assert enforce_precision([row])[0]["status"] in ("fail", "known_divergence")

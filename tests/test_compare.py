@@ -199,3 +199,107 @@ def test_a_layer_through_time_gets_per_step_gradient_norms_with_both_profiles():
     assert flow["rtol"] == pytest.approx(rows[("grad", "x")]["rtol"] * np.sqrt(6))
     assert "sqrt(6)" in flow["tolerance_reason"]
     assert all(r["profile"] == "" for key, r in rows.items() if key[0] != "flow")
+
+
+# ---- element-wise precision: errors in ulps of the element itself
+
+def test_an_ulp_is_the_dtype_spacing_at_the_exact_value():
+    from gradparity.reports.compare import ulp_of
+
+    assert ulp_of(1.0, 0.0, "float64") == 2.0 ** -52
+    assert ulp_of(1.0, -1e-20, "float64") == 2.0 ** -53  # exact a hair below 1: the binade below
+    assert ulp_of(-3.0, 0.0, "float32") == 2.0 ** -22
+    assert ulp_of(0.75, 1e-30, "float32") == 2.0 ** -24
+
+
+def test_zeros_subnormals_and_unresolved_elements_are_left_out_and_counted():
+    from gradparity.reports.compare import ulp_errors
+
+    hi = np.array([0.0, 1e-310, 1.0, 2.0, 3.0])
+    resolved = np.array([True, True, True, False, True])
+    got = np.array([1e-300, 0.0, 1.0 + 2.0 ** -52, 5.0, np.nan])
+    m = ulp_errors(got, hi, np.zeros(5), resolved, "float64")
+    assert (m["zero"], m["subnormal"], m["unresolved"], m["measured"]) == (1, 1, 1, 2)
+    assert np.isnan(m["err"][[0, 1, 3]]).all()
+    assert m["err"][2] == 1.0 and m["err"][4] == np.inf  # NaN where the exact value is normal: no digit left
+
+
+class Exactly:
+    """A fake framework returning the precision oracle's answer rounded to the case
+    dtype, with ``ulps`` ulps added to element ``at`` of tensor (kind, name)."""
+
+    name, convention = "exactly", staticmethod(lambda layer: None)
+
+    def __init__(self, kind=GRAD, name="x", at=None, ulps=0.0):
+        self.kind, self.tensor, self.at, self.ulps = kind, name, at, ulps
+
+    def version(self):
+        return "1.0"
+
+    def run(self, case):
+        from gradparity.reference.precise import exact
+        from gradparity.reports.compare import ulp_of
+
+        out = {k: {n: e.hi.astype(case.dtype) for n, e in named.items()} for k, named in exact(case).items()}
+        if self.ulps:
+            e = exact(case)[self.kind][self.tensor]
+            t = out[self.kind][self.tensor].astype(np.float64)
+            t[self.at] = e.hi[self.at] + self.ulps * ulp_of(e.hi[self.at], e.lo[self.at], case.dtype)
+            out[self.kind][self.tensor] = t.astype(case.dtype)
+        return out
+
+
+def sigmoid_tail_case():
+    x = np.array([-30.0, 0.5, 2.0])  # sigma'(-30) = 9.4e-14: a tail element far below the tensor's scale
+    return Case("sigmoid", "float64", {}, {"x": x}, {"y": np.array([0.7, -1.3, 0.4])})
+
+
+def test_a_few_ulps_on_a_tail_element_are_caught_by_the_precision_check_alone():
+    from gradparity.reports.compare import enforce_precision
+    from gradparity.reports.tolerances import PRECISION
+
+    case = sigmoid_tail_case()
+    exact_rows = {r["name"]: r for r in check_oracle(case, Exactly())}
+    assert exact_rows["x"]["precision"] == "ok" and exact_rows["x"]["max_ulp_err"] <= 0.5
+    one = {r["name"]: r for r in check_oracle(case, Exactly(at=0, ulps=1.0))}
+    assert one["x"]["max_ulp_err"] == pytest.approx(1.0, abs=0.5) and one["x"]["precision"] == "ok"
+
+    k = 2 * PRECISION.ulps  # an error 1e-27 of the tensor's scale: invisible to the ordinary check
+    rows = {r["name"]: r for r in check_oracle(case, Exactly(at=0, ulps=k))}
+    assert rows["x"]["status"] == "pass"
+    assert rows["x"]["precision"] == "lost" and rows["x"]["max_ulp_err"] == pytest.approx(k, abs=0.5)
+    assert "at (0,), x=-30" in rows["x"]["ulp_where"]
+    assert json.loads(rows["x"]["ulp_lost"])["lost"][0][0] == -30.0
+    strict = {r["name"]: r for r in enforce_precision(list(rows.values()))}
+    assert strict["x"]["status"] == "fail" and "precision lost" in strict["x"]["detail"]
+    assert strict["y"]["status"] == "pass"
+
+
+def test_float64_checks_of_a_layer_without_a_precision_oracle_say_they_are_not_measured():
+    rng = np.random.default_rng(0)
+    case = Case("dense", "float64", {}, {"x": rng.standard_normal((2, 3)), "W": rng.standard_normal((3, 2))},
+                {"y": rng.standard_normal((2, 2))})
+    rows = check_oracle(case, Oracle())
+    assert {r["precision"] for r in rows} == {"not measured"}
+    assert all(np.isnan(r["max_ulp_err"]) and "no precision oracle" in r["ulp_oracle"] for r in rows)
+    as32 = Case("dense", "float32", {}, {k: v.astype("float32") for k, v in case.arrays.items()},
+                {"y": case.cotangents["y"].astype("float32")})
+    rows32 = check_oracle(as32, Oracle())
+    assert {r["precision"] for r in rows32} == {"measured"}  # against the float64 oracle: no verdict
+
+
+def test_strict_precision_reaches_pytest_and_fails_lost_checks_in_the_recorder(tmp_path):
+    from gradparity.reports import cli
+    from gradparity.tests.plugin import Recorder
+
+    args = cli.run_parser("gradparity run").parse_args(["--strict-precision", "-k", "sigmoid"])
+    assert "--strict-precision" in cli.pytest_args(args)
+    assert "--strict-precision" not in cli.pytest_args(cli.run_parser("gradparity run").parse_args([]))
+
+    case = sigmoid_tail_case()
+    lost = check_oracle(case, Exactly(at=0, ulps=1000.0))
+    informational = Recorder(None, tmp_path, "run", "main").add([dict(r) for r in lost], case)
+    assert {r["status"] for r in informational} == {"pass"}
+    strict = Recorder(None, tmp_path, "run", "main", strict_precision=True).add([dict(r) for r in lost], case)
+    assert {r["name"]: r["status"] for r in strict} == {"y": "pass", "x": "fail"}
+    assert "gradparity replay" in next(r["reproduce"] for r in strict if r["name"] == "x")

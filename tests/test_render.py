@@ -32,7 +32,9 @@ def row(**overrides):
             "dtype": "float64", "case": "a", "kind": "grad", "name": "x", "shape": "(2,)",
             "max_abs_err": 1e-12, "max_rel_err": 1e-12, "err_eps": 4.5e3, "scale": 1.0, "condition": 1.0,
             "atol": 1e-10, "rtol": 1e-10, "status": "pass", "detail": "", "convention": "", "divergence": "",
-            "tolerance_reason": "default", "attrs": "relu[float64](x(2,))", "reproduce": "", "profile": ""}
+            "tolerance_reason": "default", "attrs": "relu[float64](x(2,))", "reproduce": "", "profile": "",
+            "max_ulp_err": 0.5, "ulp_where": "at (0,), x=1, got 0.5, exact 0.5", "precision": "ok",
+            "ulp_oracle": "mpmath at 128 and 256 bits; measured 2 of 2", "ulp_lost": ""}
     assert set(base) == set(COLUMNS)
     return {**base, **overrides}
 

@@ -4,6 +4,7 @@ outside resources), the layer families, the errors-against-tolerance plot, and
 
 import base64
 import configparser
+import json
 import re
 import time
 from html.parser import HTMLParser
@@ -19,7 +20,7 @@ from gradparity.reports.render import COLOURS, FAMILY_ORDER, family, frame, writ
 
 from .test_render import row
 
-SECTIONS = ["glance", "plots", "summary", "conventions", "divergences", "not-applicable", "not-passing",
+SECTIONS = ["glance", "plots", "summary", "precision", "conventions", "divergences", "not-applicable", "not-passing",
             "worst-passing"]
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)><b>'
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "nav", "strong", "ol",
@@ -107,7 +108,9 @@ def report_rows():
                    framework="tensorflow") for i in range(2)]
             + [row(layer="dense", case="n", name="W", status="not_applicable", max_abs_err=float("nan"),
                    detail="no W here")]
-            + [row(layer=HOSTILE, case="h", convention=HOSTILE, attrs=HOSTILE, framework_version=HOSTILE)])
+            + [row(layer=HOSTILE, case="h", convention=HOSTILE, attrs=HOSTILE, framework_version=HOSTILE,
+                   precision="lost", max_ulp_err=1e9, ulp_where=HOSTILE, ulp_oracle="mpmath",
+                   ulp_lost=json.dumps({"input": HOSTILE, "n": 1, "lost": [[40.0, 1e9, 0.0]], "kept": [1.0]}))])
 
 
 NOTES = {"conventions": [{"layer": "relu", "framework": "torch", "convention": HOSTILE, "reason": HOSTILE}],
@@ -130,7 +133,7 @@ def test_every_section_is_there_and_the_contents_link_to_it(report):
     assert page.links and set(page.links) <= page.ids  # and every link lands on an anchor
     # layers grouped by family, in the family order, the unknown layer under "other"
     assert page.h3 == ["summary-dense", "summary-activations", "summary-convolution", "summary-recurrent",
-                       "summary-other"]
+                       "summary-other", "precision-worst", "precision-keeps"]
     grid = next(t for t in page.tables if t["under"] == "glance")
     families = [r[0]["text"] for r in grid["rows"] if r and "row_heading" in r[0]["class"]
                 and "level0" in r[0]["class"]]
