@@ -35,6 +35,7 @@ def merge(inputs: list[Path], out: Path) -> Written:
     """One report in ``out`` from the report directories ``inputs`` (see the module docstring)."""
     inputs = report_dirs(inputs)
     frames, conventions, divergences, partial, missing, warnings = [], {}, {}, [], [], []
+    recorded = {}  # the precision bound and the training tables: the last input that recorded them
     for d in inputs:
         frames.append(frame(read_rows(d)))  # one input at a time: old and new schemas upgrade separately
         meta = _meta(d)
@@ -44,13 +45,15 @@ def merge(inputs: list[Path], out: Path) -> Written:
         notes, run = meta.get("notes") or {}, meta.get("run") or {}
         conventions.update({(c["layer"], c["framework"]): c for c in notes.get("conventions", [])})
         divergences.update({v["key"]: v for v in notes.get("divergences", [])})
+        recorded.update({k: notes[k] for k in ("precision", "training") if notes.get(k)})
         if run.get("partial"):
             partial.append(f"{d} ({run.get('why') or 'partial'})")
             missing.extend(run.get("missing", []))
     run = {"partial": bool(partial), "missing": missing,
            "why": "merged from partial input(s): " + "; ".join(partial) if partial else ""}
     written = write_report(pd.concat(frames, ignore_index=True), out,
-                           notes={"conventions": list(conventions.values()), "divergences": list(divergences.values())},
+                           notes={"conventions": list(conventions.values()), "divergences": list(divergences.values()),
+                                  **recorded},
                            run=run)
     written.warnings[:0] = warnings
     return written

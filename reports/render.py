@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .plots import render_plots
-from .rows import COLUMNS, GROUP_KEY, NUMERIC, ROW_KEY, STATUSES
+from .rows import COLUMNS, GROUP_KEY, NUMERIC, ROW_KEY, STATUSES, step_of
 
 PARTLY_NA = "pass (partly n/a)"
 # A group's verdict, worst first: any fail or error; any known divergence; nothing
@@ -517,6 +517,42 @@ def _precision_section(df: pd.DataFrame, notes: dict) -> str:
                        _table(keeps_and_loses(df), wide=True), level=3))
 
 
+def step_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per training-step layer x framework x dtype x output kind (``w``, ``m``,
+    ``loss``...): the worst err / atol at each step t of the trajectory outputs
+    ``name@t`` (the tolerance itself grows with t: see its reason in the rows)."""
+    steps = df["name"].map(step_of)
+    d = df[steps.notna() & (df["atol"] > 0)]
+    if d.empty:
+        return pd.DataFrame()
+    d = d.assign(step=steps[d.index], output=d["name"].map(lambda n: n.rpartition("@")[0]),
+                 ratio=d["max_abs_err"] / d["atol"])
+    table = d.pivot_table(index=["layer", "framework", "dtype", "output"], columns="step", values="ratio",
+                          aggfunc="max")
+    table.columns = [f"step {int(t)}" for t in table.columns]
+    return table.map(lambda v: "" if pd.isna(v) else f"{v:.2g}").reset_index()
+
+
+def _training_section(df: pd.DataFrame, notes: dict) -> str:
+    training = notes.get("training") or {}
+    steps = step_table(df[df["layer"].map(family) == "training step"])
+    if steps.empty and not training:
+        return "<p>No training-step checks in this run.</p>"
+    defaults = pd.DataFrame(training.get("defaults", []))
+    gaps = pd.DataFrame(training.get("gaps", []))
+    recorded = "" if training else "<p>This run recorded no defaults table (a report from before it existed).</p>"
+    return ("<p>Clipping, optimizer trajectories (the parameters and the optimizer state after each step t, "
+            "<code>w@t</code>, <code>m@t</code>, ...) and a whole training loop (<code>loss@t</code>, the gradients "
+            "and parameters per step). Below: the worst error in units of its tolerance at each step (above 1 does "
+            "not pass), then what a port gets when it keeps each framework's defaults, and how far each convention "
+            "moves the parameters (max |w_torch - w_keras| / max |w|, float64, same gradients).</p>"
+            + _section("training-steps", "Worst err / atol per step", _table(steps, wide=True), level=3)
+            + _section("training-defaults", "What the defaults are (PyTorch against Keras)",
+                       recorded or _table(defaults, wide=True), level=3)
+            + _section("training-gaps", "How far apart each convention, and each framework's defaults, put the "
+                       "parameters after step 1 and step 10", recorded or _table(gaps, wide=True), level=3))
+
+
 def _plots_section(plots: dict) -> str:
     if not plots:
         return "<p>No check had a finite error to plot.</p>"
@@ -556,6 +592,7 @@ def _page(df, summary, divergences, notes, run, worst, plots=None) -> str:
         ("plots", "Plots: errors against tolerance", _plots_section(plots or {})),
         ("summary", "Summary: layer x framework x dtype, by family", summary_body),
         ("precision", "Precision: each element against itself, in ulps", _precision_section(df, notes)),
+        ("training", "Training step: errors per step, and what the defaults change", _training_section(df, notes)),
         ("conventions", "Conventions: what each framework does where the math leaves a choice",
          _table(convention_table(df, notes), wide=True)),
         ("divergences", "Known divergences (reason and measured behaviour, as recorded by the run)",

@@ -29,3 +29,9 @@ NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol"
 PRECISION_STATES = ("ok", "lost", "measured", "not measured")
 ROW_KEY = ["layer", "framework", "reference", "dtype", "case", "kind", "name"]
 GROUP_KEY = ["layer", "framework", "dtype"]
+
+
+def step_of(name: str) -> int | None:
+    """The step t of a trajectory output ``name@t`` (None for any other name)."""
+    base, at, step = name.rpartition("@")
+    return int(step) if at and base and step.isdigit() else None

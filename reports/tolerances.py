@@ -35,6 +35,7 @@ from ..reference.activations import SELU_ALPHA, SELU_SCALE
 from ..reference import LAYERS, evaluate
 from ..reference.recurrent import rnn
 from ..reference.training import train_step
+from .rows import step_of
 
 EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
@@ -108,12 +109,6 @@ STEP_GROWTH: dict[str, StepGrowth] = {
     layer: LINEAR for layer in ("sgd_step", "momentum_step", "adam_step", "adamw_step", "rmsprop_step", "adagrad_step",
                                 "train_step")
 }
-
-
-def step_of(name: str) -> int | None:
-    """The step t of a trajectory output ``name@t`` (None for any other name)."""
-    base, at, step = name.rpartition("@")
-    return int(step) if at and base and step.isdigit() else None
 
 
 def at_step(tol: Tolerance, layer: str, name: str, growth: dict | None = None) -> Tolerance:

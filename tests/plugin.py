@@ -374,8 +374,15 @@ def _notes(rows: list[dict], strict_precision: bool = False) -> dict:
             conventions.append({"layer": layer, "framework": fw,
                                 "convention": ", ".join(f"{k}={v}" for k, v in c.values.items()),
                                 "reason": c.reason})
-    return {"conventions": conventions, "divergences": divergence_notes(),
-            "precision": {"ulps": PRECISION.ulps, "reason": PRECISION.reason, "strict": strict_precision}}
+    notes = {"conventions": conventions, "divergences": divergence_notes(),
+             "precision": {"ulps": PRECISION.ulps, "reason": PRECISION.reason, "strict": strict_precision}}
+    from gradparity.reports.render import family
+
+    if any(family(r["layer"]) == "training step" for r in rows):  # the defaults table, as this run's code knows it
+        from gradparity.reports import training
+
+        notes["training"] = {"defaults": training.DEFAULTS, "gaps": training.summary().to_dict("records")}
+    return notes
 
 
 def _unfinished_cases(state) -> list[str]:

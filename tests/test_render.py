@@ -271,3 +271,18 @@ def test_flow_rows_draw_the_gradient_flow_plot_and_old_reports_without_profiles_
     old = pd.DataFrame([row(), flow]).drop(columns="profile")  # a report written before profiles existed
     assert gradient_flow(old) is None
     assert gradient_flow(pd.DataFrame([flow | {"profile": "not json"}])) is None
+
+
+def test_training_rows_get_errors_per_step_and_the_recorded_defaults_which_a_merge_keeps(tmp_path):
+    steps = [row(layer="sgd_step", kind="out", name=f"w@{t}", case=c, max_abs_err=t * 1e-12, atol=1e-11)
+             for t in (1, 2, 3) for c in ("a", "b")]
+    notes = {"training": {"defaults": [{"item": "sgd_step", "setting": "lr", "torch": "1e-3", "keras": "0.01"}],
+                          "gaps": [{"layer": "sgd_step", "convention": "defaults", "|g|~1: step 1": 0.022}]}}
+    write_report([row(), *steps], tmp_path / "one", notes=notes)
+    merge([tmp_path / "one"], tmp_path / "merged")
+    for d in ("one", "merged"):
+        page = (tmp_path / d / "report.html").read_text()
+        section = page[page.index('id="training-steps"'):page.index('id="training-defaults"')]
+        assert "step 3" in section and "0.3" in section  # the worst err / atol of step 3: 3e-12 / 1e-11
+        assert "0.01" in page[page.index('id="training-defaults"'):]
+    assert json.loads((tmp_path / "merged" / "meta.json").read_text())["notes"]["training"] == notes["training"]

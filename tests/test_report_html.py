@@ -20,7 +20,7 @@ from gradparity.reports.render import COLOURS, FAMILY_ORDER, family, frame, writ
 
 from .test_render import row
 
-SECTIONS = ["glance", "plots", "summary", "precision", "conventions", "divergences", "not-applicable", "not-passing",
+SECTIONS = ["glance", "plots", "summary", "precision", "training", "conventions", "divergences", "not-applicable", "not-passing",
             "worst-passing"]
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)><b>'
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "nav", "strong", "ol",
