@@ -45,10 +45,21 @@ def learnable_swish_vjp(res, g):
     return {"x": g * (s + beta * x * ds), "beta": (g * x * x * ds).sum(axis=0)}
 
 
+def learnable_swish_condition(res, **arrays_and_attrs):
+    """How much the rounding of s = sigmoid(beta x) grows in the gradients: a
+    framework computes s (1 - s) from s rounded to its dtype, an absolute error of
+    eps next to a value that is tiny where s saturates, and the gradients multiply
+    it by beta x (gx) and by x^2, summed over the batch (gbeta). Against the scale
+    of the cotangent that is kappa = max(1, max |beta x|, max over features of
+    sum_n x^2): up to 4 * 64 for x = +-8."""
+    x, beta, _ = res
+    return max(1.0, float(np.abs(beta * x).max()), float((x * x).sum(axis=0).max()))
+
+
 # ---- the catalogue entry: sizes, attributes, arrays with their value domains
 
 register(Layer(
-    "learnable_swish", learnable_swish, learnable_swish_vjp,
+    "learnable_swish", learnable_swish, learnable_swish_vjp, condition=learnable_swish_condition,
     dims={"N": Int(1, 4), "D": Int(1, 5)},
     attrs={"init_scale": Float(0.5, 2.0, edges=(1.0,))},
     arrays={
