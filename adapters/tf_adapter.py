@@ -739,8 +739,10 @@ def _multi_head_attention(t, a, dtype, need_weights, weights_out):
         T = tf()
         padding = T.not_equal(t["key_padding_mask"], 0) if "key_padding_mask" in t else None
         attend = T.not_equal(t["attn_mask"], 0) if "attn_mask" in t else None
-        out = layer(t["query"], t["value"], key=t["key"], value_mask=padding, attention_mask=attend,
-                    return_attention_scores=need_weights, training=True, use_causal_mask=False)
+        with warnings.catch_warnings():  # one key (Lk = 1, drawn on purpose): Keras warns its softmax is 1
+            warnings.filterwarnings("ignore", message="You are using a softmax over axis")
+            out = layer(t["query"], t["value"], key=t["key"], value_mask=padding, attention_mask=attend,
+                        return_attention_scores=need_weights, training=True, use_causal_mask=False)
         if not need_weights:
             return out
         y, scores = out  # scores (N, heads, Lq, Lk): averaged as PyTorch's average_attn_weights=True does

@@ -136,7 +136,8 @@ def adam(w0, grads, *, lr, beta_1, beta_2, eps, weight_decay, decay_form="l2", e
         sums.append((beta_1 * np.abs(m) + (1.0 - beta_1) * np.abs(d), beta_1 * m + (1.0 - beta_1) * d))
         w, m, v = adam_update(w, m, v, d, t, lr=lr, beta_1=beta_1, beta_2=beta_2, eps=eps, eps_form=eps_form,
                               powers=(p1, p2))
-        sums.append((np.abs(before) + np.abs(w - before), w))
+        with np.errstate(invalid="ignore"):  # eps = 0 on a zero gradient: a NaN step, as in both frameworks
+            sums.append((np.abs(before) + np.abs(w - before), w))
         out[f"w@{t}"], out[f"m@{t}"], out[f"v@{t}"] = w, m, v
     return out, sums
 
