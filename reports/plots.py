@@ -14,6 +14,8 @@ import json
 import numpy as np
 import pandas as pd
 
+# the sequence length from which a gradient-flow profile is worth a panel
+LONG = 8
 # err / atol below this is drawn at it (log scale; an exact match has no logarithm)
 FLOOR = 1e-6
 MARKERS = {"float32": "o", "float64": "s", "float16": "^", "bfloat16": "v"}
@@ -117,10 +119,14 @@ def gradient_flow(df: pd.DataFrame, layer_order=None, family_of=None):
     """For each layer through time (rows) and framework (columns): ||dL/dx_t|| over
     t on a log axis, the oracle's profile as a line and the framework's as
     markers, for the case of each dtype with the longest sequence (ties: the
-    widest range, where vanishing or exploding shows best)."""
+    widest range, where vanishing or exploding shows best); only layers with a
+    sequence of LONG steps or more, where there is one."""
     d = _profiles(df)
     if d.empty:
         return None
+    longest = d.groupby("layer")["steps"].max()
+    if (longest >= LONG).any():  # a profile of a few steps shows little: the layers drawn long enough, if any
+        d = d[d["layer"].isin(longest[longest >= LONG].index)]
     layers = [l for l in (layer_order or sorted(set(d["layer"]))) if l in set(d["layer"])]
     frameworks = sorted(set(d["framework"]))
     fig = _figure(figsize=(5.2 * len(frameworks), 0.6 + 2.3 * len(layers)), dpi=90)

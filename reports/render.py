@@ -518,17 +518,15 @@ def _precision_section(df: pd.DataFrame, notes: dict) -> str:
 
 
 def step_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per training-step layer x framework x dtype x output kind (``w``, ``m``,
-    ``loss``...): the worst err / atol at each step t of the trajectory outputs
-    ``name@t`` (the tolerance itself grows with t: see its reason in the rows)."""
+    """Per training-step layer x framework x dtype: the worst err / atol at each
+    step t over its trajectory outputs ``name@t`` (``w@t``, ``m@t``, ``loss@t``...;
+    the tolerance itself grows with t: see its reason in the rows)."""
     steps = df["name"].map(step_of)
     d = df[steps.notna() & (df["atol"] > 0)]
     if d.empty:
         return pd.DataFrame()
-    d = d.assign(step=steps[d.index], output=d["name"].map(lambda n: n.rpartition("@")[0]),
-                 ratio=d["max_abs_err"] / d["atol"])
-    table = d.pivot_table(index=["layer", "framework", "dtype", "output"], columns="step", values="ratio",
-                          aggfunc="max")
+    d = d.assign(step=steps[d.index], ratio=d["max_abs_err"] / d["atol"])
+    table = d.pivot_table(index=["layer", "framework", "dtype"], columns="step", values="ratio", aggfunc="max")
     table.columns = [f"step {int(t)}" for t in table.columns]
     return table.map(lambda v: "" if pd.isna(v) else f"{v:.2g}").reset_index()
 
@@ -561,12 +559,14 @@ def _plots_section(plots: dict) -> str:
         f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
         f"<figcaption>{html.escape(caption)} (also <code>plots/{html.escape(name)}.png</code>)</figcaption></figure>"
         for name, (caption, png) in plots.items())
-    return ("<p>One row per layer; each dot is one check: its largest absolute error divided by the atol it had to "
+    return ("<p>Errors against tolerance: one row per layer; each dot is one check: its largest absolute error divided by the atol it had to "
             "meet, on a log scale, grouped by family (names at the right). Colours are frameworks, markers "
             "dtypes (legend above). The vertical line at 1 is the pass line: a dot right of it did not pass (ringed in black: a known divergence or a "
             "failure). A row whose dots sit far left has room to tighten its tolerance; a cloud close to the line "
             "is where a tolerance is tight. Errors that are NaN (an error raised, a check not applicable) are not "
-            "drawn; an exact match is drawn at the left edge.</p>" + figures)
+            "drawn; an exact match is drawn at the left edge. Gradient flow through time (where a layer through "
+            "time ran): the norm of the gradient reaching each step, the oracle's profile as a line and each "
+            "framework's as markers.</p>" + figures)
 
 
 def _page(df, summary, divergences, notes, run, worst, plots=None) -> str:
@@ -589,7 +589,7 @@ def _page(df, summary, divergences, notes, run, worst, plots=None) -> str:
                      f"{_table(_checks(bad), wide=True)}</details>")
     sections = [
         ("glance", "At a glance", at_a_glance(summary)),
-        ("plots", "Plots: errors against tolerance", _plots_section(plots or {})),
+        ("plots", "Plots: errors against tolerance, gradient flow through time", _plots_section(plots or {})),
         ("summary", "Summary: layer x framework x dtype, by family", summary_body),
         ("precision", "Precision: each element against itself, in ulps", _precision_section(df, notes)),
         ("training", "Training step: errors per step, and what the defaults change", _training_section(df, notes)),
