@@ -20,14 +20,6 @@ from gradparity.tests.test_canary import CANARY
 INF = float("inf")
 
 
-def runner(name):
-    r = ADAPTERS[name]
-    ok, why = r.available()
-    if not ok:
-        pytest.skip(why)
-    return r
-
-
 def statuses(rows):
     return {r["name"]: r["status"] for r in rows}
 
@@ -56,10 +48,10 @@ TF_NAN = {"zero_gradients_zero_threshold", "infinite_threshold"}  # 0/0 or inf/i
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("layer", ["clip_by_value", "clip_by_norm", "clip_by_global_norm"])
 @pytest.mark.parametrize("edge", EDGES, ids=[e[0] for e in EDGES])
-def test_clipping_at_its_edges(edge, layer, dtype, framework):
+def test_clipping_at_its_edges(edge, layer, dtype, framework, runner_for):
     name, c, g1, g2 = edge
     case = clip_case(layer, dtype, c, g1, g2)
-    rows = check(case, Oracle(), runner(framework))
+    rows = check(case, Oracle(), runner_for(framework))
     expected = "known_divergence" if framework == "tensorflow" and name in TF_NAN and layer != "clip_by_value" else "pass"
     clipped = {"g", "g1", "g2"}
     assert {s for n, s in statuses(rows).items() if n in clipped} == {expected}, rows
@@ -67,17 +59,17 @@ def test_clipping_at_its_edges(edge, layer, dtype, framework):
 
 
 @pytest.mark.parametrize("flag", [False, True])
-def test_clip_grad_norm_error_if_nonfinite_both_ways(flag):
+def test_clip_grad_norm_error_if_nonfinite_both_ways(flag, runner_for):
     rows = check(clip_case("clip_by_global_norm", "float64", 1.0, [3.0, 4.0], [1.0], error_if_nonfinite=flag),
-                 Oracle(), runner("torch"))
+                 Oracle(), runner_for("torch"))
     assert all(r["status"] == "pass" for r in rows), rows
 
 
-def test_torch_clips_a_norm_exactly_at_the_threshold_by_its_eps():
+def test_torch_clips_a_norm_exactly_at_the_threshold_by_its_eps(runner_for):
     """clip_grad_norm_ scales a norm of exactly c by c / (c + 1e-6): in float64 the exact
     answer (norm_eps = 0) is off by 2e-7 relative, and only the declared convention passes."""
     case = clip_case("clip_by_global_norm", "float64", 5.0, [3.0, 4.0], [0.0])
-    torch_ = runner("torch")
+    torch_ = runner_for("torch")
     got = torch_.run(case)[OUT]["g1"]
     assert np.allclose(got, np.array([3.0, 4.0]) * 5.0 / (5.0 + 1e-6), rtol=1e-15, atol=0)
     exact = Oracle({"norm_eps": 0.0}).run(case)[OUT]["g1"]
@@ -111,9 +103,9 @@ def trajectory_case(layer, dtype, attrs, k=10, seed=0):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("layer", sorted(MAPPED))
-def test_mapped_hyperparameters_give_the_same_trajectory_in_both_frameworks(layer, dtype):
+def test_mapped_hyperparameters_give_the_same_trajectory_in_both_frameworks(layer, dtype, runner_for):
     case = trajectory_case(layer, dtype, MAPPED[layer])
-    rows = [r for r in check(case, runner("torch"), runner("tensorflow")) if r["name"].startswith("w@")]
+    rows = [r for r in check(case, runner_for("torch"), runner_for("tensorflow")) if r["name"].startswith("w@")]
     assert len(rows) == 10 and all(r["status"] == "pass" for r in rows), [
         (r["name"], r["err_eps"], r["detail"]) for r in rows if r["status"] != "pass"]
     if dtype == "float64":  # about 1e-10 relative, or far better
@@ -121,7 +113,7 @@ def test_mapped_hyperparameters_give_the_same_trajectory_in_both_frameworks(laye
 
 
 @pytest.mark.parametrize("layer", sorted(MAPPED))
-def test_unmapped_conventions_differ_and_each_framework_matches_its_own(layer):
+def test_unmapped_conventions_differ_and_each_framework_matches_its_own(layer, runner_for):
     """With eps, weight decay and a float64 learning rate that float32 cannot hold, each
     framework matches the oracle under its own convention, and the two conventions give
     measurably different trajectories (the size the report states)."""
@@ -129,7 +121,7 @@ def test_unmapped_conventions_differ_and_each_framework_matches_its_own(layer):
     attrs.update({k: v for k, v in dict(eps=1e-3, weight_decay=0.05).items() if k in attrs})
     case = trajectory_case(layer, "float64", attrs)
     for fw in ("torch", "tensorflow"):
-        rows = check(case, Oracle(), runner(fw))
+        rows = check(case, Oracle(), runner_for(fw))
         assert all(r["status"] == "pass" for r in rows), [(r["name"], r["detail"]) for r in rows if r["status"] != "pass"]
     a = Oracle(ADAPTERS["torch"].convention(layer).values).run(case)[OUT]
     b = Oracle(ADAPTERS["tensorflow"].convention(layer).values).run(case)[OUT]
@@ -146,7 +138,7 @@ def test_every_growth_names_a_trajectory_and_stays_below_the_canary():
     assert at_step(DEFAULT["float32"], "dense", "y") is DEFAULT["float32"]
 
 
-def test_a_perturbed_update_is_flagged_at_its_step():
+def test_a_perturbed_update_is_flagged_at_its_step(runner_for):
     """The canary's shape on an explicit trajectory: one step's update off by 1e-9 relative in float64."""
     case = trajectory_case("adam_step", "float64", MAPPED["adam_step"])
 
@@ -157,7 +149,7 @@ def test_a_perturbed_update_is_flagged_at_its_step():
             return ADAPTERS["torch"].convention(layer)
 
         def run(self, case):
-            out = runner("torch").run(case)
+            out = runner_for("torch").run(case)
             out[OUT]["w@7"] = out[OUT]["w@7"] * (1 + 1e-9)
             return out
 
@@ -195,18 +187,18 @@ def mlp_case(dtype, optimizer, max_norm, seed=3):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
-def test_the_whole_loop_agrees_step_by_step_where_mapped(optimizer):
+def test_the_whole_loop_agrees_step_by_step_where_mapped(optimizer, runner_for):
     """Five steps of the MLP, no clipping, eps 0, float32-exact hyperparameters: PyTorch
     and Keras agree on every loss, gradient and parameter to float64 rounding."""
-    rows = check(mlp_case("float64", optimizer, INF), runner("torch"), runner("tensorflow"))
+    rows = check(mlp_case("float64", optimizer, INF), runner_for("torch"), runner_for("tensorflow"))
     assert len(rows) == 5 * 9 and all(r["status"] == "pass" for r in rows), [
         (r["name"], r["detail"]) for r in rows if r["status"] != "pass"]
     assert max(r["max_rel_err"] for r in rows) < 1e-13
 
 
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])
-def test_the_whole_loop_with_clipping_follows_each_frameworks_norm_eps(framework):
+def test_the_whole_loop_with_clipping_follows_each_frameworks_norm_eps(framework, runner_for):
     case = mlp_case("float64", "adam", 0.5)  # the gradient norm exceeds 0.5 at every step: clipping acts
-    rows = check(case, Oracle(), runner(framework))
+    rows = check(case, Oracle(), runner_for(framework))
     assert all(r["status"] == "pass" for r in rows), [(r["name"], r["detail"]) for r in rows if r["status"] != "pass"]
     assert rows[0]["convention"].startswith("norm_eps=" + ("1e-06" if framework == "torch" else "0.0"))
