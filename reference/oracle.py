@@ -8,7 +8,9 @@ and parameter. ``check`` compares the names two runners produce.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
 
 import numpy as np
 
@@ -22,10 +24,16 @@ OUT, GRAD, FLOW = "out", "grad", "flow"
 @dataclass(frozen=True)
 class Evaluation:
     """The oracle's answer for a case: named outputs, and the condition number
-    kappa >= 1 of the case (1 for layers that declare none)."""
+    kappa >= 1 of the case (1 for layers that declare none), computed when first
+    asked for (a condition measured by perturbation reruns the layer: the oracle
+    as a runner never needs it)."""
 
     outputs: dict
-    condition: float
+    measure_condition: Callable[[], float] = field(repr=False)
+
+    @cached_property
+    def condition(self) -> float:
+        return self.measure_condition()
 
 
 def layer_of(case: Case) -> Layer:
@@ -130,8 +138,12 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
     gs = {n: case.cotangents[n].astype(np.float64) for n in case.cotangents}
     grads = {} if layer.vjp is None else layer.vjp(res, gs if len(gs) > 1 else next(iter(gs.values())))
     names = differentiable(case)
-    kappa = 1.0 if layer.condition is None else max(
-        1.0, float(layer.condition(res, cotangents=gs, **arrays, **case.attrs)))
+
+    def kappa() -> float:
+        if layer.condition is None:
+            return 1.0
+        return max(1.0, float(layer.condition(res, cotangents=gs, **arrays, **case.attrs)))
+
     outputs = {OUT: outs,
                GRAD: {n: np.asarray(grads.get(n, np.zeros(case.arrays[n].shape)), dtype=np.float64) for n in names}}
     return Evaluation(with_flow(case, outputs), kappa)
