@@ -477,7 +477,14 @@ def _with_grads(*grads):
     return params
 
 
+def _function_route(a):
+    if a["route"] != "function":
+        raise NotApplicable("torch.optim optimizers take no clipping argument: PyTorch clips with "
+                            "nn.utils.clip_grad_value_ / clip_grad_norm_ (the function route)")
+
+
 def clip_by_value(t, a, dtype):
+    _function_route(a)
     def apply(t):
         (p,) = _with_grads(t["g"])
         nn().utils.clip_grad_value_([p], clip_value=a["clip_value"], foreach=False)
@@ -486,6 +493,7 @@ def clip_by_value(t, a, dtype):
 
 
 def clip_by_norm(t, a, dtype):
+    _function_route(a)
     def apply(t):
         (p,) = _with_grads(t["g"])
         nn().utils.clip_grad_norm_([p], max_norm=a["max_norm"], norm_type=2.0,
@@ -495,6 +503,7 @@ def clip_by_norm(t, a, dtype):
 
 
 def clip_by_global_norm(t, a, dtype):
+    _function_route(a)
     names = [n for n in ("g1", "g2") if n in t]
 
     def apply(t):

@@ -625,18 +625,21 @@ register(Layer(
 GRAD_VALUES = Real(-3.0, 3.0, edges=(0.0, 1.0, -1.0, 1e-6, -1e-10), spread=(0.0,))
 CLIP_THRESHOLD = Float(0.0, 6.0, edges=(0.0, 1e-6, 1.0, 2.0, float("inf")))
 CLIP_SHAPE = Shape(min_dims=1, max_dims=2, max_side=4)
+# A clipping function (clip_grad_*_, tf.clip_*) or an optimizer's argument (Keras'
+# clipvalue, clipnorm, global_clipnorm): the same answer, asked two ways.
+CLIP_ROUTE = Choice(*cl.ROUTES)
 
 register(Layer(
     "clip_by_value", cl.clip_by_value, None,
     dims={"shape": CLIP_SHAPE},
-    attrs={"clip_value": CLIP_THRESHOLD},
+    attrs={"clip_value": CLIP_THRESHOLD, "route": CLIP_ROUTE},
     arrays={"g": Array(S("shape"), GRAD_VALUES)},
 ))
 
 register(Layer(
     "clip_by_norm", cl.clip_by_norm, None,
     dims={"shape": CLIP_SHAPE},
-    attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True)},
+    attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True), "route": CLIP_ROUTE},
     arrays={"g": Array(S("shape"), GRAD_VALUES)},
     conventions={"norm_eps": 0.0},
 ))
@@ -644,7 +647,7 @@ register(Layer(
 register(Layer(
     "clip_by_global_norm", cl.clip_by_global_norm, None,
     dims={"shape1": CLIP_SHAPE, "shape2": CLIP_SHAPE},
-    attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True)},
+    attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True), "route": CLIP_ROUTE},
     arrays={"g1": Array(S("shape1"), GRAD_VALUES), "g2": Array(S("shape2"), GRAD_VALUES, optional=True)},
     conventions={"norm_eps": 0.0},
 ))

@@ -39,33 +39,42 @@ def _scale(norm: float, max_norm: float, norm_eps: float) -> float:
     return max_norm / denom
 
 
-def clip_by_value(g, *, clip_value):
+ROUTES = ("function", "optimizer")
+
+
+def clip_by_value(g, *, clip_value, route="function"):
     """Clip every element to ``[-clip_value, clip_value]``: ``g' = min(max(g, -c), c)``; output ``g``.
 
-    An element exactly at a bound stays; ``c = inf`` clips nothing; ``c = 0`` gives zeros."""
+    An element exactly at a bound stays; ``c = inf`` clips nothing; ``c = 0`` gives zeros.
+    ``route``: how the framework is asked, a clipping function (``clip_grad_value_``,
+    ``tf.clip_by_value``) or an optimizer's argument (Keras' ``clipvalue``); the
+    answer is the same."""
     _check_threshold("clip_value", clip_value)
     return {"g": np.clip(g, -clip_value, clip_value)}, None
 
 
-def clip_by_norm(g, *, max_norm, error_if_nonfinite, norm_eps=0.0):
+def clip_by_norm(g, *, max_norm, error_if_nonfinite, norm_eps=0.0, route="function"):
     """Rescale one tensor to L2 norm at most ``max_norm``: ``g' = min(1, c / (||g|| + norm_eps)) g``; output ``g``.
 
     ``error_if_nonfinite`` (PyTorch's flag: raise when the norm is NaN or Inf)
     cannot change the answer for finite gradients; the oracle takes it so a case
-    says which way the framework was asked. ``norm_eps``: see the module docstring."""
+    says which way the framework was asked. ``norm_eps``: see the module docstring.
+    ``route``: a clipping function or an optimizer's argument (Keras' ``clipnorm``)."""
     _check_threshold("max_norm", max_norm)
     norm = float(np.sqrt(np.sum(np.square(g))))
     return {"g": g * _scale(norm, max_norm, norm_eps)}, None
 
 
-def clip_by_global_norm(g1, g2=None, *, max_norm, error_if_nonfinite, norm_eps=0.0):
+def clip_by_global_norm(g1, g2=None, *, max_norm, error_if_nonfinite, norm_eps=0.0, route="function"):
     """Rescale a list of tensors together to global L2 norm at most ``max_norm``.
 
     ``N = sqrt(||g1||^2 + ||g2||^2)``, ``s = min(1, c / (N + norm_eps))``; outputs
     ``g1`` (and ``g2``) times ``s`` and ``norm`` = N, the norm before clipping
-    (what ``clip_grad_norm_`` and ``tf.clip_by_global_norm`` return)."""
+    (what ``clip_grad_norm_`` and ``tf.clip_by_global_norm`` return; an optimizer's
+    ``global_clipnorm``, the ``"optimizer"`` route, returns none, so neither does the oracle)."""
     _check_threshold("max_norm", max_norm)
     gs = {"g1": g1, **({"g2": g2} if g2 is not None else {})}
     norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in gs.values())))
     s = _scale(norm, max_norm, norm_eps)
-    return {**{k: g * s for k, g in gs.items()}, "norm": np.array(norm)}, None
+    out = {k: g * s for k, g in gs.items()}
+    return ({**out, "norm": np.array(norm)} if route == "function" else out), None

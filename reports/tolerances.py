@@ -557,10 +557,22 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "keras-ops-add-bias-as-nchw-weights",
         "multi_head_attention_weights", "tensorflow", "*", _keras_bias_add_as_nchw, *_KERAS_BIAS_ADD),
     # ---- training step
+    *(Divergence(
+        f"keras-optimizer-zero-{_arg}-clips-nothing",
+        _layer, "tensorflow", "*",
+        lambda c, _attr=_attr: c.attrs["route"] == "optimizer" and c.attrs[_attr] == 0,
+        f"Keras' optimizers clip only when the argument is truthy and positive (BaseOptimizer._clip_gradients: "
+        f"'if self.{_arg} and self.{_arg} > 0'): {_arg}=0 silently turns clipping off, where the exact answer "
+        f"(and PyTorch's clip_grad_*_, and tf.clip_*) clips everything to 0",
+        f"SGD(learning_rate=1, {_arg}=0) on the gradient [3, 4]: the update uses [3, 4], exact [0, 0] "
+        f"(keras 3.15.1, float32 and float64)")
+      for _layer, _arg, _attr in (("clip_by_value", "clipvalue", "clip_value"), ("clip_by_norm", "clipnorm", "max_norm"),
+                                  ("clip_by_global_norm", "global_clipnorm", "max_norm"))),
     Divergence(
         "tf-clip-by-norm-nan-threshold",
         "clip_by_norm", "tensorflow", "*", _clip_threshold_nan,
-        "tf.clip_by_norm computes t * c / maximum(||t||, c): an infinite threshold gives inf / inf and t * inf / inf, "
+        "tf.clip_by_norm (and Keras' clipnorm) computes t * c / maximum(||t||, c): an infinite threshold gives "
+        "inf / inf and t * inf / inf, "
         "a zero threshold on an all-zero tensor 0 / 0; the exact answer (and PyTorch's clip_grad_norm_) leaves the "
         "tensor as it is",
         "clip_norm=inf on [3, 4]: [nan, nan] (PyTorch [3, 4]); clip_norm=0 on [0, 0]: [nan, nan] (PyTorch [0, 0]); "

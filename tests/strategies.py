@@ -57,7 +57,8 @@ def _round(a: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def _round_attr(value, spec, dtype: str):
-    return float(np.asarray(value, dtype=dtype)) if isinstance(spec, Float) else value
+    """A float attribute rounded to the dtype, a subnormal one flushed to 0 as arrays are."""
+    return float(_round(np.asarray(value, dtype=np.float64), dtype)) if isinstance(spec, Float) else value
 
 
 def _real(draw, spec: Real, shape, arrays, *, edges: bool) -> np.ndarray:
