@@ -52,10 +52,15 @@ HYPERS = ("lr", "weight_decay", "momentum", "beta_powers", "initial_accumulator_
 
 
 def _held(float32_hypers, name: str, value: float) -> float:
-    """``value`` as the framework holds hyperparameter ``name``: rounded to float32 if it is listed."""
+    """``value`` as the framework holds hyperparameter ``name``: rounded to float32 if it is
+    listed, a float32 subnormal flushed to 0 (TensorFlow's CPU kernels: Keras' Adagrad
+    with initial_accumulator_value 1.4e-45 starts its float64 accumulator at 0)."""
     unknown = set(float32_hypers) - set(HYPERS)
     require(not unknown, "float32_hypers", f"unknown hyperparameter(s) {sorted(unknown)}; known: {HYPERS}")
-    return float(np.float32(value)) if name in float32_hypers else float(value)
+    if name not in float32_hypers:
+        return float(value)
+    held = np.float32(value)
+    return 0.0 if abs(held) < np.finfo(np.float32).tiny else float(held)
 
 
 def _check(w0, grads, decay_form="l2"):

@@ -323,6 +323,17 @@ def _clip_threshold_nan(case) -> bool:
     return bool(np.isinf(c) or (c == 0 and zero))
 
 
+def _eps_zero_on_underflowing_squares(case) -> bool:
+    """An optimizer with eps = 0 given a nonzero gradient element whose square underflows
+    in the case dtype (|d| < sqrt(tiny)), for d the gradient itself or the gradient
+    plus the L2 decay term (g + wd w0: a zero gradient of a weight under a tiny decay)."""
+    g = case.arrays["grads"].astype(np.float64)
+    w0 = case.arrays["w0"].astype(np.float64)
+    small = np.sqrt(np.finfo(case.dtype).tiny)
+    return case.attrs["eps"] == 0 and any(
+        bool(np.any((np.abs(d) > 0) & (np.abs(d) < small))) for d in (g, g + case.attrs["weight_decay"] * w0))
+
+
 def _squares_underflow(case) -> bool:
     """The largest gradient element's square is below tiny / eps in the case dtype: the
     sum of squares then loses relative accuracy to underflow (subnormal or flushed squares)."""
@@ -584,6 +595,17 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "threshold with all-zero gradients 0 * inf; every tensor becomes NaN (the returned norm is right)",
         "clip_norm=inf on [[3, 4], [0]]: all NaN, norm 5 (PyTorch: unchanged, norm 5); clip_norm=0 on [[0, 0], [0]]: "
         "all NaN, norm 0 (PyTorch: zeros); float32 and float64 (tensorflow-cpu 2.21.0)"),
+    *(Divergence(
+        f"{_layer}-eps-zero-squares-underflow",
+        _layer, "*", "*", _eps_zero_on_underflowing_squares,
+        "with eps = 0, a gradient element whose square underflows (|g| < sqrt(tiny): 1.1e-19 in float32, 1.5e-154 "
+        "in float64) makes the second moment 0, and the update m / sqrt(v) divides by zero: +-inf, then NaN where "
+        "an inf meets another inf. The exact ratio is finite, but the float64 oracle underflows too, so no "
+        "implementation computes it, and where inf and NaN land depends on each one's order of operations",
+        "adamw_step float64, w0 = 0, g = 5.8e-282 twice, eps 0, weight decay 0.01: w@1 = -inf everywhere; w@2 "
+        "is NaN in the oracle and TensorFlow, -inf in PyTorch; rmsprop_step float32, g = 0, w0 = 1, weight decay "
+        "1e-30 (L2: d = 1e-30, d^2 = 0): PyTorch's w@1 is -inf (found by the thorough profile)")
+      for _layer in ("adam_step", "adamw_step", "rmsprop_step", "adagrad_step")),
     Divergence(
         "clip-norm-squares-underflow",
         "clip_by_norm", "*", "*", _squares_underflow,
