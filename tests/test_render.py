@@ -274,10 +274,13 @@ def test_flow_rows_draw_the_gradient_flow_plot_and_old_reports_without_profiles_
 
 
 def test_training_rows_get_errors_per_step_and_the_recorded_defaults_which_a_merge_keeps(tmp_path):
-    steps = [row(layer="sgd_step", kind="out", name=f"w@{t}", case=c, max_abs_err=t * 1e-12, atol=1e-11)
-             for t in (1, 2, 3) for c in ("a", "b")]
+    steps = [row(layer="sgd_step", kind="out", name=f"{n}@{t}", case=c, max_abs_err=t * 1e-12 * size, atol=1e-11)
+             for t in (1, 2, 3) for c, size in (("a", 1.0), ("b", 0.5)) for n in ("w", "m")]
     notes = {"training": {"defaults": [{"item": "sgd_step", "setting": "lr", "torch": "1e-3", "keras": "0.01"}],
                           "gaps": [{"layer": "sgd_step", "convention": "defaults", "|g|~1: step 1": 0.022}]}}
+    table = render.step_table(frame([row(), *steps]))  # the worst over cases and outputs, per step
+    assert list(table.columns) == ["layer", "framework", "dtype", "step 1", "step 2", "step 3"]
+    assert table.iloc[0, 3:].tolist() == ["0.1", "0.2", "0.3"] and len(table) == 1
     write_report([row(), *steps], tmp_path / "one", notes=notes)
     merge([tmp_path / "one"], tmp_path / "merged")
     for d in ("one", "merged"):
