@@ -942,12 +942,16 @@ _KERAS_LR = ("Held in float32 for float64 variables (measured): the learning rat
 
 # Where the math leaves a choice open, what TensorFlow does (measured here, see CONVENTIONS.md).
 CONVENTIONS: dict[str, Convention] = {
-    "leaky_relu": Convention({"at_zero": "left"}, "LeakyReluGrad tests x > 0, so x = 0 takes alpha; measured"),
-    "elu": Convention({"at_zero": "left"},
-                      "keras ELU is where(x > 0, elu(x), alpha * elu(x)), so x = 0 takes alpha; measured"),
-    "selu": Convention({"at_zero": "right"},
+    "relu": Convention({"at_nan": "left"}, "ReluGrad is gradients * (features > 0): a NaN gets 0 (PyTorch: g); "
+                                           "measured"),
+    "leaky_relu": Convention({"at_zero": "left", "at_nan": "left"},
+                             "LeakyReluGrad tests x > 0, so x = 0 and NaN take alpha; measured"),
+    "elu": Convention({"at_zero": "left", "at_nan": "right"},
+                      "keras ELU is where(x > 0, elu(x), alpha * elu(x)), so x = 0 takes alpha; EluGrad branches on "
+                      "out < 0, so a NaN takes the positive branch (gradient g); measured"),
+    "selu": Convention({"at_zero": "right", "at_nan": "right"},
                        "SeluGrad branches on out < 0, so x = 0 takes the positive slope `scale` "
-                       "(PyTorch takes scale*alpha); measured with tensorflow-cpu 2.21"),
+                       "(PyTorch takes scale*alpha), and so does a NaN; measured with tensorflow-cpu 2.21"),
     # ---- losses
     **{name: Convention({}, "Keras reduces per-sample losses, each the mean over the last axis: for an (N, D) loss "
                             "its reduction='sum' is PyTorch's sum / D and 'none' is (N,) per-sample means (measured: "
@@ -960,13 +964,11 @@ CONVENTIONS: dict[str, Convention] = {
                                 "to 0) divides with divide_no_nan: loss 0, gradient 0 (PyTorch: NaN); measured with "
                                 "keras 3.15.1"),
     # ---- convolution and pooling
-    "max_pool2d": Convention({"tie": "first"},
+    "max_pool2d": Convention({"tie": "first", "nan_route": "first"},
                              "the first maximum in row-major window order gets the gradient (MaxPoolGrad, float32 and "
                              "float64, valid and same padding); measured with tensorflow-cpu 2.21: matches tie=first in all "
-                             "98 of 150 drawn cases where first and last differ. NaN (not drawn) is inconsistent: the forward "
-                             "output skips NaN ([[nan, 5], [1, 2]] -> 5) but the gradient goes to the first cell when that "
-                             "cell is NaN (to the nan, not the 5), else to the first strict maximum (NaN never compares "
-                             "greater)"),
+                             "98 of 150 drawn cases where first and last differ. NaN follows no convention: the forward "
+                             "output skips it (known divergence tf-max-pool-skips-nan)"),
     # ---- normalization, embedding, dropout
     "dropout": Convention({}, "inverted dropout, where(mask, x * (1 / (1 - rate)), 0); keras Dropout draws its own "
                               "mask (seeded per case), recovered from the same draw on ones, and the oracle answers "

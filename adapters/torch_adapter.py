@@ -654,9 +654,15 @@ BUILDERS = {
 
 # Where the math leaves a choice open, what PyTorch does (measured here, see CONVENTIONS.md).
 CONVENTIONS: dict[str, Convention] = {
-    "leaky_relu": Convention({"at_zero": "left"}, "backward tests x > 0, so x = 0 takes the slope; measured"),
-    "elu": Convention({"at_zero": "left"}, "elu_backward tests x <= 0, so x = 0 takes alpha; measured"),
-    "selu": Convention({"at_zero": "left"}, "selu shares elu_backward: x = 0 takes scale*alpha; measured"),
+    "relu": Convention({"at_nan": "right"}, "threshold_backward tests x <= 0 for the zero branch, so a NaN passes "
+                                            "the cotangent through (relu(NaN) = NaN, gradient g); measured"),
+    "leaky_relu": Convention({"at_zero": "left", "at_nan": "left"},
+                             "backward tests x > 0, so x = 0 and NaN take the slope; measured"),
+    "elu": Convention({"at_zero": "left", "at_nan": "right"},
+                      "elu_backward tests x <= 0, so x = 0 takes alpha and a NaN the positive branch (gradient g); "
+                      "measured"),
+    "selu": Convention({"at_zero": "left", "at_nan": "right"},
+                       "selu shares elu_backward: x = 0 takes scale*alpha, a NaN scale; measured"),
     # ---- losses
     "cross_entropy": Convention({"empty_mean": "nan"},
                                 "a mean over no label (every label equal to ignore_index) is 0/0: the loss is NaN, "
@@ -666,12 +672,12 @@ CONVENTIONS: dict[str, Convention] = {
                                 "0; reduction 'sum' -> 0. A zero class weight on every label gives NaN in the "
                                 "gradient too (not drawn: weights are positive)"),
     # ---- convolution and pooling
-    "max_pool2d": Convention({"tie": "first"},
+    "max_pool2d": Convention({"tie": "first", "nan_route": "last"},
                              "the first maximum in row-major window order gets the gradient (as a scan that replaces its "
                              "candidate only on val > max would); measured with torch 2.13: in all 98 of 150 drawn cases where "
-                             "first and last differ it matches tie=first, and -0.0 vs 0.0 routes to the first. NaN (not "
-                             "drawn: cases are finite) replaces the candidate every time ([[1, nan], [nan, 2]]): the "
-                             "output is NaN and the LAST NaN in the window gets the gradient"),
+                             "first and last differ it matches tie=first, and -0.0 vs 0.0 routes to the first. NaN "
+                             "replaces the candidate every time (val > max || isnan(val)): a window holding NaN gives NaN "
+                             "and its LAST NaN gets the gradient ([[1, nan], [nan, 2]] routes to (1, 0))"),
     # ---- normalization, embedding, dropout
     "dropout": Convention({}, "inverted dropout, x * (mask / (1 - p)); nn.Dropout draws its own mask (seeded per "
                               "case), recovered from the same draw on ones, and the oracle answers for that mask"),

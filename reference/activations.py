@@ -31,31 +31,40 @@ def _sigmoid_prime(x):
     return e / (1.0 + e) ** 2
 
 
-def _kink_mask(x, at_zero):
-    """Where the right-hand branch of a kink at 0 applies: x > 0, or x >= 0 if ``at_zero == "right"``."""
+def _kink_mask(x, at_zero, at_nan="left"):
+    """Where the right-hand branch of a kink at 0 applies: x > 0, or x >= 0 if
+    ``at_zero == "right"``; a NaN input takes the branch ``at_nan`` names (every
+    comparison with NaN is false, so which branch it lands in is how the test is
+    written: ``x > 0 ? right : left`` puts it left, ``x <= 0 ? left : right`` right).
+    The branch's derivative at NaN is then evaluated like any other (alpha e^NaN is NaN)."""
     require(at_zero in ("left", "right"), "at_zero", f"expected 'left' or 'right', got {at_zero!r}")
-    return x >= 0 if at_zero == "right" else x > 0
+    require(at_nan in ("left", "right"), "at_nan", f"expected 'left' or 'right', got {at_nan!r}")
+    pos = x >= 0 if at_zero == "right" else x > 0
+    return pos | np.isnan(x) if at_nan == "right" else pos
 
 
-def relu(x):
-    """ReLU: y = max(x, 0).
+def relu(x, at_nan="left"):
+    """ReLU: y = max(x, 0) (NaN for a NaN x, IEEE maximum).
 
     Gradient: gx = g * [x > 0].  At x = 0 the gradient is 0 (both frameworks).
+    At a NaN x the gradient is 0 (``at_nan="left"``) or g (``"right"``):
+    frameworks choose (see ``_kink_mask``).
     """
-    return np.maximum(x, 0.0), x
+    return np.maximum(x, 0.0), _kink_mask(x, "left", at_nan)
 
 
-def relu_vjp(x, g):
-    return {"x": g * (x > 0)}
+def relu_vjp(pos, g):
+    return {"x": g * pos}
 
 
-def leaky_relu(x, negative_slope, at_zero="left"):
+def leaky_relu(x, negative_slope, at_zero="left", at_nan="left"):
     """Leaky ReLU: y = x if x > 0 else slope * x.
 
     Gradient: gx = g * (1 if x > 0 else slope). At x = 0 the derivative is
-    ``slope`` (``at_zero="left"``) or 1 (``"right"``); frameworks choose.
+    ``slope`` (``at_zero="left"``) or 1 (``"right"``); frameworks choose, as
+    they do the branch a NaN takes (``at_nan``, see ``_kink_mask``).
     """
-    pos = _kink_mask(x, at_zero)
+    pos = _kink_mask(x, at_zero, at_nan)
     return np.where(x > 0, x, negative_slope * x), (pos, negative_slope)
 
 
@@ -64,13 +73,14 @@ def leaky_relu_vjp(res, g):
     return {"x": g * np.where(pos, 1.0, slope)}
 
 
-def elu(x, alpha, at_zero="left"):
+def elu(x, alpha, at_zero="left", at_nan="left"):
     """ELU: y = x if x > 0 else alpha (e^x - 1).
 
     Gradient: gx = g * (1 if x > 0 else alpha e^x). At x = 0 the left
-    derivative is alpha, the right one 1 (``at_zero`` picks).
+    derivative is alpha, the right one 1 (``at_zero`` picks). A NaN x takes the
+    branch ``at_nan`` names: alpha e^NaN = NaN on the left, 1 on the right.
     """
-    pos = _kink_mask(x, at_zero)
+    pos = _kink_mask(x, at_zero, at_nan)
     neg = alpha * np.expm1(np.minimum(x, 0.0))
     return np.where(x > 0, x, neg), (pos, alpha * np.exp(np.minimum(x, 0.0)))
 
@@ -80,13 +90,13 @@ def elu_vjp(res, g):
     return {"x": g * np.where(pos, 1.0, neg_slope)}
 
 
-def selu(x, at_zero="left"):
+def selu(x, at_zero="left", at_nan="left"):
     """SELU: y = scale * (x if x > 0 else alpha (e^x - 1)), fixed alpha and scale.
 
     Gradient: gx = g * scale * (1 if x > 0 else alpha e^x). At x = 0 the left
     derivative is scale*alpha, the right one scale (``at_zero`` picks).
     """
-    y, (pos, neg_slope) = elu(x, SELU_ALPHA, at_zero)
+    y, (pos, neg_slope) = elu(x, SELU_ALPHA, at_zero, at_nan)
     return SELU_SCALE * y, (pos, neg_slope)
 
 

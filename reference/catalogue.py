@@ -70,7 +70,7 @@ ANY_SHAPE = {"shape": Shape(min_dims=1, max_dims=4, max_side=4)}
 # ---- dense and composites -------------------------------------------------
 
 register(Layer(
-    "dense", dn.dense, dn.dense_vjp,
+    "dense", dn.dense, dn.dense_vjp, nonfinite=("x",),
     dims={"N": Int(1, 4), "I": Int(1, 6), "O": Int(1, 6, like="I")},
     arrays={
         "x": Array(S("N", "I")),
@@ -99,17 +99,18 @@ ELEMENTWISE_SHAPE = {"shape": Shape(min_dims=0, max_dims=4, max_side=4)}
 
 
 def _elementwise(name, forward, vjp, values=Real(), attrs=None, conventions=None):
-    register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {},
+    register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {}, nonfinite=("x",),
                    arrays={"x": Array(S("shape"), values)}, conventions=conventions or {}))
 
 
-_elementwise("relu", act.relu, act.relu_vjp)
+# A kink's two conventions: the branch x = 0 takes, and the branch a NaN takes.
+KINK = {"at_zero": "left", "at_nan": "left"}
+_elementwise("relu", act.relu, act.relu_vjp, conventions={"at_nan": "left"})
 _elementwise("leaky_relu", act.leaky_relu, act.leaky_relu_vjp,
-             attrs={"negative_slope": Float(0.0, 2.0, edges=(0.01, 0.2, 1.0))},
-             conventions={"at_zero": "left"})
+             attrs={"negative_slope": Float(0.0, 2.0, edges=(0.01, 0.2, 1.0))}, conventions=KINK)
 _elementwise("elu", act.elu, act.elu_vjp, SATURATING,
-             attrs={"alpha": Float(0.1, 3.0, edges=(1.0,))}, conventions={"at_zero": "left"})
-_elementwise("selu", act.selu, act.selu_vjp, SATURATING, conventions={"at_zero": "left"})
+             attrs={"alpha": Float(0.1, 3.0, edges=(1.0,))}, conventions=KINK)
+_elementwise("selu", act.selu, act.selu_vjp, SATURATING, conventions=KINK)
 # GELU's left tail: x Phi(x) with Phi(-3) = 1.3e-3, Phi(-8) = 6e-16 (1 + erf cancels there).
 _elementwise("gelu", act.gelu, act.gelu_vjp,
              Real(-10.0, 10.0, edges=(0.0, -6.0, 6.0, -3.0, -8.0, -10.0, 1e-30, -1e-30)),
@@ -126,7 +127,7 @@ _elementwise("silu", act.silu, act.silu_vjp, SATURATING)
 for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
                           ("log_softmax", act.log_softmax, act.log_softmax_vjp)):
     register(Layer(
-        _name, _fwd, _vjp, dims=ANY_SHAPE,
+        _name, _fwd, _vjp, dims=ANY_SHAPE, nonfinite=("x",),
         attrs={"axis": Drawn(int, lambda d: Int(-len(d.shape), len(d.shape) - 1))},
         # +-20: a spread of 40 along the axis, past which 1 + e^-spread rounds to 1 in
         # both dtypes (the largest element's log-softmax, -log1p(e^-40), then comes out as 0).
@@ -147,7 +148,7 @@ for _name, _fwd, _vjp, _attrs in (
 ):
     register(Layer(
         _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True,
-        arrays={"pred": Array(S("N", "D")), "target": Array(S("N", "D"), Real(like="pred"))},
+        nonfinite=("pred", "target"), arrays={"pred": Array(S("N", "D")), "target": Array(S("N", "D"), Real(like="pred"))},
     ))
 
 
@@ -168,7 +169,7 @@ def _indices(attrs):
 # positive: a zero weight on every label of a batch makes PyTorch's weighted mean
 # 0/0 and its gradient NaN, which no perturbation could be seen in.
 register(Layer(
-    "cross_entropy", ls.cross_entropy, ls.cross_entropy_vjp, loss=True,
+    "cross_entropy", ls.cross_entropy, ls.cross_entropy_vjp, loss=True, nonfinite=("logits",),
     dims={"N": Int(1, 5), "K": Int(2, 6), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3),
           "soft": Int(0, 1)},
     attrs={"label_smoothing": Float(0.0, 0.5, edges=(0.0, 0.1)), "reduction": REDUCTION,
@@ -186,7 +187,7 @@ register(Layer(
 
 register(Layer(
     "binary_cross_entropy_with_logits", ls.binary_cross_entropy_with_logits,
-    ls.binary_cross_entropy_with_logits_vjp, loss=True,
+    ls.binary_cross_entropy_with_logits_vjp, loss=True, nonfinite=("logits",),
     dims=REGRESSION, attrs={"reduction": REDUCTION},
     arrays={
         # sigma(z) - t past z = 16.6 (float32) or 36.7 (float64) with t = 1: 1 - sigma cancels to 0.
@@ -232,7 +233,7 @@ PAD_MODE = Int(0, len(cv.PADDINGS) - 1)
 POOL_VALUES = Real(-3.0, 3.0, edges=(0.0,), ties=True)  # ties: equal values inside one window
 
 register(Layer(
-    "conv2d", cv.conv2d, cv.conv2d_vjp,
+    "conv2d", cv.conv2d, cv.conv2d_vjp, nonfinite=("x",),
     dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "OH": Int(1, 3), "OW": Int(1, 3),
           "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE},
@@ -252,7 +253,7 @@ register(Layer(
 ))
 
 register(Layer(
-    "conv1d", cv.conv1d, cv.conv1d_vjp,
+    "conv1d", cv.conv1d, cv.conv1d_vjp, nonfinite=("x",),
     dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "k": Int(1, 4), "OL": Int(1, 4), "slack": Int(0, 1), "pad_mode": PAD_MODE},
     attrs={"stride": Int(1, 3), "dilation": Int(1, 4), "groups": _drawn("G"), "padding": _padding_mode,
@@ -269,7 +270,7 @@ register(Layer(
 # keeps it non-empty for every stride and dilation; output_pad < max(stride, dilation),
 # PyTorch's bound (Keras: < stride), so dilation is drawn as a dim.
 register(Layer(
-    "conv_transpose2d", cv.conv_transpose2d, cv.conv_transpose2d_vjp,
+    "conv_transpose2d", cv.conv_transpose2d, cv.conv_transpose2d_vjp, nonfinite=("x",),
     dims={"N": Int(1, 3), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "H": Int(1, 3), "W": Int(1, 3),
           "sH": Int(1, 3), "sW": Int(1, 3, like="sH"), "dH": Int(1, 4), "dW": Int(1, 4, like="dH")},
@@ -313,19 +314,19 @@ def _pooled(values):
 
 
 register(Layer(
-    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS,
+    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS, nonfinite=("x",),
     attrs={**POOL_ATTRS, "dilation_h": Int(1, 3), "dilation_w": Int(1, 3)},
-    arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first"},
+    arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first", "nan_route": "first"},
 ))
 
 register(Layer(
-    "avg_pool2d", pl.avg_pool2d, pl.avg_pool2d_vjp, dims=POOL_DIMS,
+    "avg_pool2d", pl.avg_pool2d, pl.avg_pool2d_vjp, dims=POOL_DIMS, nonfinite=("x",),
     attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": Choice(None, 1)},
     arrays={"x": _pooled(Real())},
 ))
 
 register(Layer(
-    "global_avg_pool2d", pl.global_avg_pool2d, pl.global_avg_pool2d_vjp,
+    "global_avg_pool2d", pl.global_avg_pool2d, pl.global_avg_pool2d_vjp, nonfinite=("x",),
     dims={"N": Int(1, 3), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
     arrays={"x": Array(S("N", "C", "H", "W"))},
 ))
@@ -333,7 +334,7 @@ register(Layer(
 # Output sizes that divide the input, that do not (overlapping windows), 1x1
 # (global), equal to the input (identity) and larger than it (cells repeat).
 register(Layer(
-    "adaptive_avg_pool2d", pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp,
+    "adaptive_avg_pool2d", pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp, nonfinite=("x",),
     dims={"N": Int(1, 3), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
           "OH": Int(1, 5, like="H"), "OW": Int(1, 5, like="OH")},
     attrs={"output_h": _drawn("OH"), "output_w": _drawn("OW")},
@@ -352,14 +353,14 @@ CHANNELS = {"N": Int(1, 4), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dim
 AFFINE = {"gamma": Array(S("C"), param=True), "beta": Array(S("C"), param=True)}
 
 register(Layer(
-    "batch_norm", nm.batch_norm, nm.batch_norm_vjp, condition=nm.kappa,
+    "batch_norm", nm.batch_norm, nm.batch_norm_vjp, condition=nm.kappa, nonfinite=("x",),
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={"x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE},
 ))
 
 register(Layer(
     "batch_norm_inference", nm.batch_norm_inference, nm.batch_norm_inference_vjp,
-    condition=nm.kappa,
+    condition=nm.kappa, nonfinite=("x",),
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={
         "x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE,
@@ -375,7 +376,7 @@ def _trailing(d, attrs):
 
 
 register(Layer(
-    "layer_norm", nm.layer_norm, nm.layer_norm_vjp, condition=nm.kappa,
+    "layer_norm", nm.layer_norm, nm.layer_norm_vjp, condition=nm.kappa, nonfinite=("x",),
     dims={"shape": Shape(min_dims=1, max_dims=3, max_side=4)},
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS},
     arrays={
@@ -388,7 +389,7 @@ register(Layer(
 # Keras reaches RMS normalization two ways; `route` names which one a framework
 # runs (PyTorch has only nn.RMSNorm; see the adapters).
 register(Layer(
-    "rms_norm", nm.rms_norm, nm.rms_norm_vjp, condition=nm.kappa,
+    "rms_norm", nm.rms_norm, nm.rms_norm_vjp, condition=nm.kappa, nonfinite=("x",),
     dims={"shape": Shape(min_dims=1, max_dims=3, max_side=4)},
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS,
            "route": Choice("rms_normalization", "layer_normalization_rms_scaling")},
@@ -409,7 +410,7 @@ def _grouped_c(d, attrs):
 
 
 register(Layer(
-    "group_norm", nm.group_norm, nm.group_norm_vjp, condition=nm.kappa,
+    "group_norm", nm.group_norm, nm.group_norm_vjp, condition=nm.kappa, nonfinite=("x",),
     dims=GROUPED,
     attrs={"groups": _drawn("G"), "eps": NORM_EPS},
     arrays={

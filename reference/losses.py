@@ -117,6 +117,11 @@ def cross_entropy(logits, labels=None, probs=None, weight=None, *, label_smoothi
     probabilities, gprobs_ik = -c_i (1 - eps) w_k log p_ik, where c_i is the
     cotangent of l_i (g / W for the mean). Smooth; labels and weights get none.
 
+    Non-finite logits follow IEEE arithmetic, with one rule from the formula: for
+    indices a class of weight 0 is no term of l_i (-log p_y selects p_y), so a -inf
+    logit of another class leaves l_i finite, and an ignored label's l_i is 0
+    whatever its logits; probability targets weigh every class, and 0 * log 0 is NaN.
+
     A mean over nothing (every label ignored, W = 0) is a convention,
     ``empty_mean``: "zero" (loss 0, gradient 0: Keras' divide_no_nan) or "nan"
     (PyTorch: loss 0/0 = NaN; the rows of ignored labels get gradient 0, any
@@ -152,7 +157,12 @@ def cross_entropy(logits, labels=None, probs=None, weight=None, *, label_smoothi
         q = (1.0 - label_smoothing) * np.moveaxis(probs, 1, -1) + label_smoothing / k
         total = float(np.prod(samples))
     c = w * q * keep[..., None]  # the weight each log-probability carries
-    per_sample = -(c * logp).sum(axis=-1)
+    terms = c * logp
+    if target_type == "indices":
+        # -w_y log p_y selects: a class with no weight (another class's -inf logit, an
+        # ignored label's row) is not a term, where 0 * log 0 would make it NaN.
+        terms = np.where(c != 0, terms, 0.0)
+    per_sample = -terms.sum(axis=-1)
     if reduction == "none":
         out, scale = per_sample, None
     elif reduction == "sum":
@@ -169,10 +179,11 @@ def cross_entropy(logits, labels=None, probs=None, weight=None, *, label_smoothi
 def cross_entropy_vjp(res, g):
     c, keep = res["c"], res["keep"]
     coef = g if res["scale"] is None else g * res["scale"]
-    # Rows of ignored labels carry nothing, even where the mean's factor is infinite (PyTorch skips them).
+    # Rows of ignored labels carry nothing, even where the mean's factor is infinite or their
+    # logits are NaN (PyTorch skips them): selected out, not multiplied by 0.
     with np.errstate(invalid="ignore"):
         coef = np.where(keep, coef, 0.0)[..., None]
-        gz = coef * (c.sum(axis=-1, keepdims=True) * res["p"] - c)
+        gz = np.where(keep[..., None], coef * (c.sum(axis=-1, keepdims=True) * res["p"] - c), 0.0)
     grads = {"logits": np.moveaxis(gz, -1, 1)}
     if res["soft"]:
         grads["probs"] = np.moveaxis(-coef * (1.0 - res["eps"]) * res["w"] * res["logp"], -1, 1)

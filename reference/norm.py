@@ -228,9 +228,15 @@ def kappa(residuals, **arrays_and_attrs):
     by about max|x| inv eps, and the backward pass multiplies g by gamma inv
     (for one value, gx = 0 exactly, computed as a difference of such terms).
     ``residuals`` are a normalization forward's, which carry
-    inv = 1/sqrt(var + eps) second.
+    inv = 1/sqrt(var + eps) second. Non-finite values (a NaN or Inf input, and
+    the groups it makes NaN) are left out: they are compared by position.
     """
     gamma = arrays_and_attrs.get("gamma")
-    size = max(1.0, float(np.abs(arrays_and_attrs["x"]).max(initial=0.0)),
-               float(np.abs(gamma).max(initial=0.0)) if gamma is not None else 1.0)
-    return size * float(np.max(residuals[1], initial=0.0))
+    size = max(1.0, _finite_max(np.abs(arrays_and_attrs["x"])),
+               _finite_max(np.abs(gamma)) if gamma is not None else 1.0)
+    return size * _finite_max(residuals[1])
+
+
+def _finite_max(a) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(a[np.isfinite(a)].max(initial=0.0))

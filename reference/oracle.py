@@ -36,6 +36,12 @@ class Evaluation:
         return self.measure_condition()
 
 
+def ieee():
+    """NumPy's IEEE results without its warnings: inf - inf is NaN and 1 / 0 is Inf on
+    purpose here (the oracle's answer for non-finite inputs and overflowing cases)."""
+    return np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore")
+
+
 def layer_of(case: Case) -> Layer:
     require(isinstance(case.layer, str) and case.layer in LAYERS, "layer",
             f"unknown layer {case.layer!r}; known: {', '.join(sorted(LAYERS))}")
@@ -58,7 +64,9 @@ def _as_float64(case: Case) -> dict:
 def _check_array(field: str, arr, dtype: str, *, finite: bool = True) -> None:
     require(isinstance(arr, np.ndarray), field, f"expected a NumPy array, got {type(arr).__name__}")
     require(arr.dtype == np.dtype(dtype), field, f"expected {dtype} values, got {arr.dtype}")
-    require(not finite or bool(np.isfinite(arr).all()), field, "contains NaN or Inf")
+    require(not finite or bool(np.isfinite(arr).all()), field,
+            "contains NaN or Inf" + ("" if field.startswith("cotangents") else
+                                     " (the layer does not declare non-finite values meaningful here: Layer.nonfinite)"))
 
 
 def validate(case: Case) -> Layer:
@@ -92,7 +100,7 @@ def validate(case: Case) -> Layer:
             what = "labels" if isinstance(wanted[name].values, Labels) else "lengths"
             require(np.issubdtype(arr.dtype, np.integer), name, f"expected integer {what}, got {arr.dtype}")
         else:
-            _check_array(name, arr, case.dtype)
+            _check_array(name, arr, case.dtype, finite=name not in layer.nonfinite)
     require(isinstance(case.cotangents, dict), "cotangents",
             f"expected a dict of one array per output, got {type(case.cotangents).__name__}")
     outputs = layer.output_names or ()
@@ -127,7 +135,8 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
     unknown = set(chosen) - set(layer.conventions)
     require(not unknown, "conventions", f"{case.layer} has no convention {', '.join(sorted(unknown))}")
     arrays = _as_float64(case)
-    out, res = layer.forward(**arrays, **case.attrs, **chosen)
+    with ieee():
+        out, res = layer.forward(**arrays, **case.attrs, **chosen)
     outs = _named_outputs(layer, out)
     for name, value in outs.items():
         if layer.vjp is None:
@@ -136,7 +145,8 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
         require(g.shape == value.shape, f"cotangents[{name}]",
                 f"expected shape {value.shape} like the output {name}, got {g.shape}")
     gs = {n: case.cotangents[n].astype(np.float64) for n in case.cotangents}
-    grads = {} if layer.vjp is None else layer.vjp(res, gs if len(gs) > 1 else next(iter(gs.values())))
+    with ieee():
+        grads = {} if layer.vjp is None else layer.vjp(res, gs if len(gs) > 1 else next(iter(gs.values())))
     names = differentiable(case)
 
     def kappa() -> float:

@@ -20,6 +20,7 @@ from .conv import col2im, crop_spatial, pad_spatial, resolve_padding, windows
 from .spec import require
 
 TIES = ("first", "last", "split")
+NAN_ROUTES = ("first", "last")
 
 
 def _ceil_overhang(size, before, after, kernel, stride, dilation):
@@ -60,7 +61,7 @@ def pool_pads(x, kernel, stride, dilation, padding, pad_h, pad_w, ceil_mode):
 
 
 def max_pool2d(x, *, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, padding, pad_h, pad_w,
-               ceil_mode, tie="first"):
+               ceil_mode, tie="first", nan_route="first"):
     """2-D max pooling, NCHW: y[n, c, i, j] = max of window (i, j) of the padded x.
 
     Window (i, j) covers rows i sH + dH [0, kH), columns j sW + dW [0, kW) of x
@@ -77,21 +78,35 @@ def max_pool2d(x, *, kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilatio
     At a tie inside a window the convention ``tie`` picks the receiver:
     "first" (the first maximum in row-major window order), "last", or "split"
     (g divided evenly among the tied maxima).
+
+    A window holding NaN has maximum NaN (IEEE 754-2019 maximum propagates NaN),
+    and the NaN is what it chose: the gradient goes to the first NaN in window
+    order (``nan_route="first"``) or the last (``"last"``: a scan that replaces
+    its candidate on ``val > max || isnan(val)``); "split" divides it among them.
     """
     require(tie in TIES, "tie", f"expected one of {TIES}, got {tie!r}")
+    require(nan_route in NAN_ROUTES, "nan_route", f"expected one of {NAN_ROUTES}, got {nan_route!r}")
     kernel, stride, dilation = (kernel_h, kernel_w), (stride_h, stride_w), (dilation_h, dilation_w)
     pads, _ = pool_pads(x, kernel, stride, dilation, padding, pad_h, pad_w, ceil_mode)
     xp = pad_spatial(x, pads, value=-np.inf)
     win = windows(xp, kernel, stride, dilation)  # a view; win[..., i, j] is kernel offset (i, j) of every window
+    # Which window cells are cells of x: a padding cell never wins, even against a -inf.
+    cell = windows(pad_spatial(np.ones((1, 1) + x.shape[2:], dtype=bool), pads, value=False), kernel, stride,
+                   dilation)
     # One pass per kernel offset, in row-major order: the running maximum and which offset holds it.
-    y, chosen = win[..., 0, 0].copy(), np.zeros(win.shape[:4], dtype=np.intp)
+    y, chosen = np.full(win.shape[:4], -np.inf), np.zeros(win.shape[:4], dtype=np.intp)
+    seen = np.zeros(win.shape[:4], dtype=bool)  # a cell of x was already a candidate
     for k, (i, j) in enumerate(np.ndindex(*kernel)):
-        v = win[..., i, j]
+        v, real = win[..., i, j], cell[..., i, j]
         wins = v >= y if tie == "last" else v > y  # "first" (and "split") keep the earliest maximum
-        np.maximum(y, v, out=y)
+        wins |= np.isnan(v) if nan_route == "last" else np.isnan(v) & ~np.isnan(y)
+        wins = real & (wins | ~seen)
+        np.copyto(y, np.maximum(y, v), where=real)
         np.copyto(chosen, k, where=wins)
+        seen |= real
     if tie == "split":
-        is_max = np.moveaxis(win == y[..., None, None], (4, 5), (0, 1))
+        yy = y[..., None, None]
+        is_max = np.moveaxis(((win == yy) | np.isnan(win) & np.isnan(yy)) & cell, (4, 5), (0, 1))
         route = is_max / is_max.sum(axis=(0, 1))
     else:
         route = chosen == np.arange(kernel_h * kernel_w).reshape(kernel_h, kernel_w, 1, 1, 1, 1)
@@ -192,7 +207,24 @@ def adaptive_avg_pool2d(x, *, output_h, output_w):
         require(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1, name,
                 f"must be a positive integer, got {v!r}")
     a_h, a_w = adaptive_windows(x.shape[2], output_h), adaptive_windows(x.shape[3], output_w)
-    return np.einsum("ih,nchw,jw->ncij", a_h, x, a_w), (a_h, a_w)
+    special = ~np.isfinite(x)
+    if not special.any():
+        return np.einsum("ih,nchw,jw->ncij", a_h, x, a_w), (a_h, a_w)
+    # A window's mean reads its own cells only: in the product A_h x A_wᵀ a NaN or Inf
+    # outside the window would enter as 0 * NaN. The windows that hold one are summed
+    # cell by cell instead, the others from x with those cells set to 0.
+    y = np.einsum("ih,nchw,jw->ncij", a_h, np.where(special, 0.0, x), a_w)
+    holds = np.einsum("ih,nchw,jw->ncij", (a_h > 0).astype(float), special.astype(float), (a_w > 0).astype(float)) > 0
+    y = np.where(holds, _window_means(x, a_h, a_w), y)
+    return y, (a_h, a_w)
+
+
+def _window_means(x, a_h, a_w):
+    """Each window's mean from its own cells (a_h, a_w's nonzero entries), with where()
+    so cells outside a window contribute nothing, not 0 * x."""
+    inside = (a_h > 0)[:, None, :, None] & (a_w > 0)[None, :, None, :]  # (i, j, h, w)
+    cells = np.where(inside[None, None], x[:, :, None, None], 0.0)  # (n, c, i, j, h, w)
+    return cells.sum(axis=(-2, -1)) / inside.sum(axis=(-2, -1))
 
 
 def adaptive_avg_pool2d_vjp(res, g):

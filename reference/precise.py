@@ -307,10 +307,14 @@ _agree = np.frompyfunc(
 
 
 def exact(case: Case, conventions: dict | None = None) -> dict | None:
-    """``{kind: {name: Exact}}`` for a layer with a precision oracle, None otherwise.
+    """``{kind: {name: Exact}}`` for a layer with a precision oracle, None otherwise
+    (and for a case holding NaN or Inf: its non-finite positions are compared as
+    they are, its finite elements by the float64 oracle).
 
     The case is not validated here (``evaluate`` does that first in ``check``)."""
     if case.layer not in PRECISE or not COVERS.get(case.layer, lambda c: True)(case):
+        return None
+    if not all(bool(np.isfinite(a).all()) for a in case.arrays.values() if a.dtype.kind == "f"):
         return None
     low, high = (_evaluate(case, conventions or {}, bits) for bits in PRECISIONS)
     out = {}

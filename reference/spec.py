@@ -202,6 +202,13 @@ class Layer:
     ``flow``: for a layer through time, the input (batch first, time on axis 1)
     whose gradient's norm per time step, ||dL/dx_t||, is also compared (kind
     ``flow``): the profile that shows gradients vanishing or exploding.
+    ``nonfinite``: the data inputs where NaN, +Inf and -Inf are meaningful values
+    (a NaN activation reaching a max-pool window, an infinite logit, a missing
+    regression target): validation accepts them there, the strategies draw them
+    at chosen positions (and subnormals of the dtype), and the oracle's answer is
+    its formula evaluated in IEEE arithmetic, as its docstring states (the
+    README's "Special values"). Parameters, labels, masks and cotangents are
+    always finite, as are the inputs of layers that declare none.
     """
 
     name: str
@@ -215,6 +222,7 @@ class Layer:
     condition: Callable[..., float] | None = None
     outputs: tuple = ()
     flow: str | None = None
+    nonfinite: tuple = ()
 
     @property
     def output_names(self) -> tuple | None:

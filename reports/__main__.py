@@ -36,6 +36,7 @@ def merge(inputs: list[Path], out: Path) -> Written:
     inputs = report_dirs(inputs)
     frames, conventions, divergences, partial, missing, warnings = [], {}, {}, [], [], []
     recorded = {}  # the precision bound and the training tables: the last input that recorded them
+    special = {}
     for d in inputs:
         frames.append(frame(read_rows(d)))  # one input at a time: old and new schemas upgrade separately
         meta = _meta(d)
@@ -46,6 +47,7 @@ def merge(inputs: list[Path], out: Path) -> Written:
         conventions.update({(c["layer"], c["framework"]): c for c in notes.get("conventions", [])})
         divergences.update({v["key"]: v for v in notes.get("divergences", [])})
         recorded.update({k: notes[k] for k in ("precision", "training") if notes.get(k)})
+        special.update(notes.get("special") or {})  # shards run different layers: every one's declaration
         if run.get("partial"):
             partial.append(f"{d} ({run.get('why') or 'partial'})")
             missing.extend(run.get("missing", []))
@@ -53,7 +55,7 @@ def merge(inputs: list[Path], out: Path) -> Written:
            "why": "merged from partial input(s): " + "; ".join(partial) if partial else ""}
     written = write_report(pd.concat(frames, ignore_index=True), out,
                            notes={"conventions": list(conventions.values()), "divergences": list(divergences.values()),
-                                  **recorded},
+                                  **recorded, **({"special": special} if special else {})},
                            run=run)
     written.warnings[:0] = warnings
     return written

@@ -22,7 +22,7 @@ from ..adapters.base import NotApplicable
 from ..reference import FLOW, GRAD, OUT, Case, Oracle, evaluate, with_flow
 from ..reference import precise
 from .rows import COLUMNS
-from .tolerances import EPS, KNOWN_DIVERGENCES, PRECISION, Tolerance, at_step, known_divergence, tolerance_for
+from .tolerances import EPS, KNOWN_DIVERGENCES, PRECISION, Tolerance, at_step, known_divergences, tolerance_for
 
 UNDERFLOW = {d: float(np.finfo(d).tiny / np.finfo(d).eps) for d in ("float32", "float64")}
 
@@ -35,7 +35,8 @@ def scale_of(values, floor) -> float:
 
 
 def _max_abs(arrays) -> float:
-    return max((float(np.abs(a).max(initial=0.0)) for a in arrays if a.dtype.kind == "f"), default=0.0)
+    """The largest finite magnitude among float arrays (a NaN or Inf input sets no scale)."""
+    return max((scale_of(a, 0.0) for a in arrays if a.dtype.kind == "f"), default=0.0)
 
 
 # What an error of each kind is measured against, below the tensor's own size
@@ -63,17 +64,38 @@ def _profile(expected, actual) -> str:
                        "candidate": [float(f"{v:.6g}") for v in np.asarray(actual, dtype=float)]})
 
 
+def _census(a: np.ndarray) -> str:
+    """How many NaN, +Inf and -Inf ``a`` holds ("" for none)."""
+    counts = ((int(np.isnan(a).sum()), "NaN"), (int(np.isposinf(a).sum()), "+Inf"), (int(np.isneginf(a).sum()), "-Inf"))
+    return ", ".join(f"{n} {what}" for n, what in counts if n)
+
+
+def _flushed(expected: np.ndarray, actual: np.ndarray, dtype: str) -> str:
+    """Where the exact value is subnormal in ``dtype`` and the answer is 0: "k of m"
+    ("" when no exact value is subnormal). A framework that flushes subnormal
+    results to zero (TensorFlow's CPU kernels) shows here, whatever the tolerance."""
+    tiny = float(np.finfo(dtype).tiny)
+    with np.errstate(invalid="ignore"):
+        subnormal = (expected != 0) & (np.abs(expected) < tiny)
+    if not subnormal.any():
+        return ""
+    return f"{int((actual[subnormal] == 0).sum())} of {int(subnormal.sum())}"
+
+
 def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype: str, rtol: float,
                   condition: float = 1.0) -> dict:
     """Errors of one array, NaN-aware: a non-finite value agrees only with the same
-    non-finite value at the same position. Passes when max error <= rtol * condition * scale."""
+    non-finite value at the same position (NaN with NaN, +Inf with +Inf). Passes when
+    every position agrees so and the max error over the positions finite in both is
+    <= rtol * condition * scale. ``nonfinite`` says what each side held where either
+    held a non-finite value; ``flushed`` how many subnormal exact values came back as 0."""
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if actual.shape != expected.shape:
         return {"ok": False, "detail": f"shape {actual.shape}, expected {expected.shape}"}
     finite = np.isfinite(expected) & np.isfinite(actual)
     same_special = (np.isnan(expected) & np.isnan(actual)) | (np.isinf(expected) & (expected == actual))
-    bad_special = int((~finite & ~same_special).sum())
+    bad = ~finite & ~same_special
     diff = np.abs(actual[finite] - expected[finite])
     max_abs = float(diff.max()) if diff.size else 0.0
     # Under tiny / eps a result's own rounding error is subnormal, where TensorFlow's
@@ -83,15 +105,39 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
     atol = rtol * condition * scale
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
     detail = ""
-    if bad_special:
-        detail = f"{bad_special} position(s) non-finite in only one of the two"
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        detail = (f"{int(bad.sum())} position(s) non-finite in only one of the two or of another kind; first at "
+                  f"{first}: got {actual[first]:.9g}, expected {expected[first]:.9g}")
     elif max_abs > atol:
         errors = np.full(expected.shape, -1.0)
         errors[finite] = diff
         worst = np.unravel_index(int(np.argmax(errors)), expected.shape)
         detail = f"worst at {tuple(int(i) for i in worst)}: got {actual[worst]:.9g}, expected {expected[worst]:.9g}"
-    return {"ok": not bad_special and max_abs <= atol, "max_abs_err": max_abs, "max_rel_err": rel,
-            "err_eps": rel / EPS[dtype], "scale": scale, "condition": condition, "atol": atol, "detail": detail}
+    nonfinite = ""
+    if (~finite).any():
+        nonfinite = (f"expected {_census(expected) or 'all finite'}; got {_census(actual) or 'all finite'}; "
+                     f"{int(bad.sum())} position(s) differ")
+    return {"ok": not bad.any() and max_abs <= atol, "max_abs_err": max_abs, "max_rel_err": rel,
+            "err_eps": rel / EPS[dtype], "scale": scale, "condition": condition, "atol": atol, "detail": detail,
+            "nonfinite": nonfinite, "flushed": _flushed(expected, actual, dtype)}
+
+
+def special_values(case: Case) -> str:
+    """The special values a case holds, per array: NaN, +-Inf and subnormals of the
+    case dtype ("x: 1 NaN, 2 subnormal"; "" for an ordinary case)."""
+    tiny = float(np.finfo(case.dtype).tiny)
+    parts = []
+    for name, a in case.arrays.items():
+        if a.dtype.kind != "f":
+            continue
+        a = a.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            n_sub = int(((a != 0) & (np.abs(a) < tiny)).sum())
+        found = ", ".join(filter(None, [_census(a), f"{n_sub} subnormal" if n_sub else ""]))
+        if found:
+            parts.append(f"{name}: {found}")
+    return "; ".join(parts)
 
 
 # ---- element-wise precision
@@ -216,7 +262,12 @@ def _precision(rows: list[dict], case: Case, conv: dict, actual: dict, oracle_ou
     todo = [r for r in rows if r["status"] in ("pass", "fail") and r["kind"] in (OUT, GRAD)]
     if not todo:
         return
-    exact = precise.exact(case, conv)
+    try:
+        exact = precise.exact(case, conv)
+    except Exception as e:  # noqa: BLE001 - the precision oracle's failure costs its columns, never the rows
+        for r in todo:
+            r.update(precision="not measured", ulp_oracle=f"the precision oracle failed: {_failure(e)}")
+        return
     for r in todo:
         kind, name = r["kind"], r["name"]
         got = actual[kind][name]
@@ -287,13 +338,14 @@ def check(case: Case, reference, candidate) -> list[dict]:
     conv = conventions(candidate, case.layer)
     truth = evaluate(case, conv)  # validates: ValueError here, before any framework runs
     tol = _tolerance(case, reference, candidate)
+    special = special_values(case)
     rows = [{**dict.fromkeys(COLUMNS, ""), **{
         "layer": case.layer, "framework": candidate.name, "framework_version": _version(candidate),
         "reference": reference.name, "dtype": case.dtype, "case": case.id, "kind": kind, "name": name,
         "shape": str(tuple(value.shape)), "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan,
         "scale": np.nan, "condition": truth.condition, "atol": np.nan, "rtol": step_tol.rtol, "status": "pass",
         "convention": _text(conv), "tolerance_reason": step_tol.reason, "attrs": case.describe(),
-        "max_ulp_err": np.nan, "precision": "not measured"}}
+        "max_ulp_err": np.nan, "precision": "not measured", "special": special}}
         for kind, named in truth.outputs.items() for name, value in named.items()
         for step_tol in (at_step(tol, case.layer, name),)]
 
@@ -359,12 +411,14 @@ def _known(rows: list[dict], case: Case, reference, candidate) -> list[dict]:
     Against another framework, a divergence of either side can explain a row."""
     sides = [candidate] if isinstance(reference, Oracle) else [candidate, reference]
     for runner in sides:
-        div = known_divergence(case, runner.name)
-        if div is None:
+        divs = known_divergences(case, runner.name)
+        if not divs:
             continue
         for r in rows:
-            r["divergence"] = div.key
-            if r["status"] in ("fail", "error") and div.explains(r):
-                r.update(status="known_divergence", detail=f"[known divergence {div.key}] {r['detail']}".strip())
+            r["divergence"] = divs[0].key
+            div = next((d for d in divs if d.explains(r)), None) if r["status"] in ("fail", "error") else None
+            if div is not None:
+                r.update(status="known_divergence", divergence=div.key,
+                         detail=f"[known divergence {div.key}] {r['detail']}".strip())
         break
     return rows

@@ -238,7 +238,7 @@ def not_applicable_table(df: pd.DataFrame) -> pd.DataFrame:
 
 STATUS_COLUMNS = ("status", "verdict")
 LONG_COLUMNS = ("detail", "reproduce", "attrs", "reason", "measured", "names", "divergence", "convention",
-                "bound", "changes", "behind", "where", "lost")
+                "bound", "changes", "behind", "where", "lost", "example")
 
 
 def _table(df: pd.DataFrame, *, wide: bool = False, sortable: bool = True) -> str:
@@ -517,6 +517,79 @@ def _precision_section(df: pd.DataFrame, notes: dict) -> str:
                        _table(keeps_and_loses(df), wide=True), level=3))
 
 
+def _special_groups(rows: pd.DataFrame):
+    checked = rows[rows["status"] != "not_applicable"]
+    return checked.groupby(GROUP_KEY, sort=False)
+
+
+def nonfinite_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per layer x framework x dtype, the checks of cases holding NaN or Inf: how many
+    came out with NaN or Inf at the oracle's positions and values, how many differ
+    there in a recorded way (known divergence, named), how many fail, and one example."""
+    cols = ["family", "layer", "framework", "dtype", "cases", "checks", "non-finite results", "as the oracle",
+            "known divergence", "not passing", "divergences", "example"]
+    rows = []
+    for (layer, fw, dtype), g in _special_groups(df[df["special"].str.contains("NaN|Inf", regex=True)]):
+        nonfinite = g[g["nonfinite"] != ""]
+        explained = g[g["status"] == "known_divergence"]
+        bad = g[g["status"].isin(["fail", "error"])]
+        shown = pd.concat([bad, explained[explained["nonfinite"] != ""], explained]).head(1)
+        example = "".join(f"{r['kind']} {r['name']}: {r['nonfinite'] or r['detail']} (inputs: {r['special']})"
+                          for _, r in shown.iterrows())
+        rows.append({"layer": layer, "framework": fw, "dtype": dtype, "cases": g["case"].nunique(), "checks": len(g),
+                     "non-finite results": len(nonfinite),
+                     "as the oracle": int((nonfinite["status"] == "pass").sum()),
+                     "known divergence": len(explained), "not passing": len(bad),
+                     "divergences": ", ".join(sorted(set(explained["divergence"]) - {""})), "example": example})
+    return _by_family(pd.DataFrame(rows, columns=cols[1:]), "framework", "dtype")[cols]
+
+
+def _flushed_counts(cells) -> tuple[int, int]:
+    pairs = [c.split(" of ") for c in cells if c]
+    return sum(int(k) for k, _ in pairs), sum(int(m) for _, m in pairs)
+
+
+def subnormal_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per layer x framework x dtype, the checks of cases with subnormal inputs or
+    subnormal exact results: how many subnormal exact values came back as 0
+    (flushed), and what that did (the worst error against the tolerance, the
+    checks that did not pass, the divergences that explain them)."""
+    cols = ["family", "layer", "framework", "dtype", "cases", "checks", "subnormal inputs in", "flushed to 0",
+            "worst err/atol", "not passing", "divergences"]
+    subnormal = df["special"].str.contains("subnormal") | (df["flushed"] != "")
+    rows = []
+    for (layer, fw, dtype), g in _special_groups(df[subnormal]):
+        k, m = _flushed_counts(g["flushed"])
+        ratio = (g["max_abs_err"] / g["atol"]).replace([np.inf, -np.inf], np.nan)
+        rows.append({"layer": layer, "framework": fw, "dtype": dtype, "cases": g["case"].nunique(), "checks": len(g),
+                     "subnormal inputs in": int(g.loc[g["special"].str.contains("subnormal"), "case"].nunique()),
+                     "flushed to 0": f"{k} of {m}" if m else "none subnormal",
+                     "worst err/atol": float(ratio.max()) if ratio.notna().any() else np.nan,
+                     "not passing": int((~g["status"].isin(["pass"])).sum()),
+                     "divergences": ", ".join(sorted(set(g.loc[g["status"] == "known_divergence", "divergence"])
+                                                     - {""}))})
+    return _by_family(pd.DataFrame(rows, columns=cols[1:]), "framework", "dtype")[cols]
+
+
+def _special_section(df: pd.DataFrame, notes: dict) -> str:
+    declared = notes.get("special") or {}
+    listed = "; ".join(f"{layer} ({', '.join(arrays)})" for layer, arrays in sorted(declared.items())) or "none"
+    return (f"<p>Cases hold NaN, +Inf and -Inf at drawn positions of the inputs where a layer declares them "
+            f"meaningful (one case in five, some of them instead with subnormals of the dtype or magnitudes near "
+            f"sqrt(tiny), whose products are subnormal). The oracle's answer is the layer's formula in IEEE "
+            f"arithmetic, reading only the cells of an element's own window, row or selected term; a check "
+            f"passes only where every NaN and Inf comes out at the same position with the same value. Where the "
+            f"math leaves a choice (the branch a NaN takes at a kink, the NaN a max-pool window routes to) each "
+            f"framework's choice is a convention; anything else is a known divergence with what was measured. "
+            f"Declared in this run: {html.escape(listed)}; validation rejects NaN and Inf in every other input, "
+            f"parameter, label and cotangent. A subnormal exact value returned as 0 counts as flushed "
+            f"(TensorFlow's CPU kernels flush subnormal inputs and results to zero).</p>"
+            + _section("special-nonfinite", "NaN and Inf inputs: where the non-finite results land",
+                       _table(nonfinite_table(df), wide=True), level=3)
+            + _section("special-subnormal", "Subnormal inputs and results: what is flushed to zero, and what it does",
+                       _table(subnormal_table(df), wide=True), level=3))
+
+
 def step_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per training-step layer x framework x dtype: the worst err / atol at each
     step t over its trajectory outputs ``name@t`` (``w@t``, ``m@t``, ``loss@t``...;
@@ -592,6 +665,7 @@ def _page(df, summary, divergences, notes, run, worst, plots=None) -> str:
         ("plots", "Plots: errors against tolerance, gradient flow through time", _plots_section(plots or {})),
         ("summary", "Summary: layer x framework x dtype, by family", summary_body),
         ("precision", "Precision: each element against itself, in ulps", _precision_section(df, notes)),
+        ("special", "Special values: NaN, Inf and subnormal inputs", _special_section(df, notes)),
         ("training", "Training step: errors per step, and what the defaults change", _training_section(df, notes)),
         ("conventions", "Conventions: what each framework does where the math leaves a choice",
          _table(convention_table(df, notes), wide=True)),

@@ -11,7 +11,10 @@ compared with each other). ``max_ulp_err`` is the worst element's error in
 ulps of the case dtype at the element's own size (see compare.ulp_errors),
 ``ulp_where`` where it occurs, ``precision`` the verdict on it, ``ulp_oracle``
 what it was measured against and what was left out, ``ulp_lost`` (JSON) the
-input ranges where digits were lost.
+input ranges where digits were lost. ``special`` names the special values the
+case holds (NaN, +-Inf, subnormals, per array), ``nonfinite`` what each side
+returned where either returned NaN or Inf, ``flushed`` how many subnormal exact
+values came back as 0.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ STATUSES = ("pass", "fail", "known_divergence", "not_applicable", "error")
 COLUMNS = ["layer", "framework", "framework_version", "reference", "dtype", "case", "kind", "name", "shape",
            "max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "status", "detail",
            "convention", "divergence", "tolerance_reason", "attrs", "reproduce", "profile",
-           "max_ulp_err", "ulp_where", "precision", "ulp_oracle", "ulp_lost"]
+           "max_ulp_err", "ulp_where", "precision", "ulp_oracle", "ulp_lost",
+           "special", "nonfinite", "flushed"]
 NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "max_ulp_err"]
 # Precision verdicts (column ``precision``): "ok" and "lost" (more than the ulp bound
 # of tolerances.PRECISION) where the precision oracle judged the row; "measured" where

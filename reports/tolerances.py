@@ -130,7 +130,9 @@ class Divergence:
     ``known_divergence``: still shown with its measured error, never hidden.
     ``bound``: the largest ``max_rel_err`` the divergence can explain; a larger
     error still fails (None: the divergence can change a result entirely, so
-    ``when`` must be narrow). ``measured`` says what each framework does here.
+    ``when`` must be narrow). ``positions``: it explains only where NaN and Inf
+    come out (a row whose finite positions all pass, and whose non-finite ones
+    differ). ``measured`` says what each framework does here.
     """
 
     key: str
@@ -141,8 +143,11 @@ class Divergence:
     reason: str
     measured: str
     bound: float | None = None
+    positions: bool = False
 
     def explains(self, row: dict) -> bool:
+        if self.positions:
+            return row["status"] == "fail" and bool(row.get("nonfinite")) and row["max_abs_err"] <= row["atol"]
         return self.bound is None or row["status"] == "fail" and row["max_rel_err"] <= self.bound
 
     def matches(self, case, framework: str) -> bool:
@@ -151,7 +156,35 @@ class Divergence:
 
 
 def _x(case):
-    return case.arrays["x"]
+    """x with its NaN and Inf (the non-finite cases' own business) read as 0."""
+    x = case.arrays["x"]
+    return np.where(np.isfinite(x), x, np.zeros((), x.dtype))
+
+
+def _holds(*names, what=lambda a: ~np.isfinite(a)):
+    """A case condition: one of the arrays ``names`` holds a value ``what`` picks (default: NaN or Inf)."""
+    return lambda case: any(n in case.arrays and bool(np.any(what(case.arrays[n]))) for n in names)
+
+
+_NAN = dict(what=np.isnan)
+
+
+def _subnormal(a) -> np.ndarray:
+    """Where ``a`` holds a nonzero subnormal of its own dtype."""
+    with np.errstate(invalid="ignore"):
+        return (a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)
+
+
+def _flushed_at_kink(case) -> bool:
+    """A layer with a kink at 0 whose argument there is subnormal: x itself,
+    pred - target for l1 (computed in the case dtype, as the framework does), the
+    logits of binary cross-entropy with pos_weight (TensorFlow's formula has kinks)."""
+    a = case.arrays
+    if case.layer == "l1":
+        return bool(np.any(_subnormal(a["pred"]) | _subnormal(a["target"]) | _subnormal(a["pred"] - a["target"])))
+    if case.layer == "binary_cross_entropy_with_logits":  # the pos_weight route's max(-z, 0) and |z|
+        return "pos_weight" in a and bool(np.any(_subnormal(a["logits"])))
+    return case.layer in ("relu", "leaky_relu", "elu", "selu") and bool(np.any(_subnormal(case.arrays["x"])))
 
 
 def _exp_minus_one_loses(case) -> bool:
@@ -390,6 +423,103 @@ def _mlp_subnormal_pre_activation(case) -> bool:
 
 
 KNOWN_DIVERGENCES: list[Divergence] = [
+    # ---- special values (NaN, +-Inf): where a framework's NaN and Inf land elsewhere than the
+    # IEEE evaluation of the layer's formula puts them. ``positions=True``: only those positions
+    # are explained; every finite position must still pass.
+    Divergence(
+        "torch-gelu-float32-inf",
+        "gelu", "torch", "float32", lambda c: c.attrs["approximate"] == "none" and _holds("x", what=np.isposinf)(c),
+        "PyTorch's float32 GELU kernel (erf form) returns NaN for x = +Inf, where x Phi(x) = Inf; its float64 kernel "
+        "and its tanh form return Inf",
+        "torch 2.13: F.gelu(torch.tensor([inf, inf, inf])) = [nan, nan, nan] in float32, [inf, inf, inf] in float64; "
+        "TensorFlow gives inf (the gradient at +Inf is 1 + Inf * 0 = NaN everywhere)",
+        positions=True),
+    Divergence(
+        "torch-elu-nan-gradient-vectorized",
+        "*", "torch", "*", lambda c: c.layer in ("elu", "selu") and _holds("x", **_NAN)(c),
+        "PyTorch's ELU/SELU backward takes a different branch for a NaN input in its vectorized loop than in its "
+        "scalar tail: the vectorized body returns NaN, the tail the positive branch g (scale g for SELU), so the "
+        "gradient at a NaN depends on where the element sits in the tensor",
+        "torch 2.13, x all NaN, g all 1: float64 with 16 elements gives NaN everywhere; with 17, NaN for the first "
+        "16 and 1.0 for the 17th; with 8 or fewer, 1.0 everywhere; float32 gives 1.0 up to 17 elements and NaN in "
+        "longer tensors",
+        positions=True),
+    Divergence(
+        "keras-elu-nan-gradient-alpha",
+        "elu", "tensorflow", "*", lambda c: c.attrs["alpha"] != 1.0 and _holds("x", **_NAN)(c),
+        "keras.layers.ELU(alpha) is where(x > 0, elu(x), alpha * elu(x)): a NaN fails x > 0, so its gradient goes "
+        "through alpha * elu, whose EluGrad takes the positive branch for NaN: alpha g, neither branch's "
+        "derivative (right: g; left: alpha e^NaN g = NaN)",
+        "tensorflow-cpu 2.21, keras 3.15: alpha 0.897, x = NaN, g = -1.199: gradient -1.075 (alpha g); with "
+        "alpha 1 the gradient is g (the convention at_nan = right)"),
+    Divergence(
+        "torch-l1-sign-nan-is-zero",
+        "l1", "torch", "*", _holds("pred", "target", **_NAN),
+        "l1_loss's backward multiplies by sign(pred - target), and torch.sign(NaN) is 0: a NaN difference gets "
+        "gradient 0 where sign(NaN) (NumPy, TensorFlow) is NaN",
+        "torch 2.13: l1_loss(pred=[nan], target=[0]) = nan, gradient of pred 0 and of target -0; TensorFlow NaN",
+        positions=True),
+    Divergence(
+        "keras-huber-where-nan-gradient",
+        "huber", "tensorflow", "*", _holds("pred", "target"),
+        "keras.losses.Huber computes where(|d| <= delta, d^2 / 2, delta |d| - delta^2 / 2): the gradient of the "
+        "branch not taken is multiplied by 0, and for an infinite d that is 0 * Inf = NaN, so the gradient is NaN "
+        "where the exact one is +-delta g",
+        "tensorflow-cpu 2.21, float32: pred = Inf, target 0, delta 616.3, reduction none: gradient NaN, exact "
+        "-447.1; a NaN target gives NaN at its own position in both (that one agrees)",
+        positions=True),
+    Divergence(
+        "tf-bce-infinite-logit",
+        "binary_cross_entropy_with_logits", "tensorflow", "*", _holds("logits", what=np.isinf),
+        "tf.nn.sigmoid_cross_entropy_with_logits computes max(z, 0) - z t + log1p(e^-|z|): for z = +Inf and "
+        "0 < t that is Inf - Inf = NaN, and for t = 0, Inf * 0 = NaN, where the loss is Inf (or (1 - t) Inf)",
+        "tensorflow-cpu 2.21: z = +Inf, t = 0.5: loss NaN (exact Inf); z = -Inf, t = 0.56, reduction sum: the "
+        "gradient of t is NaN (exact Inf)",
+        positions=True),
+    Divergence(
+        "torch-bce-infinite-logit",
+        "binary_cross_entropy_with_logits", "torch", "*", _holds("logits", what=np.isinf),
+        "binary_cross_entropy_with_logits computes (1 - t) z + log(1 + e^-z) in a max-shifted form: for z = -Inf "
+        "and t = 1 that is 0 * -Inf = NaN, where the loss -log sigmoid(-Inf) is Inf",
+        "torch 2.13, float64: logits [-Inf, Inf], targets [1, 7.4e-5], reduction sum: loss NaN (exact Inf)",
+        positions=True),
+    Divergence(
+        "tf-conv-nonfinite-spreads",
+        "*", "tensorflow", "*", lambda c: c.layer in ("conv1d", "conv2d", "conv_transpose2d") and _holds("x")(c),
+        "TensorFlow's convolution kernels (Eigen/oneDNN: im2col and GEMM over padded, blocked tiles) multiply "
+        "cells of x that the exact sum for an element never reads (padding and stride gaps, other tiles) by 0: "
+        "a NaN or Inf there makes that element NaN. Positions where the exact answer is finite or +-Inf come out "
+        "NaN, in the output and the filter's gradient",
+        "tensorflow-cpu 2.21: conv2d float64, x with one NaN, groups 2, stride (3, 2): y[1, 0, 0, 0] = NaN where the "
+        "exact answer is 1.023; conv1d float64 'same', dilation 2: y = NaN where the exact answer is -Inf; "
+        "conv2d float32 stride (3, 2): NaN in 8 elements of the filter gradient whose exact value is 0",
+        positions=True),
+    Divergence(
+        "tf-cross-entropy-nonfinite-logits",
+        "cross_entropy", "tensorflow", "*", _holds("logits"),
+        "Keras' cross-entropy computes the smoothed loss as -sum q log softmax(z) through its own log-softmax, "
+        "which turns a -Inf logit into NaN where the loss (its smoothing term eps/K (-log 0)) is +Inf",
+        "tensorflow-cpu 2.21, keras 3.15, float32: label smoothing 0.1, one logit -Inf, reduction sum: loss NaN "
+        "(exact +Inf)",
+        positions=True),
+    Divergence(
+        "tf-max-pool-skips-nan",
+        "max_pool2d", "tensorflow", "*", _holds("x"),
+        "TensorFlow's MaxPool starts from the lowest finite value and replaces it only on a strict '>': a NaN never "
+        "wins, so a window holding NaN returns the largest other value (the lowest float if NaN is all it holds), "
+        "while MaxPoolGrad sends the gradient to the first cell when that cell is NaN; the explicit and ceil_mode "
+        "padding (-Inf, see the adapter) ties with a window whose cells are all -Inf",
+        "tensorflow-cpu 2.21: a 1x1 window holding NaN gives -3.4028235e38 (float32) or -1.7976931e308 (float64); "
+        "[[nan, 5], [1, 2]] gives 5 with the gradient on the NaN; PyTorch gives NaN, its gradient on the last NaN"),
+    Divergence(
+        "tf-softmax-float32-nan-in-place",
+        "softmax", "tensorflow", "float32", _holds("x"),
+        "TensorFlow's float32 softmax kernel keeps a NaN in its own position: the other elements of its row stay "
+        "finite (0 when the NaN would have been the maximum), where exp(NaN) in the normalizing sum makes the "
+        "whole row NaN (float64 and log_softmax do so); a +Inf becomes such a NaN first (Inf - max(x) = Inf - Inf)",
+        "tensorflow-cpu 2.21: softmax([nan, 0, 0, 0]) = [nan, 0, 0, 0] in float32, all NaN in float64; "
+        "softmax([inf, -11.4]) = [nan, 0] in float32",
+        positions=True),
     Divergence(
         "gradient-overflow-through-time",
         "*", "*", "float32", _gradient_overflows_through_time,
@@ -432,6 +562,17 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "TensorFlow's softplus has no threshold: it stays on the curve where PyTorch switches to y = x",
         "at beta x = 20 the outputs differ by log1p(e^-20)/beta = 2e-9/beta, the gradients by sigmoid(-20) = 2e-9; "
         "at threshold 1.5 by 0.2"),
+    Divergence(
+        "tf-flush-to-zero-at-kink",
+        "*", "tensorflow", "*", _flushed_at_kink,
+        "TensorFlow's CPU kernels treat subnormal inputs as zero and flush subnormal results to zero (denormals-"
+        "are-zero and flush-to-zero on its threads): at a kink at 0 a positive or negative subnormal then takes "
+        "the derivative of 0 (ReLU 0, leaky ReLU the slope, ELU alpha, L1 sign(0) = 0) instead of its own side's",
+        "tensorflow-cpu 2.21: relu'(1.12e-44) = 0 in float32 and relu'(2.1e-314) = 0 in float64 (exact 1, PyTorch "
+        "1); leaky_relu'(1.12e-44) = 0.01 (exact 1); elu'(1.3e-308) = alpha 2.9 (exact 1); the gradient of "
+        "l1(pred = 1.12e-44, target = 0) is 0 (exact 1); binary cross-entropy with pos_weight "
+        "(tf.nn.weighted_cross_entropy_with_logits: max(-z, 0) and |z|) gives twice the gradient at a subnormal z "
+        "(logits (1, 1), mean: 1, exact 0.5); the outputs are flushed to 0 too"),
     Divergence(
         "tf-flush-to-zero-residual-relu",
         "residual_block", "tensorflow", "*", _subnormal_pre_activation,
@@ -664,5 +805,10 @@ def divergence_notes() -> list[dict]:
             for d in KNOWN_DIVERGENCES]
 
 
+def known_divergences(case, framework: str) -> list[Divergence]:
+    """Every known divergence whose condition the case meets, in table order."""
+    return [d for d in KNOWN_DIVERGENCES if d.matches(case, framework)]
+
+
 def known_divergence(case, framework: str) -> Divergence | None:
-    return next((d for d in KNOWN_DIVERGENCES if d.matches(case, framework)), None)
+    return next(iter(known_divergences(case, framework)), None)

@@ -382,6 +382,13 @@ def _notes(rows: list[dict], strict_precision: bool = False) -> dict:
         from gradparity.reports import training
 
         notes["training"] = {"defaults": training.DEFAULTS, "gaps": training.summary().to_dict("records")}
+    from gradparity.reference import LAYERS
+
+    # which inputs take NaN and Inf, for the report's Special values section (it reads no catalogue)
+    special = {layer: list(LAYERS[layer].nonfinite) for layer in sorted({r["layer"] for r in rows})
+               if layer in LAYERS and LAYERS[layer].nonfinite}
+    if special:
+        notes["special"] = special
     return notes
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gradparity.reference import LAYERS, Case
-from gradparity.reference.oracle import _named_outputs
+from gradparity.reference.oracle import _named_outputs, ieee
 from gradparity.reference.spec import Choice, Drawn, Float, Int, Labels, Lengths, Mask, Real, Shape
 
 
@@ -156,7 +156,38 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
             arrays[arr_name] = _round(_mask(draw, spec.values, shape, attrs, edges=edges), dtype)
         else:
             arrays[arr_name] = _round(_real(draw, spec.values, shape, arrays, edges=edges), dtype)
+    if edges and layer.nonfinite:
+        arrays = _special(draw, layer, arrays, dtype)
     return _with_cotangent(name, dtype, attrs, arrays, np.random.default_rng(draw(st.integers(0, 2**32 - 1))))
+
+
+SPECIAL = ("nonfinite", "subnormal", "tiny")  # one case in SPECIAL_ODDS gets one of these
+
+
+SPECIAL_ODDS = 5
+
+
+def _special(draw, layer, arrays: dict, dtype: str) -> dict:
+    """Now and then, special values at a few drawn positions of one of the inputs
+    where a layer declares them meaningful (``Layer.nonfinite``): NaN,
+    +Inf and -Inf; subnormals of the case dtype (kept, not flushed as ``_round``
+    does elsewhere); or magnitudes near sqrt(tiny), whose products are subnormal
+    (an intermediate result a framework may flush to zero)."""
+    names = [n for n in layer.nonfinite if n in arrays and arrays[n].size]
+    if not names or draw(st.integers(0, SPECIAL_ODDS - 1)):
+        return arrays
+    kind, name = draw(st.sampled_from(SPECIAL)), draw(st.sampled_from(names))
+    a = arrays[name].copy()
+    at = draw(st.lists(st.integers(0, a.size - 1), min_size=1, max_size=min(3, a.size), unique=True))
+    tiny = float(np.finfo(dtype).tiny)
+    for i in at:
+        if kind == "nonfinite":
+            v = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        else:
+            size = tiny if kind == "subnormal" else np.sqrt(tiny)
+            v = draw(st.sampled_from([1.0, -1.0])) * size * draw(st.floats(2.0 ** -20, 1.0, exclude_max=True))
+        a.flat[i] = np.asarray(v).astype(dtype)
+    return {**arrays, name: a}
 
 
 def _present(spec, attrs) -> bool:
@@ -172,7 +203,8 @@ def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
     as64 = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in arrays.items()}
     if layer.vjp is None:  # forward-only: nothing to differentiate
         return Case(name, dtype, attrs, arrays, {})
-    outs = _named_outputs(layer, layer.forward(**as64, **attrs)[0])
+    with ieee():
+        outs = _named_outputs(layer, layer.forward(**as64, **attrs)[0])
     cotangents = {n: np.array(1.0) if layer.loss and out.ndim == 0 else rng.standard_normal(out.shape)
                   for n, out in outs.items()}
     if len(outs) > 1 and rng.random() < 0.25:

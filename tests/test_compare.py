@@ -71,6 +71,27 @@ def test_non_finite_values_are_compared_position_by_position(expected, actual, o
     assert m["ok"] is ok
 
 
+def test_what_each_side_returned_and_what_was_flushed_are_said():
+    m = tensor_errors(np.array([np.nan, np.inf, 1.0]), np.array([0.0, np.inf, 1.0]), 0.0, "float64", 1e-10)
+    assert m["nonfinite"] == "expected 1 NaN, 1 +Inf; got 1 +Inf; 1 position(s) differ"
+    assert tensor_errors(np.ones(2), np.ones(2), 0.0, "float64", 1e-10)["nonfinite"] == ""
+    tiny = float(np.finfo(np.float32).tiny)
+    m = tensor_errors(np.array([tiny / 4, -tiny / 8, 1.0]), np.array([0.0, -tiny / 8, 1.0]), 0.0, "float32", 1e-5)
+    assert m["flushed"] == "1 of 2" and m["ok"]  # invisible to the tolerance, said in its own column
+
+
+def test_a_positions_divergence_explains_only_where_non_finite_values_land():
+    from gradparity.reports.tolerances import Divergence
+
+    div = Divergence("k", "*", "*", "*", lambda c: True, "r", "m", positions=True)
+    moved_nan = tensor_errors(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), 0.0, "float64", 1e-10)
+    also_off = tensor_errors(np.array([np.nan, 1.0]), np.array([0.0, 1.1]), 0.0, "float64", 1e-10)
+    finite_off = tensor_errors(np.array([2.0, 1.0]), np.array([2.0, 1.1]), 0.0, "float64", 1e-10)
+    assert div.explains({**moved_nan, "status": "fail"})
+    assert not div.explains({**also_off, "status": "fail"})  # a finite position off too: still a failure
+    assert not div.explains({**finite_off, "status": "fail"})
+
+
 def test_shape_mismatch_fails_with_both_shapes():
     m = tensor_errors(np.zeros((2, 3)), np.zeros((3, 2)), 0.0, "float64", 1e-10)
     assert not m["ok"] and "(3, 2)" in m["detail"] and "(2, 3)" in m["detail"]

@@ -20,7 +20,7 @@ from gradparity.reports.render import COLOURS, FAMILY_ORDER, family, frame, writ
 
 from .test_render import row
 
-SECTIONS = ["glance", "plots", "summary", "precision", "training", "conventions", "divergences", "not-applicable", "not-passing",
+SECTIONS = ["glance", "plots", "summary", "precision", "special", "training", "conventions", "divergences", "not-applicable", "not-passing",
             "worst-passing"]
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)><b>'
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "nav", "strong", "ol",
@@ -133,7 +133,8 @@ def test_every_section_is_there_and_the_contents_link_to_it(report):
     assert page.links and set(page.links) <= page.ids  # and every link lands on an anchor
     # layers grouped by family, in the family order, the unknown layer under "other"
     assert page.h3 == ["summary-dense", "summary-activations", "summary-convolution", "summary-recurrent",
-                       "summary-other", "precision-worst", "precision-keeps"]
+                       "summary-other", "precision-worst", "precision-keeps",
+                       "special-nonfinite", "special-subnormal"]
     grid = next(t for t in page.tables if t["under"] == "glance")
     families = [r[0]["text"] for r in grid["rows"] if r and "row_heading" in r[0]["class"]
                 and "level0" in r[0]["class"]]

@@ -57,7 +57,8 @@ def softmax_case(axis, x=np.ones((2, 2))):
     (dense_case(arrays={"x": np.ones((2, 3))}), "W"),
     (dense_case(arrays={"x": np.ones((2, 3)), "W": np.ones((3, 4)), "bias": np.zeros(4)}), "bias"),
     (dense_case(arrays={"x": np.ones((2, 3), np.float32), "W": np.ones((3, 4))}), "x"),
-    (dense_case(arrays={"x": np.full((2, 3), np.nan), "W": np.ones((3, 4))}), "x"),
+    # NaN and Inf are meaningful in dense's input x (Layer.nonfinite), never in a parameter
+    (dense_case(arrays={"x": np.ones((2, 3)), "W": np.full((3, 4), np.inf)}), "W"),
     (dense_case(attrs={"stride": 2}), "attrs"),
     (dense_case(cotangents={"y": np.ones((4, 2))}), "cotangents[y]"),
     # a NaN or Inf cotangent would let every gradient pass vacuously
@@ -94,6 +95,13 @@ def test_invalid_case_names_the_field_before_any_framework_runs(case, field):
 def test_validation_alone_runs_nothing_and_names_the_field():
     with pytest.raises(ValueError, match=r"^stride_h: expected an int, got bool True"):
         validate(conv_case(stride_h=True))
+
+
+def test_nonfinite_values_are_accepted_only_where_the_layer_declares_them():
+    nan_x = dense_case(arrays={"x": np.array([[np.nan, 1.0, 2.0], [0.0, -np.inf, 1.0]]), "W": np.ones((3, 4))})
+    assert validate(nan_x).name == "dense"
+    with pytest.raises(ValueError, match=r"^W: contains NaN or Inf \(the layer does not declare"):
+        validate(dense_case(arrays={"x": np.ones((2, 3)), "W": np.full((3, 4), np.nan)}))
 
 
 def test_valid_case_passes_validation():
