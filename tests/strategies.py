@@ -156,7 +156,7 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
             arrays[arr_name] = _round(_mask(draw, spec.values, shape, attrs, edges=edges), dtype)
         else:
             arrays[arr_name] = _round(_real(draw, spec.values, shape, arrays, edges=edges), dtype)
-    if edges and layer.nonfinite:
+    if edges:
         arrays = _special(draw, layer, arrays, dtype)
     return _with_cotangent(name, dtype, attrs, arrays, np.random.default_rng(draw(st.integers(0, 2**32 - 1))))
 
@@ -168,17 +168,24 @@ SPECIAL_ODDS = 5
 
 
 def _special(draw, layer, arrays: dict, dtype: str) -> dict:
-    """Now and then, special values at a few drawn positions of one of the inputs
-    where a layer declares them meaningful (``Layer.nonfinite``): NaN,
-    +Inf and -Inf; subnormals of the case dtype (kept, not flushed as ``_round``
-    does elsewhere); or magnitudes near sqrt(tiny), whose products are subnormal
-    (an intermediate result a framework may flush to zero)."""
+    """Now and then, special values at a few drawn positions of one array: NaN,
+    +Inf and -Inf in an input where the layer declares them meaningful
+    (``Layer.nonfinite``); subnormals of the case dtype (kept, not flushed as
+    ``_round`` does elsewhere) or magnitudes near sqrt(tiny), whose products are
+    subnormal (an intermediate result a framework may flush to zero), in those
+    inputs or, for every other layer, in any differentiable array."""
     names = [n for n in layer.nonfinite if n in arrays and arrays[n].size]
+    kinds = SPECIAL
+    if not names:
+        names = [n for n, spec in layer.arrays.items() if spec.differentiable and n in arrays and arrays[n].size]
+        kinds = tuple(k for k in SPECIAL if k != "nonfinite")
     if not names or draw(st.integers(0, SPECIAL_ODDS - 1)):
         return arrays
-    kind, name = draw(st.sampled_from(SPECIAL)), draw(st.sampled_from(names))
+    kind, name = draw(st.sampled_from(kinds)), draw(st.sampled_from(names))
     a = arrays[name].copy()
     at = draw(st.lists(st.integers(0, a.size - 1), min_size=1, max_size=min(3, a.size), unique=True))
+    if kind != "nonfinite" and draw(st.booleans()):  # the whole array that small: sums of subnormal products
+        at = range(a.size)
     tiny = float(np.finfo(dtype).tiny)
     for i in at:
         if kind == "nonfinite":
