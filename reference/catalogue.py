@@ -70,8 +70,8 @@ ANY_SHAPE = {"shape": Shape(min_dims=1, max_dims=4, max_side=4)}
 # ---- dense and composites -------------------------------------------------
 
 register(Layer(
-    "dense", dn.dense, dn.dense_vjp,
-    dims={"N": Int(1, 4), "I": Int(1, 6), "O": Int(1, 6, like="I")},
+    "dense", dn.dense, dn.dense_vjp, empty=True,
+    dims={"N": Int(1, 4, edges=(0,)), "I": Int(1, 6), "O": Int(1, 6, like="I")},
     arrays={
         "x": Array(S("N", "I")),
         "W": Array(S("I", "O"), param=True),
@@ -94,12 +94,13 @@ register(Layer(
 # ---- activations ----------------------------------------------------------
 
 
-# Element-wise layers also take 0-d inputs (a scalar), which both frameworks accept.
-ELEMENTWISE_SHAPE = {"shape": Shape(min_dims=0, max_dims=4, max_side=4)}
+# Element-wise layers also take 0-d inputs (a scalar) and zero-size ones (a side of 0
+# now and then), which both frameworks accept.
+ELEMENTWISE_SHAPE = {"shape": Shape(min_dims=0, max_dims=4, min_side=0, max_side=4)}
 
 
 def _elementwise(name, forward, vjp, values=Real(), attrs=None, conventions=None):
-    register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {},
+    register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {}, empty=True,
                    arrays={"x": Array(S("shape"), values)}, conventions=conventions or {}))
 
 
@@ -126,7 +127,8 @@ _elementwise("silu", act.silu, act.silu_vjp, SATURATING)
 for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
                           ("log_softmax", act.log_softmax, act.log_softmax_vjp)):
     register(Layer(
-        _name, _fwd, _vjp, dims=ANY_SHAPE,
+        # a side of 0 now and then: an empty softmax axis, or an empty batch beside it
+        _name, _fwd, _vjp, dims={"shape": Shape(min_dims=1, max_dims=4, min_side=0, max_side=4)}, empty=True,
         attrs={"axis": Drawn(int, lambda d: Int(-len(d.shape), len(d.shape) - 1))},
         # +-20: a spread of 40 along the axis, past which 1 + e^-spread rounds to 1 in
         # both dtypes (the largest element's log-softmax, -log1p(e^-40), then comes out as 0).
@@ -138,7 +140,8 @@ for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
 # which get a random cotangent like any other output.
 
 REDUCTION = Choice("mean", "sum", "none")
-REGRESSION = {"N": Int(1, 4), "D": Int(1, 5)}
+# A batch of 0 now and then: the mean over nothing is NaN (see losses._reduce).
+REGRESSION = {"N": Int(1, 4, edges=(0,)), "D": Int(1, 5)}
 for _name, _fwd, _vjp, _attrs in (
     ("mse", ls.mse, ls.mse_vjp, {}),
     ("l1", ls.l1, ls.l1_vjp, {}),
@@ -146,7 +149,7 @@ for _name, _fwd, _vjp, _attrs in (
     ("huber", ls.huber, ls.huber_vjp, {"delta": Float(1e-3, 1e3, edges=(1.0, 1e-3, 0.5, 2.0, 1e3))}),
 ):
     register(Layer(
-        _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True,
+        _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True, empty=True,
         arrays={"pred": Array(S("N", "D")), "target": Array(S("N", "D"), Real(like="pred"))},
     ))
 
@@ -168,8 +171,8 @@ def _indices(attrs):
 # positive: a zero weight on every label of a batch makes PyTorch's weighted mean
 # 0/0 and its gradient NaN, which no perturbation could be seen in.
 register(Layer(
-    "cross_entropy", ls.cross_entropy, ls.cross_entropy_vjp, loss=True,
-    dims={"N": Int(1, 5), "K": Int(2, 6), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3),
+    "cross_entropy", ls.cross_entropy, ls.cross_entropy_vjp, loss=True, empty=True,
+    dims={"N": Int(1, 5, edges=(0,)), "K": Int(2, 6), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3),
           "soft": Int(0, 1)},
     attrs={"label_smoothing": Float(0.0, 0.5, edges=(0.0, 0.1)), "reduction": REDUCTION,
            "target_type": Drawn(str, lambda d: Choice(("indices", "probabilities")[d.soft])),
@@ -186,7 +189,7 @@ register(Layer(
 
 register(Layer(
     "binary_cross_entropy_with_logits", ls.binary_cross_entropy_with_logits,
-    ls.binary_cross_entropy_with_logits_vjp, loss=True,
+    ls.binary_cross_entropy_with_logits_vjp, loss=True, empty=True,
     dims=REGRESSION, attrs={"reduction": REDUCTION},
     arrays={
         # sigma(z) - t past z = 16.6 (float32) or 36.7 (float64) with t = 1: 1 - sigma cancels to 0.
@@ -232,8 +235,8 @@ PAD_MODE = Int(0, len(cv.PADDINGS) - 1)
 POOL_VALUES = Real(-3.0, 3.0, edges=(0.0,), ties=True)  # ties: equal values inside one window
 
 register(Layer(
-    "conv2d", cv.conv2d, cv.conv2d_vjp,
-    dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+    "conv2d", cv.conv2d, cv.conv2d_vjp, empty=True,
+    dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "OH": Int(1, 3), "OW": Int(1, 3),
           "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE},
     attrs={"stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 4), "dilation_w": Int(1, 4),
@@ -252,8 +255,8 @@ register(Layer(
 ))
 
 register(Layer(
-    "conv1d", cv.conv1d, cv.conv1d_vjp,
-    dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+    "conv1d", cv.conv1d, cv.conv1d_vjp, empty=True,
+    dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "k": Int(1, 4), "OL": Int(1, 4), "slack": Int(0, 1), "pad_mode": PAD_MODE},
     attrs={"stride": Int(1, 3), "dilation": Int(1, 4), "groups": _drawn("G"), "padding": _padding_mode,
            "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
@@ -269,8 +272,8 @@ register(Layer(
 # keeps it non-empty for every stride and dilation; output_pad < max(stride, dilation),
 # PyTorch's bound (Keras: < stride), so dilation is drawn as a dim.
 register(Layer(
-    "conv_transpose2d", cv.conv_transpose2d, cv.conv_transpose2d_vjp,
-    dims={"N": Int(1, 3), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+    "conv_transpose2d", cv.conv_transpose2d, cv.conv_transpose2d_vjp, empty=True,
+    dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "H": Int(1, 3), "W": Int(1, 3),
           "sH": Int(1, 3), "sW": Int(1, 3, like="sH"), "dH": Int(1, 4), "dW": Int(1, 4, like="dH")},
     attrs={"stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": _drawn("dH"), "dilation_w": _drawn("dW"),
@@ -291,7 +294,7 @@ register(Layer(
 # spare rows are short of a full stride: a partial last window, or one that would
 # start in the bottom padding (PyTorch drops it). The input is at least
 # as long as the dilation, so every dilated window holds a cell of x.
-POOL_DIMS = {"N": Int(1, 3), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
+POOL_DIMS = {"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
              "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 2), "slack_w": Int(0, 2), "pad_mode": PAD_MODE}
 POOL_ATTRS = {"kernel_h": _drawn("kH"), "kernel_w": _drawn("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
               "padding": _padding_mode,
@@ -313,28 +316,28 @@ def _pooled(values):
 
 
 register(Layer(
-    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS,
+    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS, empty=True,
     attrs={**POOL_ATTRS, "dilation_h": Int(1, 3), "dilation_w": Int(1, 3)},
     arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first"},
 ))
 
 register(Layer(
-    "avg_pool2d", pl.avg_pool2d, pl.avg_pool2d_vjp, dims=POOL_DIMS,
+    "avg_pool2d", pl.avg_pool2d, pl.avg_pool2d_vjp, dims=POOL_DIMS, empty=True,
     attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": Choice(None, 1)},
     arrays={"x": _pooled(Real())},
 ))
 
 register(Layer(
-    "global_avg_pool2d", pl.global_avg_pool2d, pl.global_avg_pool2d_vjp,
-    dims={"N": Int(1, 3), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
+    "global_avg_pool2d", pl.global_avg_pool2d, pl.global_avg_pool2d_vjp, empty=True,
+    dims={"N": Int(1, 3, edges=(0,)), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
     arrays={"x": Array(S("N", "C", "H", "W"))},
 ))
 
 # Output sizes that divide the input, that do not (overlapping windows), 1x1
 # (global), equal to the input (identity) and larger than it (cells repeat).
 register(Layer(
-    "adaptive_avg_pool2d", pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp,
-    dims={"N": Int(1, 3), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
+    "adaptive_avg_pool2d", pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp, empty=True,
+    dims={"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
           "OH": Int(1, 5, like="H"), "OW": Int(1, 5, like="OH")},
     attrs={"output_h": _drawn("OH"), "output_w": _drawn("OW")},
     arrays={"x": Array(S("N", "C", "H", "W"))},
@@ -348,18 +351,18 @@ register(Layer(
 NORM_X = Real(-3.0, 3.0, edges=(0.0,), ties=True, spread=(0.0, 1e-4, 1e-2))
 NORM_EPS = Float(1e-5, 1e-1, edges=(1e-5, 1e-3))
 # (N, C, *spatial): no spatial axes (N, C), one (N, C, L) or two (N, C, H, W).
-CHANNELS = {"N": Int(1, 4), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
+CHANNELS = {"N": Int(1, 4, edges=(0,)), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
 AFFINE = {"gamma": Array(S("C"), param=True), "beta": Array(S("C"), param=True)}
 
 register(Layer(
-    "batch_norm", nm.batch_norm, nm.batch_norm_vjp, condition=nm.kappa,
+    "batch_norm", nm.batch_norm, nm.batch_norm_vjp, condition=nm.kappa, empty=True,
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={"x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE},
 ))
 
 register(Layer(
     "batch_norm_inference", nm.batch_norm_inference, nm.batch_norm_inference_vjp,
-    condition=nm.kappa,
+    condition=nm.kappa, empty=True,
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={
         "x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE,
@@ -396,7 +399,7 @@ register(Layer(
 ))
 
 # Groups and channels per group are drawn, so groups always divides the channels.
-GROUPED = {"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 3),
+GROUPED = {"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 3),
            "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
 
 
@@ -409,7 +412,7 @@ def _grouped_c(d, attrs):
 
 
 register(Layer(
-    "group_norm", nm.group_norm, nm.group_norm_vjp, condition=nm.kappa,
+    "group_norm", nm.group_norm, nm.group_norm_vjp, condition=nm.kappa, empty=True,
     dims=GROUPED,
     attrs={"groups": _drawn("G"), "eps": NORM_EPS},
     arrays={
@@ -421,8 +424,8 @@ register(Layer(
 
 # A small vocabulary and up to 16 lookups: repeated indices in most cases (V = 1: all equal).
 register(Layer(
-    "embedding", em.embedding, em.embedding_vjp,
-    dims={"N": Int(1, 4), "L": Int(1, 4), "V": Int(1, 5), "D": Int(1, 4)},
+    "embedding", em.embedding, em.embedding_vjp, empty=True,
+    dims={"N": Int(1, 4, edges=(0,)), "L": Int(1, 4), "V": Int(1, 5), "D": Int(1, 4)},
     arrays={"ids": Array(S("N", "L"), Labels("V")), "W": Array(S("V", "D"), param=True)},
 ))
 

@@ -31,17 +31,24 @@ def _per_channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _mean(a, axes):
+    """The mean over ``axes`` (kept), as ``a.mean`` computes it; over nothing (a batch
+    of 0) it is 0/0 = NaN, quietly: such a statistic reaches no element of x or y."""
+    with np.errstate(invalid="ignore"):
+        return a.sum(axis=axes, keepdims=True) / int(np.prod([a.shape[i] for i in axes]))
+
+
 def _normalize(x, axes, eps):
     """xhat = (x - mean) / sqrt(var + eps) over ``axes`` (biased variance); returns (xhat, inv)."""
-    mu = x.mean(axis=axes, keepdims=True)
+    mu = _mean(x, axes)
     d = x - mu
-    inv = 1.0 / np.sqrt((d * d).mean(axis=axes, keepdims=True) + eps)
+    inv = 1.0 / np.sqrt(_mean(d * d, axes) + eps)
     return d * inv, inv
 
 
 def _normalize_vjp(xhat, inv, gh, axes):
     """gx = inv (gh - mean(gh) - xhat mean(gh xhat)), means over ``axes``."""
-    return inv * (gh - gh.mean(axis=axes, keepdims=True) - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
+    return inv * (gh - _mean(gh, axes) - xhat * _mean(gh * xhat, axes))
 
 
 def _check_channels(x, gamma, beta, names=("gamma", "beta")):
@@ -62,7 +69,9 @@ def batch_norm(x, gamma, beta, *, eps):
       ggamma = sum g xhat,  gbeta = sum g.
     Shapes: x (N, C, *spatial), gamma (C,), beta (C,) -> y like x.
     With one value per channel (N * prod(spatial) == 1) var = 0: y = beta and
-    gx = 0 (PyTorch refuses that input in training mode).
+    gx = 0 (PyTorch refuses that input in training mode). A batch of 0: the
+    statistics are NaN (a mean over nothing) and reach no element; y and gx are
+    empty and ggamma = gbeta = 0, sums over nothing (PyTorch too; Keras: NaN).
     """
     _check_eps(eps)
     _check_channels(x, gamma, beta)
@@ -233,4 +242,5 @@ def kappa(residuals, **arrays_and_attrs):
     gamma = arrays_and_attrs.get("gamma")
     size = max(1.0, float(np.abs(arrays_and_attrs["x"]).max(initial=0.0)),
                float(np.abs(gamma).max(initial=0.0)) if gamma is not None else 1.0)
-    return size * float(np.max(residuals[1], initial=0.0))
+    inv = np.asarray(residuals[1])
+    return size * float(np.max(inv[~np.isnan(inv)], initial=0.0))  # NaN: the statistics of a batch of 0

@@ -87,7 +87,8 @@ def validate(case: Case) -> Layer:
     for name, arr in case.arrays.items():
         require(name in wanted, name, f"{case.layer} takes no array {name!r} (it takes {', '.join(wanted)})")
         require(isinstance(arr, np.ndarray), name, f"expected a NumPy array, got {type(arr).__name__}")
-        require(arr.size > 0, name, f"is empty (shape {arr.shape})")
+        require(arr.size > 0 or layer.empty, name, f"is empty (shape {arr.shape}); {case.layer} does not take "
+                "zero-size arrays")
         if isinstance(wanted[name].values, (Labels, Lengths)):
             what = "labels" if isinstance(wanted[name].values, Labels) else "lengths"
             require(np.issubdtype(arr.dtype, np.integer), name, f"expected integer {what}, got {arr.dtype}")

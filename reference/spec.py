@@ -91,7 +91,7 @@ class Shape:
 
     min_dims: int = 1
     max_dims: int = 3
-    min_side: int = 1
+    min_side: int = 1  # 0: one case in ten has one side 0 (a zero-size array, on purpose)
     max_side: int = 5
 
 
@@ -202,6 +202,9 @@ class Layer:
     ``flow``: for a layer through time, the input (batch first, time on axis 1)
     whose gradient's norm per time step, ||dL/dx_t||, is also compared (kind
     ``flow``): the profile that shows gradients vanishing or exploding.
+    ``empty``: the layer takes zero-size arrays (a batch of 0, an empty reduction
+    axis) and its oracle answers them (empty outputs, zero gradients, NaN for a
+    mean over nothing); validation rejects an empty array for any other layer.
     """
 
     name: str
@@ -215,6 +218,7 @@ class Layer:
     condition: Callable[..., float] | None = None
     outputs: tuple = ()
     flow: str | None = None
+    empty: bool = False
 
     @property
     def output_names(self) -> tuple | None:

@@ -38,8 +38,12 @@ def attribute(spec, *, edges: bool = True) -> st.SearchStrategy:
 
 def _size(draw, spec, dims):
     if isinstance(spec, Shape):
-        return draw(hnp.array_shapes(min_dims=spec.min_dims, max_dims=spec.max_dims,
-                                     min_side=spec.min_side, max_side=spec.max_side))
+        shape = draw(hnp.array_shapes(min_dims=spec.min_dims, max_dims=spec.max_dims,
+                                      min_side=max(spec.min_side, 1), max_side=spec.max_side))
+        if spec.min_side == 0 and shape and draw(st.integers(0, 9)) == 0:  # a zero-size array on purpose
+            at = draw(st.integers(0, len(shape) - 1))
+            shape = tuple(0 if i == at else s for i, s in enumerate(shape))
+        return shape
     value = draw(st.integers(spec.lo, spec.hi))
     if spec.edges and draw(st.integers(0, 9)) == 0:  # one case in ten on an edge size
         value = draw(st.sampled_from(spec.edges))

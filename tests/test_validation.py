@@ -68,8 +68,9 @@ def softmax_case(axis, x=np.ones((2, 2))):
     (dense_case(cotangents={}), "cotangents"),
     (dense_case(cotangents={"out": np.ones((2, 4))}), "cotangents"),
     (dense_case(cotangents=np.ones((2, 4))), "cotangents"),
-    # an empty batch
-    (dense_case(arrays={"x": np.ones((0, 3)), "W": np.ones((3, 4))}, cotangents={"y": np.ones((0, 4))}), "x"),
+    # an empty array for a layer that does not declare it takes zero-size arrays (Layer.empty)
+    (dense_case(arrays={"x": np.ones((2, 3)), "W": np.ones((0, 4))}, cotangents={"y": np.ones((2, 4))}), "W"),
+    (Case("layer_norm", "float64", {"axes": 1, "eps": 1e-3}, {"x": np.ones((0, 3))}, {"y": np.ones((0, 3))}), "x"),
     (ce_case([0, 3]), "labels"),
     (ce_case([0, -1]), "labels"),
     (ce_case([0.0, 1.0]), "labels"),
@@ -98,3 +99,12 @@ def test_validation_alone_runs_nothing_and_names_the_field():
 
 def test_valid_case_passes_validation():
     assert validate(dense_case()).name == "dense"
+
+
+def test_an_empty_array_is_refused_only_where_the_layer_does_not_take_one():
+    with pytest.raises(ValueError, match=r"^x: is empty \(shape \(0, 3\)\); layer_norm does not take zero-size arrays"):
+        validate(Case("layer_norm", "float64", {"axes": 1, "eps": 1e-3}, {"x": np.ones((0, 3))}, {"y": np.ones((0, 3))}))
+    empty = dense_case(arrays={"x": np.ones((0, 3)), "W": np.ones((3, 4))}, cotangents={"y": np.ones((0, 4))})
+    assert validate(empty).name == "dense"  # a batch of 0: dense declares empty=True
+    grads = Oracle().run(empty)["grad"]
+    assert grads["x"].shape == (0, 3) and np.array_equal(grads["W"], np.zeros((3, 4)))
