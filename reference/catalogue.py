@@ -27,6 +27,7 @@ from . import optimizers as op
 from . import pooling as pl
 from . import recurrent as rc
 from . import training as tr
+from .batching import batch_axis, unbatched
 from .sensitivity import through_time
 from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Lengths, Mask, Real, Shape
 
@@ -232,37 +233,41 @@ def _in_size(out, slack, kernel, stride, dilation, padding, before, after):
 
 
 PAD_MODE = Int(0, len(cv.PADDINGS) - 1)
+# PyTorch's convolutions and poolings also take one example without its batch axis
+# ((C, H, W), (C, L)); Keras layers need the axis (not applicable there).
+BATCHED = Choice(True, False)
 POOL_VALUES = Real(-3.0, 3.0, edges=(0.0,), ties=True)  # ties: equal values inside one window
 
 register(Layer(
-    "conv2d", cv.conv2d, cv.conv2d_vjp, empty=True,
+    "conv2d", *unbatched(cv.conv2d, cv.conv2d_vjp), empty=True,
     dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "OH": Int(1, 3), "OW": Int(1, 3),
           "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE},
-    attrs={"stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 4), "dilation_w": Int(1, 4),
-           "groups": _drawn("G"), "padding": _padding_mode,
+    attrs={"batched": BATCHED, "stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 4),
+           "dilation_w": Int(1, 4), "groups": _drawn("G"), "padding": _padding_mode,
            "pad_top": _explicit_pad(lambda d: 2), "pad_bottom": _explicit_pad(lambda d: 2),
            "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
     arrays={
-        "x": Array(lambda d, a: (d.N, d.G * d.Cg,
+        "x": Array(batch_axis(lambda d, a: (d.N, d.G * d.Cg,
                                  _in_size(d.OH, d.slack_h, d.kH, a["stride_h"], a["dilation_h"], a["padding"],
                                           a["pad_top"], a["pad_bottom"]),
                                  _in_size(d.OW, d.slack_w, d.kW, a["stride_w"], a["dilation_w"], a["padding"],
-                                          a["pad_left"], a["pad_right"]))),
+                                          a["pad_left"], a["pad_right"])))),
         "W": Array(lambda d, a: (d.G * d.Og, d.Cg, d.kH, d.kW), param=True),
         "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
     },
 ))
 
 register(Layer(
-    "conv1d", cv.conv1d, cv.conv1d_vjp, empty=True,
+    "conv1d", *unbatched(cv.conv1d, cv.conv1d_vjp), empty=True,
     dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "k": Int(1, 4), "OL": Int(1, 4), "slack": Int(0, 1), "pad_mode": PAD_MODE},
-    attrs={"stride": Int(1, 3), "dilation": Int(1, 4), "groups": _drawn("G"), "padding": _padding_mode,
+    attrs={"batched": BATCHED, "stride": Int(1, 3), "dilation": Int(1, 4), "groups": _drawn("G"),
+           "padding": _padding_mode,
            "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
     arrays={
-        "x": Array(lambda d, a: (d.N, d.G * d.Cg, _in_size(d.OL, d.slack, d.k, a["stride"], a["dilation"],
-                                                           a["padding"], a["pad_left"], a["pad_right"]))),
+        "x": Array(batch_axis(lambda d, a: (d.N, d.G * d.Cg, _in_size(d.OL, d.slack, d.k, a["stride"], a["dilation"],
+                                                                      a["padding"], a["pad_left"], a["pad_right"])))),
         "W": Array(lambda d, a: (d.G * d.Og, d.Cg, d.k), param=True),
         "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
     },
@@ -272,17 +277,18 @@ register(Layer(
 # keeps it non-empty for every stride and dilation; output_pad < max(stride, dilation),
 # PyTorch's bound (Keras: < stride), so dilation is drawn as a dim.
 register(Layer(
-    "conv_transpose2d", cv.conv_transpose2d, cv.conv_transpose2d_vjp, empty=True,
+    "conv_transpose2d", *unbatched(cv.conv_transpose2d, cv.conv_transpose2d_vjp), empty=True,
     dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "H": Int(1, 3), "W": Int(1, 3),
           "sH": Int(1, 3), "sW": Int(1, 3, like="sH"), "dH": Int(1, 4), "dW": Int(1, 4, like="dH")},
-    attrs={"stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": _drawn("dH"), "dilation_w": _drawn("dW"),
+    attrs={"batched": BATCHED,
+           "stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": _drawn("dH"), "dilation_w": _drawn("dW"),
            "groups": _drawn("G"),
            "pad_h": Drawn(int, lambda d: Int(0, (d.kH - 1) // 2)), "pad_w": Drawn(int, lambda d: Int(0, (d.kW - 1) // 2)),
            "output_pad_h": Drawn(int, lambda d: Int(0, max(d.sH, d.dH) - 1)),
            "output_pad_w": Drawn(int, lambda d: Int(0, max(d.sW, d.dW) - 1))},
     arrays={
-        "x": Array(lambda d, a: (d.N, d.G * d.Cg, d.H, d.W)),
+        "x": Array(batch_axis(lambda d, a: (d.N, d.G * d.Cg, d.H, d.W))),
         "W": Array(lambda d, a: (d.G * d.Cg, d.Og, d.kH, d.kW), param=True),
         "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
     },
@@ -296,7 +302,7 @@ register(Layer(
 # as long as the dilation, so every dilated window holds a cell of x.
 POOL_DIMS = {"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
              "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 2), "slack_w": Int(0, 2), "pad_mode": PAD_MODE}
-POOL_ATTRS = {"kernel_h": _drawn("kH"), "kernel_w": _drawn("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
+POOL_ATTRS = {"batched": BATCHED, "kernel_h": _drawn("kH"), "kernel_w": _drawn("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
               "padding": _padding_mode,
               "pad_h": _explicit_pad(lambda d: d.kH // 2), "pad_w": _explicit_pad(lambda d: d.kW // 2),
               "ceil_mode": Drawn(bool, lambda d: Choice(False) if cv.PADDINGS[d.pad_mode] == "same"
@@ -312,17 +318,17 @@ def _pooled(values):
     def shape(d, a):
         return (d.N, d.C, side(d.OH, d.slack_h, d.kH, a["stride_h"], a.get("dilation_h", 1), a["pad_h"], a),
                 side(d.OW, d.slack_w, d.kW, a["stride_w"], a.get("dilation_w", 1), a["pad_w"], a))
-    return Array(shape, values)
+    return Array(batch_axis(shape), values)
 
 
 register(Layer(
-    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS, empty=True,
+    "max_pool2d", *unbatched(pl.max_pool2d, pl.max_pool2d_vjp), dims=POOL_DIMS, empty=True,
     attrs={**POOL_ATTRS, "dilation_h": Int(1, 3), "dilation_w": Int(1, 3)},
     arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first"},
 ))
 
 register(Layer(
-    "avg_pool2d", pl.avg_pool2d, pl.avg_pool2d_vjp, dims=POOL_DIMS, empty=True,
+    "avg_pool2d", *unbatched(pl.avg_pool2d, pl.avg_pool2d_vjp), dims=POOL_DIMS, empty=True,
     attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": Choice(None, 1)},
     arrays={"x": _pooled(Real())},
 ))
@@ -336,11 +342,11 @@ register(Layer(
 # Output sizes that divide the input, that do not (overlapping windows), 1x1
 # (global), equal to the input (identity) and larger than it (cells repeat).
 register(Layer(
-    "adaptive_avg_pool2d", pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp, empty=True,
+    "adaptive_avg_pool2d", *unbatched(pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp), empty=True,
     dims={"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
           "OH": Int(1, 5, like="H"), "OW": Int(1, 5, like="OH")},
-    attrs={"output_h": _drawn("OH"), "output_w": _drawn("OW")},
-    arrays={"x": Array(S("N", "C", "H", "W"))},
+    attrs={"batched": BATCHED, "output_h": _drawn("OH"), "output_w": _drawn("OW")},
+    arrays={"x": Array(batch_axis(S("N", "C", "H", "W")))},
 ))
 
 

@@ -675,8 +675,8 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "subsampling for stride with dilation); float64 (no oneDNN) is right",
         "x (0, 3, 3, 1) NHWC, kernel 2x2, 'valid': keras Conv2D and tf.nn.conv2d give shape (0, 3, 3, 1) in "
         "float32, (0, 2, 2, 1) in float64; tf.nn.conv2d of x (0, 7, 7, 2), W (k, k, 2, 3) gives (0, 7, 7, 2) for "
-        "every k in 1..3, stride 1 or 2, dilation 1 or 2 (Conv1D likewise (0, 3, 1) for (0, 2, 1)); Conv2DTranspose's x (0, 2, 2, 1) "
-        "gets a gradient of shape (0, 3, 3, 1) in float32; PyTorch matches the oracle (tensorflow-cpu 2.21.0, "
+        "every k in 1..3, stride 1 or 2, dilation 1 or 2 (Conv1D likewise (0, 3, 1) for (0, 2, 1)); "
+        "Conv2DTranspose's x (0, 2, 2, 1) gets a gradient of shape (0, 3, 3, 1) in float32; PyTorch matches the oracle (tensorflow-cpu 2.21.0, "
         "keras 3.15.1)")
       for name in ("conv1d", "conv2d", "conv_transpose2d")),
     Divergence(

@@ -39,7 +39,7 @@ def ce_case(labels):
 
 
 def conv_case(**attrs):
-    base = {"stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "groups": 1, "padding": "valid",
+    base = {"batched": True, "stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "groups": 1, "padding": "valid",
             "pad_top": 0, "pad_bottom": 0, "pad_left": 0, "pad_right": 0}
     return Case("conv2d", "float64", {**base, **attrs}, {"x": np.ones((1, 1, 3, 3)), "W": np.ones((1, 1, 2, 2))},
                 {"y": np.ones((1, 1, 2, 2))})
@@ -81,6 +81,9 @@ def softmax_case(axis, x=np.ones((2, 2))):
     (softmax_case(2), "axis"),
     # wrong types: a bool where an int belongs, a string where an int belongs
     (conv_case(stride_h=True), "stride_h"),
+    (conv_case(batched=1), "batched"),
+    # batched=False takes x without its batch axis: (C, H, W), not (N, C, H, W)
+    (conv_case(batched=False), "x"),
     (conv_case(stride_w=1.0), "stride_w"),
     (conv_case(padding="SAME"), "padding"),
     (softmax_case("1"), "axis"),
