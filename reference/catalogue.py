@@ -384,8 +384,8 @@ def _trailing(d, attrs):
 
 
 register(Layer(
-    "layer_norm", nm.layer_norm, nm.layer_norm_vjp, condition=nm.kappa,
-    dims={"shape": Shape(min_dims=1, max_dims=3, max_side=4)},
+    "layer_norm", nm.layer_norm, nm.layer_norm_vjp, condition=nm.kappa, empty=True,
+    dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS},
     arrays={
         "x": Array(S("shape"), NORM_X),
@@ -397,8 +397,8 @@ register(Layer(
 # Keras reaches RMS normalization two ways; `route` names which one a framework
 # runs (PyTorch has only nn.RMSNorm; see the adapters).
 register(Layer(
-    "rms_norm", nm.rms_norm, nm.rms_norm_vjp, condition=nm.kappa,
-    dims={"shape": Shape(min_dims=1, max_dims=3, max_side=4)},
+    "rms_norm", nm.rms_norm, nm.rms_norm_vjp, condition=nm.kappa, empty=True,
+    dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS,
            "route": Choice("rms_normalization", "layer_normalization_rms_scaling")},
     arrays={"x": Array(S("shape"), NORM_X), "gamma": Array(_trailing, param=True, optional=True)},

@@ -171,7 +171,7 @@ def rms_norm(x, gamma=None, *, axes, eps, route="rms_normalization"):
     if gamma is not None:
         require(gamma.shape == norm_shape, "gamma", f"expected {norm_shape} (the last {axes} axes of x), got {gamma.shape}")
     red = tuple(range(x.ndim - axes, x.ndim))
-    inv = 1.0 / np.sqrt((x * x).mean(axis=red, keepdims=True) + eps)
+    inv = 1.0 / np.sqrt(_mean(x * x, red) + eps)
     xhat = x * inv
     return (xhat if gamma is None else gamma * xhat), (xhat, inv, gamma, red)
 
@@ -179,7 +179,7 @@ def rms_norm(x, gamma=None, *, axes, eps, route="rms_normalization"):
 def rms_norm_vjp(res, g):
     xhat, inv, gamma, red = res
     gh = g if gamma is None else g * gamma
-    grads = {"x": inv * (gh - xhat * (gh * xhat).mean(axis=red, keepdims=True))}
+    grads = {"x": inv * (gh - xhat * _mean(gh * xhat, red))}
     if gamma is not None:
         grads["gamma"] = (g * xhat).sum(axis=tuple(range(xhat.ndim - len(red))))
     return grads
