@@ -449,7 +449,7 @@ register(Layer(
 # now and then T = 50, where the gradient reaching early steps shrinks or grows
 # (``flow``: its norm per step is compared too).
 
-RECURRENT_DIMS = {"N": Int(1, 3), "T": Int(1, 4, edges=(50,)), "I": Int(1, 4), "H": Int(1, 4, like="I")}
+RECURRENT_DIMS = {"N": Int(1, 3, edges=(0,)), "T": Int(1, 4, edges=(50,)), "I": Int(1, 4), "H": Int(1, 4, like="I")}
 RECURRENT_X = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
 RECURRENT_STATE = Real(-2.0, 2.0, edges=(0.0,))
 RECURRENT_W = Real(-2.0, 2.0, edges=(0.0, 2.0, -2.0))
@@ -459,7 +459,7 @@ RECURRENT_B = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
 def _through_time(forward, vjp):
     """What every layer through time declares: the per-step gradient norms of x
     (``flow``) and the condition number measured by perturbation."""
-    return {"flow": "x", "condition": through_time(forward, vjp)}
+    return {"flow": "x", "condition": through_time(forward, vjp), "empty": True}
 
 
 def _recurrent_arrays(gates, states=("h0",)):
@@ -495,7 +495,7 @@ register(Layer(
 
 # Stacks and directions: PyTorch's weight names (W_ih_l1, W_ih_l0_reverse, ...) and
 # state layout (L D, N, H), index l D + d; smaller sizes (the cost grows with L D).
-DEEP_DIMS = {"N": Int(1, 3), "T": Int(1, 4), "I": Int(1, 3), "H": Int(1, 3, like="I")}
+DEEP_DIMS = {"N": Int(1, 3, edges=(0,)), "T": Int(1, 4), "I": Int(1, 3), "H": Int(1, 3, like="I")}
 
 
 def _deep_arrays(gates, layers, directions, states=("h0",)):

@@ -160,6 +160,8 @@ def with_flow(case: Case, outputs: dict) -> dict:
     if name is None or g is None:
         return outputs
     g = np.asarray(g, dtype=np.float64)
+    if g.size == 0:  # a batch of 0: no gradient reaches any step
+        return {**outputs, FLOW: {name: np.zeros(g.shape[1])}}
     return {**outputs, FLOW: {name: np.sqrt(np.square(np.moveaxis(g, 1, 0)).reshape(g.shape[1], -1).sum(axis=1))}}
 
 

@@ -679,6 +679,25 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "Conv2DTranspose's x (0, 2, 2, 1) gets a gradient of shape (0, 3, 3, 1) in float32; PyTorch matches the oracle (tensorflow-cpu 2.21.0, "
         "keras 3.15.1)")
       for name in ("conv1d", "conv2d", "conv_transpose2d")),
+    *(Divergence(
+        f"keras-lstm-empty-batch-{name}",
+        name, "tensorflow", "*", lambda c: c.arrays["x"].shape[0] == 0,
+        "Keras' LSTMCell adds its bias to a (0, 4 H) pre-activation and TensorFlow's BiasAdd refuses it: an LSTM "
+        "refuses a batch of 0 (SimpleRNN and GRU take it; PyTorch's nn.LSTM answers with empty outputs and zero "
+        "weight gradients, as the oracle does)",
+        "x (0, 2, 2), H = 2: InvalidArgumentError 'Exception encountered when calling LSTMCell.call(). Biases must "
+        "be 1D: [0,8] [Op:BiasAdd]' in float32 and float64 (tensorflow-cpu 2.21.0, keras 3.15.1); nn.LSTM: y "
+        "(0, 2, 2), gW_ih = 0 (torch 2.13)")
+      for name in ("lstm", "stacked_lstm", "bidirectional_lstm", "masked_lstm", "masked_bidirectional_lstm")),
+    *(Divergence(
+        f"torch-pack-empty-batch-{name}",
+        name, "torch", "*", lambda c: c.arrays["x"].shape[0] == 0,
+        "PyTorch's variable-length path, pack_padded_sequence, refuses a batch of 0 (there is nothing to pack); "
+        "the oracle and Keras (a mask over no sequence) answer with empty outputs and zero weight gradients "
+        "(Keras' LSTM refuses every batch of 0 too: keras-lstm-empty-batch-*)",
+        "x (0, 2, 2), lengths (0,): RuntimeError 'Cannot pack empty tensors.' (torch 2.13); Keras SimpleRNN and GRU "
+        "with mask=: y (0, 2, 2), gradients match the oracle (tensorflow-cpu 2.21.0, keras 3.15.1)")
+      for name in ("masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru")),
     Divergence(
         "tf-batch-norm-empty-batch-nan",
         "batch_norm", "tensorflow", "*", lambda c: c.arrays["x"].size == 0,
