@@ -70,7 +70,8 @@ def softmax_case(axis, x=np.ones((2, 2))):
     (dense_case(cotangents=np.ones((2, 4))), "cotangents"),
     # an empty array for a layer that does not declare it takes zero-size arrays (Layer.empty)
     (dense_case(arrays={"x": np.ones((2, 3)), "W": np.ones((0, 4))}, cotangents={"y": np.ones((2, 4))}), "W"),
-    (Case("layer_norm", "float64", {"axes": 1, "eps": 1e-3}, {"x": np.ones((0, 3))}, {"y": np.ones((0, 3))}), "x"),
+    (Case("dropout", "float64", {"p": 0.0}, {"x": np.ones((0, 3)), "mask": np.ones((0, 3))}, {"y": np.ones((0, 3))}),
+     "x"),
     (ce_case([0, 3]), "labels"),
     (ce_case([0, -1]), "labels"),
     (ce_case([0.0, 1.0]), "labels"),
@@ -105,8 +106,9 @@ def test_valid_case_passes_validation():
 
 
 def test_an_empty_array_is_refused_only_where_the_layer_does_not_take_one():
-    with pytest.raises(ValueError, match=r"^x: is empty \(shape \(0, 3\)\); layer_norm does not take zero-size arrays"):
-        validate(Case("layer_norm", "float64", {"axes": 1, "eps": 1e-3}, {"x": np.ones((0, 3))}, {"y": np.ones((0, 3))}))
+    with pytest.raises(ValueError, match=r"^x: is empty \(shape \(0, 3\)\); dropout does not take zero-size arrays"):
+        validate(Case("dropout", "float64", {"p": 0.0}, {"x": np.ones((0, 3)), "mask": np.ones((0, 3))},
+                      {"y": np.ones((0, 3))}))
     empty = dense_case(arrays={"x": np.ones((0, 3)), "W": np.ones((3, 4))}, cotangents={"y": np.ones((0, 4))})
     assert validate(empty).name == "dense"  # a batch of 0: dense declares empty=True
     grads = Oracle().run(empty)["grad"]
