@@ -1050,6 +1050,13 @@ class TensorFlowAdapter(FrameworkAdapter):
     def version(self):
         return f"{tf().__version__} (keras {keras().__version__})"
 
+    def run(self, case):
+        if case.attrs.get("batched") is False:
+            raise NotApplicable("Keras layers take a batch axis: an input without one is refused (Conv2D: "
+                                "ValueError 'expected min_ndim=4, found ndim=3'; MaxPooling2D: 'expected ndim=4'); "
+                                "unbatched inputs are PyTorch's")
+        return super().run(case)
+
     def tensor(self, array, dtype, watch):
         return tf().constant(array)
 

@@ -99,9 +99,10 @@ def _conv_params(conv, t):
 def _conv(t, dtype, cls, pad_cls, stride, dilation, groups, mode, explicit):
     x, W = t["x"], t["W"]
     kernel = tuple(W.shape[2:])
-    pads = resolve_padding(mode, explicit, tuple(x.shape[2:]), kernel, stride, dilation)
+    rank = len(kernel)  # x is (N, C, *spatial), or (C, *spatial) unbatched: counted from the end
+    pads = resolve_padding(mode, explicit, tuple(x.shape[-rank:]), kernel, stride, dilation)
     padding, pre = _conv_padding(mode, pads, stride)
-    conv = cls(x.shape[1], W.shape[0], kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
+    conv = cls(x.shape[-rank - 1], W.shape[0], kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
                bias="b" in t, padding_mode="zeros", dtype=dtype)
     pad = pad_cls(pre) if pre is not None else (lambda x: x)
     return Built(lambda t: conv(pad(t["x"])), _conv_params(conv, t))
@@ -120,7 +121,7 @@ def conv1d(t, a, dtype):
 
 def conv_transpose2d(t, a, dtype):
     x, W = t["x"], t["W"]
-    conv = nn().ConvTranspose2d(x.shape[1], W.shape[1] * a["groups"], tuple(W.shape[2:]),
+    conv = nn().ConvTranspose2d(x.shape[-3], W.shape[1] * a["groups"], tuple(W.shape[2:]),
                                 stride=(a["stride_h"], a["stride_w"]), padding=(a["pad_h"], a["pad_w"]),
                                 output_padding=(a["output_pad_h"], a["output_pad_w"]), groups=a["groups"],
                                 bias="b" in t, dilation=(a["dilation_h"], a["dilation_w"]),
@@ -131,7 +132,7 @@ def conv_transpose2d(t, a, dtype):
 def _pool_pads(t, a):
     kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
     dilation = (a.get("dilation_h", 1), a.get("dilation_w", 1))
-    pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), tuple(t["x"].shape[2:]),
+    pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), tuple(t["x"].shape[-2:]),
                            kernel, stride, dilation)
     return kernel, stride, dilation, pads, all(before == after for before, after in pads)
 

@@ -27,6 +27,7 @@ from . import optimizers as op
 from . import pooling as pl
 from . import recurrent as rc
 from . import training as tr
+from .batching import batch_axis, unbatched
 from .sensitivity import through_time
 from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Lengths, Mask, Real, Shape
 
@@ -70,8 +71,8 @@ ANY_SHAPE = {"shape": Shape(min_dims=1, max_dims=4, max_side=4)}
 # ---- dense and composites -------------------------------------------------
 
 register(Layer(
-    "dense", dn.dense, dn.dense_vjp, nonfinite=("x",),
-    dims={"N": Int(1, 4), "I": Int(1, 6), "O": Int(1, 6, like="I")},
+    "dense", dn.dense, dn.dense_vjp, empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 4, edges=(0,)), "I": Int(1, 6), "O": Int(1, 6, like="I")},
     arrays={
         "x": Array(S("N", "I")),
         "W": Array(S("I", "O"), param=True),
@@ -94,12 +95,13 @@ register(Layer(
 # ---- activations ----------------------------------------------------------
 
 
-# Element-wise layers also take 0-d inputs (a scalar), which both frameworks accept.
-ELEMENTWISE_SHAPE = {"shape": Shape(min_dims=0, max_dims=4, max_side=4)}
+# Element-wise layers also take 0-d inputs (a scalar) and zero-size ones (a side of 0
+# now and then), which both frameworks accept.
+ELEMENTWISE_SHAPE = {"shape": Shape(min_dims=0, max_dims=4, min_side=0, max_side=4)}
 
 
 def _elementwise(name, forward, vjp, values=Real(), attrs=None, conventions=None):
-    register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {}, nonfinite=("x",),
+    register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {}, empty=True, nonfinite=("x",),
                    arrays={"x": Array(S("shape"), values)}, conventions=conventions or {}))
 
 
@@ -127,7 +129,9 @@ _elementwise("silu", act.silu, act.silu_vjp, SATURATING)
 for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
                           ("log_softmax", act.log_softmax, act.log_softmax_vjp)):
     register(Layer(
-        _name, _fwd, _vjp, dims=ANY_SHAPE, nonfinite=("x",),
+        # a side of 0 now and then: an empty softmax axis, or an empty batch beside it
+        _name, _fwd, _vjp, dims={"shape": Shape(min_dims=1, max_dims=4, min_side=0, max_side=4)},
+        empty=True, nonfinite=("x",),
         attrs={"axis": Drawn(int, lambda d: Int(-len(d.shape), len(d.shape) - 1))},
         # +-20: a spread of 40 along the axis, past which 1 + e^-spread rounds to 1 in
         # both dtypes (the largest element's log-softmax, -log1p(e^-40), then comes out as 0).
@@ -139,7 +143,8 @@ for _name, _fwd, _vjp in (("softmax", act.softmax, act.softmax_vjp),
 # which get a random cotangent like any other output.
 
 REDUCTION = Choice("mean", "sum", "none")
-REGRESSION = {"N": Int(1, 4), "D": Int(1, 5)}
+# A batch of 0 now and then: the mean over nothing is NaN (see losses._reduce).
+REGRESSION = {"N": Int(1, 4, edges=(0,)), "D": Int(1, 5)}
 for _name, _fwd, _vjp, _attrs in (
     ("mse", ls.mse, ls.mse_vjp, {}),
     ("l1", ls.l1, ls.l1_vjp, {}),
@@ -147,8 +152,9 @@ for _name, _fwd, _vjp, _attrs in (
     ("huber", ls.huber, ls.huber_vjp, {"delta": Float(1e-3, 1e3, edges=(1.0, 1e-3, 0.5, 2.0, 1e3))}),
 ):
     register(Layer(
-        _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True,
-        nonfinite=("pred", "target"), arrays={"pred": Array(S("N", "D")), "target": Array(S("N", "D"), Real(like="pred"))},
+        _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True, empty=True,
+        nonfinite=("pred", "target"),
+        arrays={"pred": Array(S("N", "D")), "target": Array(S("N", "D"), Real(like="pred"))},
     ))
 
 
@@ -169,8 +175,8 @@ def _indices(attrs):
 # positive: a zero weight on every label of a batch makes PyTorch's weighted mean
 # 0/0 and its gradient NaN, which no perturbation could be seen in.
 register(Layer(
-    "cross_entropy", ls.cross_entropy, ls.cross_entropy_vjp, loss=True, nonfinite=("logits",),
-    dims={"N": Int(1, 5), "K": Int(2, 6), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3),
+    "cross_entropy", ls.cross_entropy, ls.cross_entropy_vjp, loss=True, empty=True, nonfinite=("logits",),
+    dims={"N": Int(1, 5, edges=(0,)), "K": Int(2, 6), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3),
           "soft": Int(0, 1)},
     attrs={"label_smoothing": Float(0.0, 0.5, edges=(0.0, 0.1)), "reduction": REDUCTION,
            "target_type": Drawn(str, lambda d: Choice(("indices", "probabilities")[d.soft])),
@@ -187,7 +193,7 @@ register(Layer(
 
 register(Layer(
     "binary_cross_entropy_with_logits", ls.binary_cross_entropy_with_logits,
-    ls.binary_cross_entropy_with_logits_vjp, loss=True, nonfinite=("logits",),
+    ls.binary_cross_entropy_with_logits_vjp, loss=True, empty=True, nonfinite=("logits",),
     dims=REGRESSION, attrs={"reduction": REDUCTION},
     arrays={
         # sigma(z) - t past z = 16.6 (float32) or 36.7 (float64) with t = 1: 1 - sigma cancels to 0.
@@ -230,37 +236,41 @@ def _in_size(out, slack, kernel, stride, dilation, padding, before, after):
 
 
 PAD_MODE = Int(0, len(cv.PADDINGS) - 1)
+# PyTorch's convolutions and poolings also take one example without its batch axis
+# ((C, H, W), (C, L)); Keras layers need the axis (not applicable there).
+BATCHED = Choice(True, False)
 POOL_VALUES = Real(-3.0, 3.0, edges=(0.0,), ties=True)  # ties: equal values inside one window
 
 register(Layer(
-    "conv2d", cv.conv2d, cv.conv2d_vjp, nonfinite=("x",),
-    dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+    "conv2d", *unbatched(cv.conv2d, cv.conv2d_vjp), empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "OH": Int(1, 3), "OW": Int(1, 3),
           "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE},
-    attrs={"stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 4), "dilation_w": Int(1, 4),
-           "groups": _drawn("G"), "padding": _padding_mode,
+    attrs={"batched": BATCHED, "stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 4),
+           "dilation_w": Int(1, 4), "groups": _drawn("G"), "padding": _padding_mode,
            "pad_top": _explicit_pad(lambda d: 2), "pad_bottom": _explicit_pad(lambda d: 2),
            "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
     arrays={
-        "x": Array(lambda d, a: (d.N, d.G * d.Cg,
+        "x": Array(batch_axis(lambda d, a: (d.N, d.G * d.Cg,
                                  _in_size(d.OH, d.slack_h, d.kH, a["stride_h"], a["dilation_h"], a["padding"],
                                           a["pad_top"], a["pad_bottom"]),
                                  _in_size(d.OW, d.slack_w, d.kW, a["stride_w"], a["dilation_w"], a["padding"],
-                                          a["pad_left"], a["pad_right"]))),
+                                          a["pad_left"], a["pad_right"])))),
         "W": Array(lambda d, a: (d.G * d.Og, d.Cg, d.kH, d.kW), param=True),
         "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
     },
 ))
 
 register(Layer(
-    "conv1d", cv.conv1d, cv.conv1d_vjp, nonfinite=("x",),
-    dims={"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+    "conv1d", *unbatched(cv.conv1d, cv.conv1d_vjp), empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "k": Int(1, 4), "OL": Int(1, 4), "slack": Int(0, 1), "pad_mode": PAD_MODE},
-    attrs={"stride": Int(1, 3), "dilation": Int(1, 4), "groups": _drawn("G"), "padding": _padding_mode,
+    attrs={"batched": BATCHED, "stride": Int(1, 3), "dilation": Int(1, 4), "groups": _drawn("G"),
+           "padding": _padding_mode,
            "pad_left": _explicit_pad(lambda d: 2), "pad_right": _explicit_pad(lambda d: 2)},
     arrays={
-        "x": Array(lambda d, a: (d.N, d.G * d.Cg, _in_size(d.OL, d.slack, d.k, a["stride"], a["dilation"],
-                                                           a["padding"], a["pad_left"], a["pad_right"]))),
+        "x": Array(batch_axis(lambda d, a: (d.N, d.G * d.Cg, _in_size(d.OL, d.slack, d.k, a["stride"], a["dilation"],
+                                                                      a["padding"], a["pad_left"], a["pad_right"])))),
         "W": Array(lambda d, a: (d.G * d.Og, d.Cg, d.k), param=True),
         "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
     },
@@ -270,17 +280,18 @@ register(Layer(
 # keeps it non-empty for every stride and dilation; output_pad < max(stride, dilation),
 # PyTorch's bound (Keras: < stride), so dilation is drawn as a dim.
 register(Layer(
-    "conv_transpose2d", cv.conv_transpose2d, cv.conv_transpose2d_vjp, nonfinite=("x",),
-    dims={"N": Int(1, 3), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+    "conv_transpose2d", *unbatched(cv.conv_transpose2d, cv.conv_transpose2d_vjp), empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "H": Int(1, 3), "W": Int(1, 3),
           "sH": Int(1, 3), "sW": Int(1, 3, like="sH"), "dH": Int(1, 4), "dW": Int(1, 4, like="dH")},
-    attrs={"stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": _drawn("dH"), "dilation_w": _drawn("dW"),
+    attrs={"batched": BATCHED,
+           "stride_h": _drawn("sH"), "stride_w": _drawn("sW"), "dilation_h": _drawn("dH"), "dilation_w": _drawn("dW"),
            "groups": _drawn("G"),
            "pad_h": Drawn(int, lambda d: Int(0, (d.kH - 1) // 2)), "pad_w": Drawn(int, lambda d: Int(0, (d.kW - 1) // 2)),
            "output_pad_h": Drawn(int, lambda d: Int(0, max(d.sH, d.dH) - 1)),
            "output_pad_w": Drawn(int, lambda d: Int(0, max(d.sW, d.dW) - 1))},
     arrays={
-        "x": Array(lambda d, a: (d.N, d.G * d.Cg, d.H, d.W)),
+        "x": Array(batch_axis(lambda d, a: (d.N, d.G * d.Cg, d.H, d.W))),
         "W": Array(lambda d, a: (d.G * d.Cg, d.Og, d.kH, d.kW), param=True),
         "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
     },
@@ -292,9 +303,9 @@ register(Layer(
 # spare rows are short of a full stride: a partial last window, or one that would
 # start in the bottom padding (PyTorch drops it). The input is at least
 # as long as the dilation, so every dilated window holds a cell of x.
-POOL_DIMS = {"N": Int(1, 3), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
+POOL_DIMS = {"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
              "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 2), "slack_w": Int(0, 2), "pad_mode": PAD_MODE}
-POOL_ATTRS = {"kernel_h": _drawn("kH"), "kernel_w": _drawn("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
+POOL_ATTRS = {"batched": BATCHED, "kernel_h": _drawn("kH"), "kernel_w": _drawn("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
               "padding": _padding_mode,
               "pad_h": _explicit_pad(lambda d: d.kH // 2), "pad_w": _explicit_pad(lambda d: d.kW // 2),
               "ceil_mode": Drawn(bool, lambda d: Choice(False) if cv.PADDINGS[d.pad_mode] == "same"
@@ -310,35 +321,36 @@ def _pooled(values):
     def shape(d, a):
         return (d.N, d.C, side(d.OH, d.slack_h, d.kH, a["stride_h"], a.get("dilation_h", 1), a["pad_h"], a),
                 side(d.OW, d.slack_w, d.kW, a["stride_w"], a.get("dilation_w", 1), a["pad_w"], a))
-    return Array(shape, values)
+    return Array(batch_axis(shape), values)
 
 
 register(Layer(
-    "max_pool2d", pl.max_pool2d, pl.max_pool2d_vjp, dims=POOL_DIMS, nonfinite=("x",),
+    "max_pool2d", *unbatched(pl.max_pool2d, pl.max_pool2d_vjp), dims=POOL_DIMS, empty=True, nonfinite=("x",),
     attrs={**POOL_ATTRS, "dilation_h": Int(1, 3), "dilation_w": Int(1, 3)},
     arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first", "nan_route": "first"},
 ))
 
 register(Layer(
-    "avg_pool2d", pl.avg_pool2d, pl.avg_pool2d_vjp, dims=POOL_DIMS, nonfinite=("x",),
+    "avg_pool2d", *unbatched(pl.avg_pool2d, pl.avg_pool2d_vjp), dims=POOL_DIMS, empty=True, nonfinite=("x",),
     attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": Choice(None, 1)},
     arrays={"x": _pooled(Real())},
 ))
 
 register(Layer(
-    "global_avg_pool2d", pl.global_avg_pool2d, pl.global_avg_pool2d_vjp, nonfinite=("x",),
-    dims={"N": Int(1, 3), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
+    "global_avg_pool2d", pl.global_avg_pool2d, pl.global_avg_pool2d_vjp, empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
     arrays={"x": Array(S("N", "C", "H", "W"))},
 ))
 
 # Output sizes that divide the input, that do not (overlapping windows), 1x1
 # (global), equal to the input (identity) and larger than it (cells repeat).
 register(Layer(
-    "adaptive_avg_pool2d", pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp, nonfinite=("x",),
-    dims={"N": Int(1, 3), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
+    "adaptive_avg_pool2d", *unbatched(pl.adaptive_avg_pool2d, pl.adaptive_avg_pool2d_vjp), empty=True,
+    nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
           "OH": Int(1, 5, like="H"), "OW": Int(1, 5, like="OH")},
-    attrs={"output_h": _drawn("OH"), "output_w": _drawn("OW")},
-    arrays={"x": Array(S("N", "C", "H", "W"))},
+    attrs={"batched": BATCHED, "output_h": _drawn("OH"), "output_w": _drawn("OW")},
+    arrays={"x": Array(batch_axis(S("N", "C", "H", "W")))},
 ))
 
 
@@ -349,18 +361,18 @@ register(Layer(
 NORM_X = Real(-3.0, 3.0, edges=(0.0,), ties=True, spread=(0.0, 1e-4, 1e-2))
 NORM_EPS = Float(1e-5, 1e-1, edges=(1e-5, 1e-3))
 # (N, C, *spatial): no spatial axes (N, C), one (N, C, L) or two (N, C, H, W).
-CHANNELS = {"N": Int(1, 4), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
+CHANNELS = {"N": Int(1, 4, edges=(0,)), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
 AFFINE = {"gamma": Array(S("C"), param=True), "beta": Array(S("C"), param=True)}
 
 register(Layer(
-    "batch_norm", nm.batch_norm, nm.batch_norm_vjp, condition=nm.kappa, nonfinite=("x",),
+    "batch_norm", nm.batch_norm, nm.batch_norm_vjp, condition=nm.kappa, empty=True, nonfinite=("x",),
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={"x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE},
 ))
 
 register(Layer(
     "batch_norm_inference", nm.batch_norm_inference, nm.batch_norm_inference_vjp,
-    condition=nm.kappa, nonfinite=("x",),
+    condition=nm.kappa, empty=True, nonfinite=("x",),
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={
         "x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE,
@@ -376,8 +388,8 @@ def _trailing(d, attrs):
 
 
 register(Layer(
-    "layer_norm", nm.layer_norm, nm.layer_norm_vjp, condition=nm.kappa, nonfinite=("x",),
-    dims={"shape": Shape(min_dims=1, max_dims=3, max_side=4)},
+    "layer_norm", nm.layer_norm, nm.layer_norm_vjp, condition=nm.kappa, empty=True, nonfinite=("x",),
+    dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS},
     arrays={
         "x": Array(S("shape"), NORM_X),
@@ -389,15 +401,15 @@ register(Layer(
 # Keras reaches RMS normalization two ways; `route` names which one a framework
 # runs (PyTorch has only nn.RMSNorm; see the adapters).
 register(Layer(
-    "rms_norm", nm.rms_norm, nm.rms_norm_vjp, condition=nm.kappa, nonfinite=("x",),
-    dims={"shape": Shape(min_dims=1, max_dims=3, max_side=4)},
+    "rms_norm", nm.rms_norm, nm.rms_norm_vjp, condition=nm.kappa, empty=True, nonfinite=("x",),
+    dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS,
            "route": Choice("rms_normalization", "layer_normalization_rms_scaling")},
     arrays={"x": Array(S("shape"), NORM_X), "gamma": Array(_trailing, param=True, optional=True)},
 ))
 
 # Groups and channels per group are drawn, so groups always divides the channels.
-GROUPED = {"N": Int(1, 3), "G": Int(1, 3), "Cg": Int(1, 3),
+GROUPED = {"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 3),
            "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
 
 
@@ -410,7 +422,7 @@ def _grouped_c(d, attrs):
 
 
 register(Layer(
-    "group_norm", nm.group_norm, nm.group_norm_vjp, condition=nm.kappa, nonfinite=("x",),
+    "group_norm", nm.group_norm, nm.group_norm_vjp, condition=nm.kappa, empty=True, nonfinite=("x",),
     dims=GROUPED,
     attrs={"groups": _drawn("G"), "eps": NORM_EPS},
     arrays={
@@ -422,8 +434,8 @@ register(Layer(
 
 # A small vocabulary and up to 16 lookups: repeated indices in most cases (V = 1: all equal).
 register(Layer(
-    "embedding", em.embedding, em.embedding_vjp,
-    dims={"N": Int(1, 4), "L": Int(1, 4), "V": Int(1, 5), "D": Int(1, 4)},
+    "embedding", em.embedding, em.embedding_vjp, empty=True,
+    dims={"N": Int(1, 4, edges=(0,)), "L": Int(1, 4), "V": Int(1, 5), "D": Int(1, 4)},
     arrays={"ids": Array(S("N", "L"), Labels("V")), "W": Array(S("V", "D"), param=True)},
 ))
 
@@ -441,7 +453,7 @@ register(Layer(
 # now and then T = 50, where the gradient reaching early steps shrinks or grows
 # (``flow``: its norm per step is compared too).
 
-RECURRENT_DIMS = {"N": Int(1, 3), "T": Int(1, 4, edges=(50,)), "I": Int(1, 4), "H": Int(1, 4, like="I")}
+RECURRENT_DIMS = {"N": Int(1, 3, edges=(0,)), "T": Int(1, 4, edges=(50,)), "I": Int(1, 4), "H": Int(1, 4, like="I")}
 RECURRENT_X = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
 RECURRENT_STATE = Real(-2.0, 2.0, edges=(0.0,))
 RECURRENT_W = Real(-2.0, 2.0, edges=(0.0, 2.0, -2.0))
@@ -451,7 +463,7 @@ RECURRENT_B = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
 def _through_time(forward, vjp):
     """What every layer through time declares: the per-step gradient norms of x
     (``flow``) and the condition number measured by perturbation."""
-    return {"flow": "x", "condition": through_time(forward, vjp)}
+    return {"flow": "x", "condition": through_time(forward, vjp), "empty": True}
 
 
 def _recurrent_arrays(gates, states=("h0",)):
@@ -487,7 +499,7 @@ register(Layer(
 
 # Stacks and directions: PyTorch's weight names (W_ih_l1, W_ih_l0_reverse, ...) and
 # state layout (L D, N, H), index l D + d; smaller sizes (the cost grows with L D).
-DEEP_DIMS = {"N": Int(1, 3), "T": Int(1, 4), "I": Int(1, 3), "H": Int(1, 3, like="I")}
+DEEP_DIMS = {"N": Int(1, 3, edges=(0,)), "T": Int(1, 4), "I": Int(1, 3), "H": Int(1, 3, like="I")}
 
 
 def _deep_arrays(gates, layers, directions, states=("h0",)):

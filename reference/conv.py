@@ -97,7 +97,7 @@ def _im2col(xp, kernel, stride, dilation, groups):
     oh, ow = win.shape[2:4]
     win = win.reshape(n, groups, c // groups, oh, ow, *kernel)
     cols = np.ascontiguousarray(win.transpose(1, 2, 5, 6, 0, 3, 4))  # (G, Cg, kH, kW, N, OH, OW)
-    return cols.reshape(groups, -1, n * oh * ow), (oh, ow)
+    return cols.reshape(groups, c // groups * kernel[0] * kernel[1], n * oh * ow), (oh, ow)  # N = 0: no -1
 
 
 def _by_group(a, groups):

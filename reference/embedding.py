@@ -17,7 +17,7 @@ def embedding(ids, W):
     require(W.ndim == 2, "W", f"expected (V, D), got shape {W.shape}")
     require(np.issubdtype(ids.dtype, np.integer), "ids", f"expected integers, got {ids.dtype}")
     require(ids.size == 0 or (ids.min() >= 0 and ids.max() < W.shape[0]), "ids",
-            f"expected indices in [0, {W.shape[0]}), got {ids.min()}..{ids.max()}")
+            f"expected indices in [0, {W.shape[0]}), got {ids.min()}..{ids.max()}" if ids.size else "")
     return W[ids], (ids, W.shape)
 
 

@@ -26,8 +26,11 @@ def _reduce(per_element, reduction):
     _check_reduction(reduction)
     if reduction == "none":
         return per_element, None
-    return (per_element.mean() if reduction == "mean" else per_element.sum()), (
-        1.0 / per_element.size if reduction == "mean" else 1.0)
+    if reduction == "sum":
+        return per_element.sum(), 1.0
+    # A mean over nothing (a batch of 0) is 0/0 = NaN, as in PyTorch; its gradient has no element.
+    return (per_element.sum() / per_element.size if per_element.size else np.float64(np.nan)), (
+        1.0 / max(per_element.size, 1))
 
 
 def _spread(g, factor):

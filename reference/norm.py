@@ -31,17 +31,24 @@ def _per_channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _mean(a, axes):
+    """The mean over ``axes`` (kept), as ``a.mean`` computes it; over nothing (a batch
+    of 0) it is 0/0 = NaN, quietly: such a statistic reaches no element of x or y."""
+    with np.errstate(invalid="ignore"):
+        return a.sum(axis=axes, keepdims=True) / int(np.prod([a.shape[i] for i in axes]))
+
+
 def _normalize(x, axes, eps):
     """xhat = (x - mean) / sqrt(var + eps) over ``axes`` (biased variance); returns (xhat, inv)."""
-    mu = x.mean(axis=axes, keepdims=True)
+    mu = _mean(x, axes)
     d = x - mu
-    inv = 1.0 / np.sqrt((d * d).mean(axis=axes, keepdims=True) + eps)
+    inv = 1.0 / np.sqrt(_mean(d * d, axes) + eps)
     return d * inv, inv
 
 
 def _normalize_vjp(xhat, inv, gh, axes):
     """gx = inv (gh - mean(gh) - xhat mean(gh xhat)), means over ``axes``."""
-    return inv * (gh - gh.mean(axis=axes, keepdims=True) - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
+    return inv * (gh - _mean(gh, axes) - xhat * _mean(gh * xhat, axes))
 
 
 def _check_channels(x, gamma, beta, names=("gamma", "beta")):
@@ -62,7 +69,9 @@ def batch_norm(x, gamma, beta, *, eps):
       ggamma = sum g xhat,  gbeta = sum g.
     Shapes: x (N, C, *spatial), gamma (C,), beta (C,) -> y like x.
     With one value per channel (N * prod(spatial) == 1) var = 0: y = beta and
-    gx = 0 (PyTorch refuses that input in training mode).
+    gx = 0 (PyTorch refuses that input in training mode). A batch of 0: the
+    statistics are NaN (a mean over nothing) and reach no element; y and gx are
+    empty and ggamma = gbeta = 0, sums over nothing (PyTorch too; Keras: NaN).
     """
     _check_eps(eps)
     _check_channels(x, gamma, beta)
@@ -162,7 +171,7 @@ def rms_norm(x, gamma=None, *, axes, eps, route="rms_normalization"):
     if gamma is not None:
         require(gamma.shape == norm_shape, "gamma", f"expected {norm_shape} (the last {axes} axes of x), got {gamma.shape}")
     red = tuple(range(x.ndim - axes, x.ndim))
-    inv = 1.0 / np.sqrt((x * x).mean(axis=red, keepdims=True) + eps)
+    inv = 1.0 / np.sqrt(_mean(x * x, red) + eps)
     xhat = x * inv
     return (xhat if gamma is None else gamma * xhat), (xhat, inv, gamma, red)
 
@@ -170,7 +179,7 @@ def rms_norm(x, gamma=None, *, axes, eps, route="rms_normalization"):
 def rms_norm_vjp(res, g):
     xhat, inv, gamma, red = res
     gh = g if gamma is None else g * gamma
-    grads = {"x": inv * (gh - xhat * (gh * xhat).mean(axis=red, keepdims=True))}
+    grads = {"x": inv * (gh - xhat * _mean(gh * xhat, red))}
     if gamma is not None:
         grads["gamma"] = (g * xhat).sum(axis=tuple(range(xhat.ndim - len(red))))
     return grads

@@ -95,7 +95,8 @@ def validate(case: Case) -> Layer:
     for name, arr in case.arrays.items():
         require(name in wanted, name, f"{case.layer} takes no array {name!r} (it takes {', '.join(wanted)})")
         require(isinstance(arr, np.ndarray), name, f"expected a NumPy array, got {type(arr).__name__}")
-        require(arr.size > 0, name, f"is empty (shape {arr.shape})")
+        require(arr.size > 0 or layer.empty, name, f"is empty (shape {arr.shape}); {case.layer} does not take "
+                "zero-size arrays")
         if isinstance(wanted[name].values, (Labels, Lengths)):
             what = "labels" if isinstance(wanted[name].values, Labels) else "lengths"
             require(np.issubdtype(arr.dtype, np.integer), name, f"expected integer {what}, got {arr.dtype}")
@@ -169,6 +170,8 @@ def with_flow(case: Case, outputs: dict) -> dict:
     if name is None or g is None:
         return outputs
     g = np.asarray(g, dtype=np.float64)
+    if g.size == 0:  # a batch of 0: no gradient reaches any step
+        return {**outputs, FLOW: {name: np.zeros(g.shape[1])}}
     return {**outputs, FLOW: {name: np.sqrt(np.square(np.moveaxis(g, 1, 0)).reshape(g.shape[1], -1).sum(axis=1))}}
 
 

@@ -314,6 +314,8 @@ def exact(case: Case, conventions: dict | None = None) -> dict | None:
     The case is not validated here (``evaluate`` does that first in ``check``)."""
     if case.layer not in PRECISE or not COVERS.get(case.layer, lambda c: True)(case):
         return None
+    if any(a.size == 0 for a in case.arrays.values()):  # a zero-size case: no digits to measure
+        return None
     if not all(bool(np.isfinite(a).all()) for a in case.arrays.values() if a.dtype.kind == "f"):
         return None
     low, high = (_evaluate(case, conventions or {}, bits) for bits in PRECISIONS)

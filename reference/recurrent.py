@@ -216,8 +216,8 @@ def _scan_vjp(res, gy, g_hn, g_cn=None):
             dH += pass_h
             if dC is not None:
                 dC += pass_c
-    flat_i, flat_h = da_i.reshape(T * N, -1), da_h.reshape(T * N, -1)
-    xs = xt.reshape(T * N, -1)
+    flat_i, flat_h = da_i.reshape(T * N, da_i.shape[-1]), da_h.reshape(T * N, da_h.shape[-1])  # N = 0: no -1
+    xs = xt.reshape(T * N, xt.shape[-1])
     grads = {"x": (da_i @ W_ih.T).transpose(1, 0, 2), "W_ih": xs.T @ flat_i, "b_ih": flat_i.sum(axis=0),
              "b_hh": flat_h.sum(axis=0), "h0": dH}
     h_prev = hs[:-1].reshape(T * N, H)

@@ -91,7 +91,7 @@ class Shape:
 
     min_dims: int = 1
     max_dims: int = 3
-    min_side: int = 1
+    min_side: int = 1  # 0: one case in ten has one side 0 (a zero-size array, on purpose)
     max_side: int = 5
 
 
@@ -209,6 +209,9 @@ class Layer:
     its formula evaluated in IEEE arithmetic, as its docstring states (the
     README's "Special values"). Parameters, labels, masks and cotangents are
     always finite, as are the inputs of layers that declare none.
+    ``empty``: the layer takes zero-size arrays (a batch of 0, an empty reduction
+    axis) and its oracle answers them (empty outputs, zero gradients, NaN for a
+    mean over nothing); validation rejects an empty array for any other layer.
     """
 
     name: str
@@ -223,6 +226,7 @@ class Layer:
     outputs: tuple = ()
     flow: str | None = None
     nonfinite: tuple = ()
+    empty: bool = False
 
     @property
     def output_names(self) -> tuple | None:

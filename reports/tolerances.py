@@ -792,6 +792,61 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "float32, x[0] = [1.18e-38, -3, 0], W1[:, 0] = [0.259, 0, 0.806], b1 = 0: a = 3.0e-39 > 0; Keras gives "
         "gW1@1 = 0 (the oracle and PyTorch -0.365 in W1[1, 0]) and W1@1[1, 0] = 0 against 0.112 (tensorflow-cpu "
         "2.21.0, keras 3.15.1)"),
+    # ---- zero-size arrays (a batch of 0)
+    *(Divergence(
+        f"keras-loss-empty-batch-{name}",
+        name, "tensorflow", "*",
+        lambda c: next(iter(c.arrays.values())).size == 0 and c.attrs["reduction"] != "none"
+        and "pos_weight" not in c.arrays,
+        "Keras' Loss.reduce_values returns the per-sample losses unreduced when they have shape (0,) (keras/src/"
+        "losses/loss.py: '... or tuple(values.shape) == (0,)'): a batch of 0 reduced by 'sum' or a mean gives an "
+        "empty loss, where the oracle and PyTorch give a scalar (a sum over nothing is 0, a mean NaN)",
+        "pred, target (0, 3): keras.losses.MeanSquaredError()(...) has shape (0,); PyTorch's MSELoss gives nan "
+        "('mean') and 0.0 ('sum'), gradients (0, 3) in both frameworks (tensorflow-cpu 2.21.0, keras 3.15.1; also "
+        "L1, Huber, BinaryCrossentropy and SparseCategoricalCrossentropy; tf.nn.weighted_cross_entropy_with_logits "
+        "reduced by tf.reduce_mean, the pos_weight route, gives nan as PyTorch does)")
+      for name in ("mse", "l1", "huber", "binary_cross_entropy_with_logits", "cross_entropy")),
+    *(Divergence(
+        f"tf-conv-float32-empty-batch-shape-{name}",
+        name, "tensorflow", "float32",
+        lambda c: c.arrays["x"].shape[0] == 0 and c.cotangents["y"].shape != c.arrays["x"].shape,
+        "TensorFlow's float32 CPU convolution (oneDNN) hands a batch of 0 back as it came, in the input's shape, "
+        "not the output's: the output (and for a transposed convolution, whose input gradient is a convolution, "
+        "the gradient of x) has the wrong shape, unless the two shapes agree (or agree after the adapter's "
+        "subsampling for stride with dilation); float64 (no oneDNN) is right",
+        "x (0, 3, 3, 1) NHWC, kernel 2x2, 'valid': keras Conv2D and tf.nn.conv2d give shape (0, 3, 3, 1) in "
+        "float32, (0, 2, 2, 1) in float64; tf.nn.conv2d of x (0, 7, 7, 2), W (k, k, 2, 3) gives (0, 7, 7, 2) for "
+        "every k in 1..3, stride 1 or 2, dilation 1 or 2 (Conv1D likewise (0, 3, 1) for (0, 2, 1)); "
+        "Conv2DTranspose's x (0, 2, 2, 1) gets a gradient of shape (0, 3, 3, 1) in float32; PyTorch matches the oracle (tensorflow-cpu 2.21.0, "
+        "keras 3.15.1)")
+      for name in ("conv1d", "conv2d", "conv_transpose2d")),
+    *(Divergence(
+        f"keras-lstm-empty-batch-{name}",
+        name, "tensorflow", "*", lambda c: c.arrays["x"].shape[0] == 0,
+        "Keras' LSTMCell adds its bias to a (0, 4 H) pre-activation and TensorFlow's BiasAdd refuses it: an LSTM "
+        "refuses a batch of 0 (SimpleRNN and GRU take it; PyTorch's nn.LSTM answers with empty outputs and zero "
+        "weight gradients, as the oracle does)",
+        "x (0, 2, 2), H = 2: InvalidArgumentError 'Exception encountered when calling LSTMCell.call(). Biases must "
+        "be 1D: [0,8] [Op:BiasAdd]' in float32 and float64 (tensorflow-cpu 2.21.0, keras 3.15.1); nn.LSTM: y "
+        "(0, 2, 2), gW_ih = 0 (torch 2.13)")
+      for name in ("lstm", "stacked_lstm", "bidirectional_lstm", "masked_lstm", "masked_bidirectional_lstm")),
+    *(Divergence(
+        f"torch-pack-empty-batch-{name}",
+        name, "torch", "*", lambda c: c.arrays["x"].shape[0] == 0,
+        "PyTorch's variable-length path, pack_padded_sequence, refuses a batch of 0 (there is nothing to pack); "
+        "the oracle and Keras (a mask over no sequence) answer with empty outputs and zero weight gradients "
+        "(Keras' LSTM refuses every batch of 0 too: keras-lstm-empty-batch-*)",
+        "x (0, 2, 2), lengths (0,): RuntimeError 'Cannot pack empty tensors.' (torch 2.13); Keras SimpleRNN and GRU "
+        "with mask=: y (0, 2, 2), gradients match the oracle (tensorflow-cpu 2.21.0, keras 3.15.1)")
+      for name in ("masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru")),
+    Divergence(
+        "tf-batch-norm-empty-batch-nan",
+        "batch_norm", "tensorflow", "*", lambda c: c.arrays["x"].size == 0,
+        "a batch of 0: the batch statistics are a mean over nothing (0/0 = NaN) in Keras, and the gamma gradient "
+        "sum(g xhat) picks up the NaN through 1/sqrt(var + eps); the oracle and PyTorch sum over nothing (0)",
+        "x (0, 3, 2), keras BatchNormalization(axis=1, training=True): y (0, 3, 2), ggamma [nan, nan, nan], gbeta "
+        "[0, 0, 0], moving_mean becomes nan; PyTorch's BatchNorm1d: ggamma = gbeta = 0 (tensorflow-cpu 2.21.0, "
+        "keras 3.15.1, torch 2.13)"),
 ]
 
 

@@ -4,7 +4,7 @@ an optimizer trajectory, one of its outputs: a perturbed update)."""
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gradparity.reference import GRAD, OUT, Oracle, condition, evaluate
@@ -41,13 +41,18 @@ class Perturbed:
         finite = np.isfinite(grad) & np.isfinite(exact)
         scale = scale_of(grad, FLOORS[self.kind](case))
         self.perturbed = bool(finite.any()) and scale > 0
+        if not self.perturbed:
+            return got
         i = np.unravel_index(np.argmax(np.where(finite, np.abs(grad), -1.0)), grad.shape)
         grad[i] += self.rel * condition(case) * scale
         return {**got, self.kind: {**got[self.kind], self.tensor: grad.astype(original.dtype)}}
 
 
 @pytest.mark.gradparity_matrix
-@settings(profile(), max_examples=3)
+# Filtering is expected: a framework may express few of a layer's configurations (Keras'
+# Conv2DTranspose: no groups, no unbatched input, no stride with dilation).
+@settings(profile(), max_examples=3, suppress_health_check=[*profile().suppress_health_check,
+                                                            HealthCheck.filter_too_much])
 @given(data=st.data())
 def test_perturbed_gradient_is_flagged(layer, framework, dtype, data, runner_for):
     adapter = runner_for(framework)
@@ -56,7 +61,9 @@ def test_perturbed_gradient_is_flagged(layer, framework, dtype, data, runner_for
     assume(all(d.bound is not None or d.positions for d in known_divergences(case, framework)))
     kind = OUT if layer_of(case).vjp is None else GRAD  # a forward-only entry: its outputs are what it checks
     honest = {r["name"]: r["status"] for r in check(case, Oracle(), adapter) if r["kind"] == kind}
-    passing = sorted(t for t, s in honest.items() if s in ("pass", "known_divergence"))
+    sizes = {n: v.size for n, v in Oracle().run(case)[kind].items()}
+    # A zero-size tensor (a batch of 0) has no element to perturb: it cannot be the canary.
+    passing = sorted(t for t, s in honest.items() if s in ("pass", "known_divergence") and sizes.get(t, 1) > 0)
     assume(passing)
     tensor = data.draw(st.sampled_from(passing), label="tensor")
     perturbed = Perturbed(adapter, tensor, CANARY[dtype], kind)

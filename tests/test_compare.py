@@ -179,7 +179,7 @@ def test_a_case_that_would_abort_tensorflow_is_not_run_and_is_explained():
     if not tf.available()[0]:
         pytest.skip(tf.available()[1])
     rng = np.random.default_rng(0)
-    attrs = {"stride": 3, "dilation": 3, "groups": 2, "padding": "valid", "pad_left": 0, "pad_right": 0}
+    attrs = {"batched": True, "stride": 3, "dilation": 3, "groups": 2, "padding": "valid", "pad_left": 0, "pad_right": 0}
     case = Case("conv1d", "float64", attrs, {"x": rng.standard_normal((1, 4, 11)), "W": rng.standard_normal((4, 2, 2))},
                 {"y": rng.standard_normal((1, 4, 3))})
     rows = check(case, Oracle(), tf)  # without the guard this aborts the process (heap corruption in XLA)

@@ -12,7 +12,8 @@ import numpy as np
 from gradparity.reference import Case, evaluate
 
 def _max_pool(x, out=(1, 1), **conv):
-    attrs = dict(kernel_h=2, kernel_w=2, stride_h=2, stride_w=2, dilation_h=1, dilation_w=1, padding="valid",
+    attrs = dict(batched=True, kernel_h=2, kernel_w=2, stride_h=2, stride_w=2, dilation_h=1, dilation_w=1,
+                 padding="valid",
                  pad_h=0, pad_w=0, ceil_mode=False)
     attrs.update({k: conv.pop(k) for k in list(conv) if k in attrs})
     x = np.asarray(x, dtype=np.float64)[None, None]
@@ -37,7 +38,7 @@ def test_max_pool_padding_never_wins_even_against_minus_inf():
 def test_adaptive_avg_pool_nan_reaches_only_the_windows_that_hold_it():
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     x[0, 0, 0, 0] = np.nan
-    case = Case("adaptive_avg_pool2d", "float64", {"output_h": 3, "output_w": 3}, {"x": x},
+    case = Case("adaptive_avg_pool2d", "float64", {"batched": True, "output_h": 3, "output_w": 3}, {"x": x},
                 {"y": np.ones((1, 1, 3, 3))})
     y = evaluate(case).outputs["out"]["y"][0, 0]
     assert np.isnan(y).tolist() == [[True, False, False], [False, False, False], [False, False, False]]

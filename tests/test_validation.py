@@ -39,7 +39,7 @@ def ce_case(labels):
 
 
 def conv_case(**attrs):
-    base = {"stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "groups": 1, "padding": "valid",
+    base = {"batched": True, "stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "groups": 1, "padding": "valid",
             "pad_top": 0, "pad_bottom": 0, "pad_left": 0, "pad_right": 0}
     return Case("conv2d", "float64", {**base, **attrs}, {"x": np.ones((1, 1, 3, 3)), "W": np.ones((1, 1, 2, 2))},
                 {"y": np.ones((1, 1, 2, 2))})
@@ -69,8 +69,10 @@ def softmax_case(axis, x=np.ones((2, 2))):
     (dense_case(cotangents={}), "cotangents"),
     (dense_case(cotangents={"out": np.ones((2, 4))}), "cotangents"),
     (dense_case(cotangents=np.ones((2, 4))), "cotangents"),
-    # an empty batch
-    (dense_case(arrays={"x": np.ones((0, 3)), "W": np.ones((3, 4))}, cotangents={"y": np.ones((0, 4))}), "x"),
+    # an empty array for a layer that does not declare it takes zero-size arrays (Layer.empty)
+    (dense_case(arrays={"x": np.ones((2, 3)), "W": np.ones((0, 4))}, cotangents={"y": np.ones((2, 4))}), "W"),
+    (Case("dropout", "float64", {"p": 0.0}, {"x": np.ones((0, 3)), "mask": np.ones((0, 3))}, {"y": np.ones((0, 3))}),
+     "x"),
     (ce_case([0, 3]), "labels"),
     (ce_case([0, -1]), "labels"),
     (ce_case([0.0, 1.0]), "labels"),
@@ -81,6 +83,9 @@ def softmax_case(axis, x=np.ones((2, 2))):
     (softmax_case(2), "axis"),
     # wrong types: a bool where an int belongs, a string where an int belongs
     (conv_case(stride_h=True), "stride_h"),
+    (conv_case(batched=1), "batched"),
+    # batched=False takes x without its batch axis: (C, H, W), not (N, C, H, W)
+    (conv_case(batched=False), "x"),
     (conv_case(stride_w=1.0), "stride_w"),
     (conv_case(padding="SAME"), "padding"),
     (softmax_case("1"), "axis"),
@@ -106,3 +111,13 @@ def test_nonfinite_values_are_accepted_only_where_the_layer_declares_them():
 
 def test_valid_case_passes_validation():
     assert validate(dense_case()).name == "dense"
+
+
+def test_an_empty_array_is_refused_only_where_the_layer_does_not_take_one():
+    with pytest.raises(ValueError, match=r"^x: is empty \(shape \(0, 3\)\); dropout does not take zero-size arrays"):
+        validate(Case("dropout", "float64", {"p": 0.0}, {"x": np.ones((0, 3)), "mask": np.ones((0, 3))},
+                      {"y": np.ones((0, 3))}))
+    empty = dense_case(arrays={"x": np.ones((0, 3)), "W": np.ones((3, 4))}, cotangents={"y": np.ones((0, 4))})
+    assert validate(empty).name == "dense"  # a batch of 0: dense declares empty=True
+    grads = Oracle().run(empty)["grad"]
+    assert grads["x"].shape == (0, 3) and np.array_equal(grads["W"], np.zeros((3, 4)))

@@ -20,12 +20,13 @@ BENCH = {
     # x (8, 16, 32, 32), 32 filters 3x3 with bias, 'same' padding: out (8, 32, 32, 32)
     "conv2d": ({"N": 8, "G": 1, "Cg": 16, "Og": 32, "kH": 3, "kW": 3, "OH": 32, "OW": 32,
                 "slack_h": 0, "slack_w": 0, "pad_mode": 1},
-               {"stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "groups": 1, "padding": "same",
+               {"batched": True, "stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "groups": 1,
+                "padding": "same",
                 "pad_top": 0, "pad_bottom": 0, "pad_left": 0, "pad_right": 0}),
     # the same x, ResNet's stem pooling: 3x3 window, stride 2, padding 1: out (8, 16, 16, 16)
     "max_pool2d": ({"N": 8, "C": 16, "kH": 3, "kW": 3, "OH": 16, "OW": 16, "slack_h": 1, "slack_w": 1,
                     "pad_mode": 2},
-                   {"kernel_h": 3, "kernel_w": 3, "stride_h": 2, "stride_w": 2, "padding": "explicit",
+                   {"batched": True, "kernel_h": 3, "kernel_w": 3, "stride_h": 2, "stride_w": 2, "padding": "explicit",
                     "pad_h": 1, "pad_w": 1, "dilation_h": 1, "dilation_w": 1, "ceil_mode": False}),
     # the same x, training-mode statistics
     "batch_norm": ({"N": 8, "C": 16, "spatial": (32, 32)}, {"eps": 1e-5}),
