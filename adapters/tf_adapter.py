@@ -638,7 +638,10 @@ def masking_route(x: np.ndarray) -> bool:
 
 
 def _masking_value(x, valid):
-    zero_steps = np.all(x == 0, axis=-1) & valid
+    # TensorFlow reads subnormals as 0 (denormals-are-zero): Masking(0) would drop a
+    # valid step of subnormals as padding (measured: x = 8.5e-39, float32), so such a
+    # step counts as zero here too.
+    zero_steps = np.all(np.abs(x) < np.finfo(x.dtype).tiny, axis=-1) & valid
     return 0.0 if not zero_steps.any() else float(np.ceil(np.abs(x).max())) + 1.0
 
 

@@ -503,6 +503,14 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "(exact +Inf)",
         positions=True),
     Divergence(
+        "tf-batch-norm-inference-folded-scale",
+        "batch_norm_inference", "tensorflow", "*", _holds("x"),
+        "Keras' inference batch norm folds gamma / sqrt(var + eps) into one scale first; a scale below tiny is "
+        "flushed to 0 (denormals-are-zero), and an infinite x times that 0 is NaN where gamma (x - mean) / "
+        "sqrt(var + eps) is +-Inf",
+        "tensorflow-cpu 2.21, float64: gamma 2.2e-308, running_var 1, x = +Inf: y NaN (exact +Inf)",
+        positions=True),
+    Divergence(
         "tf-max-pool-skips-nan",
         "max_pool2d", "tensorflow", "*", _holds("x"),
         "TensorFlow's MaxPool starts from the lowest finite value and replaces it only on a strict '>': a NaN never "

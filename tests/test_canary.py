@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gradparity.reference import GRAD, OUT, Oracle, condition, evaluate
 from gradparity.reference.oracle import layer_of
-from gradparity.reports.compare import FLOORS, check, conventions, scale_of
+from gradparity.reports.compare import FLOORS, UNDERFLOW, check, conventions, scale_of
 from gradparity.reports.tolerances import known_divergences
 from gradparity.tests.plugin import profile
 from gradparity.tests.strategies import cases
@@ -23,8 +23,8 @@ class Perturbed:
     """An adapter that adds ``rel * condition * scale`` (what the comparison measures
     errors against) to the largest element of one gradient (``kind`` GRAD) or
     output (OUT) that is finite on both sides; ``perturbed`` says whether it could
-    (not where every value is NaN, nor where the scale is 0: all-zero gradients
-    and parameters)."""
+    (not where every value is NaN, nor where the scale is 0 or under tiny / eps:
+    all-zero or subnormal gradients and parameters)."""
 
     def __init__(self, inner, tensor, rel, kind=GRAD):
         self.inner, self.tensor, self.rel, self.kind = inner, tensor, rel, kind
@@ -40,7 +40,9 @@ class Perturbed:
         exact = evaluate(case, conventions(self.inner, case.layer)).outputs[self.kind][self.tensor]
         finite = np.isfinite(grad) & np.isfinite(exact)
         scale = scale_of(grad, FLOORS[self.kind](case))
-        self.perturbed = bool(finite.any()) and scale > 0
+        # Under tiny / eps no check tells errors apart (the tolerance's floor, see
+        # compare.UNDERFLOW): a case whose whole scale is that small proves nothing.
+        self.perturbed = bool(finite.any()) and self.rel * condition(case) * scale > UNDERFLOW[case.dtype]
         if not self.perturbed:
             return got
         i = np.unravel_index(np.argmax(np.where(finite, np.abs(grad), -1.0)), grad.shape)
