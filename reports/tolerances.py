@@ -176,15 +176,16 @@ def _subnormal(a) -> np.ndarray:
 
 
 def _flushed_at_kink(case) -> bool:
-    """A layer with a kink at 0 whose argument there is subnormal: x itself,
-    pred - target for l1 (computed in the case dtype, as the framework does), the
-    logits of binary cross-entropy with pos_weight (TensorFlow's formula has kinks)."""
+    """A layer with a kink at 0 whose argument there is subnormal: x itself (for max
+    pooling, a subnormal maximum that ties with 0), pred - target for l1 (computed in
+    the case dtype, as the framework does), the logits of binary cross-entropy with
+    pos_weight (TensorFlow's formula has kinks)."""
     a = case.arrays
     if case.layer == "l1":
         return bool(np.any(_subnormal(a["pred"]) | _subnormal(a["target"]) | _subnormal(a["pred"] - a["target"])))
     if case.layer == "binary_cross_entropy_with_logits":  # the pos_weight route's max(-z, 0) and |z|
         return "pos_weight" in a and bool(np.any(_subnormal(a["logits"])))
-    return case.layer in ("relu", "leaky_relu", "elu", "selu") and bool(np.any(_subnormal(case.arrays["x"])))
+    return case.layer in ("relu", "leaky_relu", "elu", "selu", "max_pool2d") and bool(np.any(_subnormal(a["x"])))
 
 
 def _exp_minus_one_loses(case) -> bool:
@@ -495,6 +496,17 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "conv2d float32 stride (3, 2): NaN in 8 elements of the filter gradient whose exact value is 0",
         positions=True),
     Divergence(
+        "torch-cross-entropy-ignored-row-nan",
+        "cross_entropy", "torch", "*",
+        lambda c: "labels" in c.arrays and bool(np.any((~np.isfinite(c.arrays["logits"])).any(axis=1)
+                                                       & (c.arrays["labels"] == c.attrs["ignore_index"]))),
+        "an ignored label's row gets gradient 0 from nll_loss, but log_softmax's backward, g - softmax(z) sum(g), "
+        "multiplies that 0 by the row's softmax: NaN when the row's logits hold NaN or Inf, where the ignored row "
+        "has no loss term and so gradient 0",
+        "torch 2.13: logits [[nan, 0]], labels [0], ignore_index 0: gradient [[nan, nan]] (exact [[0, 0]]); "
+        "TensorFlow gives 0",
+        positions=True),
+    Divergence(
         "tf-cross-entropy-nonfinite-logits",
         "cross_entropy", "tensorflow", "*", _holds("logits"),
         "Keras' cross-entropy computes the smoothed loss as -sum q log softmax(z) through its own log-softmax, "
@@ -580,7 +592,8 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "1); leaky_relu'(1.12e-44) = 0.01 (exact 1); elu'(1.3e-308) = alpha 2.9 (exact 1); the gradient of "
         "l1(pred = 1.12e-44, target = 0) is 0 (exact 1); binary cross-entropy with pos_weight "
         "(tf.nn.weighted_cross_entropy_with_logits: max(-z, 0) and |z|) gives twice the gradient at a subnormal z "
-        "(logits (1, 1), mean: 1, exact 0.5); the outputs are flushed to 0 too"),
+        "(logits (1, 1), mean: 1, exact 0.5); a max-pool window [0, 0, 0, 0, 5.9e-39] (float32) sends its gradient "
+        "to the first 0 (exact: the subnormal); the outputs are flushed to 0 too"),
     Divergence(
         "tf-flush-to-zero-residual-relu",
         "residual_block", "tensorflow", "*", _subnormal_pre_activation,
