@@ -18,6 +18,7 @@ import pandas as pd
 LONG = 8
 # err / atol below this is drawn at it (log scale; an exact match has no logarithm)
 FLOOR = 1e-6
+CEILING = 1e15  # and a ratio above it at CEILING: a float64 error of 1e308 must not stretch the axis to Inf
 MARKERS = {"float32": "o", "float64": "s", "float16": "^", "bfloat16": "v"}
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -56,7 +57,7 @@ def errors_against_tolerance(df: pd.DataFrame, layer_order=None, family_of=None)
         part = d[(d["framework"] == fw) & (d["dtype"] == dt)]
         y = (part["layer"].map(row).to_numpy(float) - 0.4 + band * (j + 0.5)
              + rng.uniform(-band / 3, band / 3, len(part)))
-        x = np.maximum(part["ratio"].to_numpy(float), FLOOR)
+        x = np.clip(part["ratio"].to_numpy(float), FLOOR, CEILING)
         over = part["status"].to_numpy() != "pass"
         colour = COLOURS[frameworks.index(fw) % len(COLOURS)]
         ax.scatter(x, y, s=9, marker=MARKERS.get(dt, "D"), c=colour, alpha=0.45, linewidths=0,
@@ -81,7 +82,8 @@ def errors_against_tolerance(df: pd.DataFrame, layer_order=None, family_of=None)
                 ax.annotate(_label(fam), (1.005, i), xycoords=("axes fraction", "data"), fontsize=8,
                             style="italic", va="center", color="#444444")
                 previous = fam
-    ax.set_xlabel(f"max |framework - reference| / atol per check (log; right of 1 fails; below {FLOOR:g} drawn at it)")
+    ax.set_xlabel(f"max |framework - reference| / atol per check (log; right of 1 fails; drawn within "
+                  f"[{FLOOR:g}, {CEILING:g}])")
     ax.grid(axis="x", which="major", color="#eeeeee")
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=max(len(combos), 1), fontsize=8, frameon=False,
               markerscale=1.6)
@@ -172,10 +174,14 @@ def render_plots(df: pd.DataFrame, layer_order=None, family_of=None) -> dict:
     ``layer_order``, grouped by ``family_of`` (layer -> family) when given."""
     out = {}
     for name, (caption, draw) in PLOTS.items():
-        fig = draw(df, layer_order, family_of)
-        if fig is None:
+        try:
+            fig = draw(df, layer_order, family_of)
+            if fig is None:
+                continue
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+        except Exception as e:  # noqa: BLE001 - a plot that cannot be drawn costs the plot, never the report
+            out[name] = (f"{caption} (not drawn: {type(e).__name__}: {e})", b"")
             continue
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
         out[name] = (caption, buf.getvalue())
     return out

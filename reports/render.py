@@ -631,6 +631,7 @@ def _plots_section(plots: dict) -> str:
         f'<figure id="plot-{html.escape(name)}"><img alt="{html.escape(caption)}" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
         f"<figcaption>{html.escape(caption)} (also <code>plots/{html.escape(name)}.png</code>)</figcaption></figure>"
+        if png else f'<figure id="plot-{html.escape(name)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
         for name, (caption, png) in plots.items())
     return ("<p>Errors against tolerance: one row per layer; each dot is one check: its largest absolute error divided by the atol it had to "
             "meet, on a log scale, grouped by family (names at the right). Colours are frameworks, markers "
@@ -732,7 +733,8 @@ def write_report(rows, out_dir: Path, *, notes: dict | None = None, run: dict | 
     if plots:
         (target / "plots").mkdir(exist_ok=True)
     for name, (_, png) in plots.items():
-        _write_atomically(target / "plots" / f"{name}.png", png)
+        if png:  # empty: the plot could not be drawn (its caption says why)
+            _write_atomically(target / "plots" / f"{name}.png", png)
     for name, text in files.items():
         _write_atomically(target / name, text)
 

@@ -322,3 +322,26 @@ def test_tox_runs_drift_after_the_matrix():
     assert [d.strip() for d in env["depends"].split(",")] == ["tf219", "tf220", "tf221"]
     assert all(f"{{toxworkdir}}/reports/{e}" in env["commands"] for e in ("tf219", "tf220", "tf221"))
     assert env["commands"].startswith("gradparity drift") and "drift" in ini["tox"]["envlist"]
+
+
+def test_a_huge_error_neither_stretches_the_plot_nor_loses_the_report(tmp_path):
+    """An error 2.8e292 times its tolerance (TensorFlow's softplus of subnormal x, float64,
+    in a thorough run) made the log axis reach Inf and matplotlib's tick formatter raise,
+    which lost the whole report: the dot is drawn at the ceiling, and a plot that still
+    cannot be drawn costs only itself."""
+
+    rows = [row(case="a", max_abs_err=2.77, atol=1e-292, status="known_divergence"), row(case="b")]
+    written = render.write_report(rows, tmp_path)
+    assert (tmp_path / "plots" / "errors.png").stat().st_size > 0 and written is not None
+
+    def broken(*args):
+        raise OverflowError("cannot convert float infinity to integer")
+
+    original = plots.PLOTS["errors"]
+    plots.PLOTS["errors"] = (original[0], broken)
+    try:
+        render.write_report(rows, tmp_path / "again")
+    finally:
+        plots.PLOTS["errors"] = original
+    page = (tmp_path / "again" / "report.html").read_text()
+    assert "not drawn: OverflowError" in page and not (tmp_path / "again" / "plots" / "errors.png").exists()
