@@ -279,8 +279,17 @@ def conv_transpose2d_vjp(res, g):
     span = tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(x.shape[2:], res["stride"], res["dilation"], W.shape[2:]))
     gp = pad_spatial(g, res["pads"])[:, :, :span[0], :span[1]]
     cols, _ = _im2col(gp, W.shape[2:], res["stride"], res["dilation"], groups)
+    xg = _by_group(x, groups)
     grads = {"x": _conv_cols(cols, W, groups, *x.shape[:1], *x.shape[2:]),
-             "W": _weight_grad(cols, _by_group(x, groups), W.shape)}
+             "W": _weight_grad(cols, np.where(np.isfinite(xg), xg, 0.0), W.shape)}
+    special = ~np.isfinite(xg)
+    if special.any():
+        # A NaN or Inf in x reaches gW only through outputs that are kept: the cropped
+        # ones (padding, cut before the output) have no cotangent, where 0 * NaN would be NaN.
+        kept = pad_spatial(np.ones_like(g), res["pads"])[:, :, :span[0], :span[1]]
+        kept, _ = _im2col(kept, W.shape[2:], res["stride"], res["dilation"], groups)
+        terms = np.where(special, xg, 0.0)[:, :, None, :] * cols[:, None, :, :]  # (G, Cg, Og kH kW, N P)
+        grads["W"] = grads["W"] + np.where(kept[:, None] != 0, terms, 0.0).sum(axis=-1).reshape(W.shape)
     if res["bias"]:
         grads["b"] = g.sum(axis=(0, 2, 3))
     return grads

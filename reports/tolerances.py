@@ -208,6 +208,20 @@ def _subnormal_pre_activation(case) -> bool:
     return bool(np.any((h != 0) & (np.abs(h) < np.finfo(case.dtype).tiny)))
 
 
+def _residual_relu_near_kink(case) -> bool:
+    """A residual block whose pre-activation h = x W1 + b1 lies, somewhere, where the
+    rounding of its I + 1 terms in the case dtype decides ReLU's side: |h| within
+    (I + 1) eps sum|terms| of 0 with some term nonzero (an exact 0 of cancelling terms
+    included), or under (I + 1) tiny, where a product flushed or rounded in the
+    subnormal range moves it."""
+    a = {k: v.astype(np.float64) for k, v in case.arrays.items()}
+    h = a["x"] @ a["W1"] + a["b1"]
+    size = np.abs(a["x"]) @ np.abs(a["W1"]) + np.abs(a["b1"])
+    terms = a["W1"].shape[0] + 1
+    near = (np.abs(h) <= terms * EPS[case.dtype] * size) | (np.abs(h) < terms * np.finfo(case.dtype).tiny)
+    return bool(np.any((size > 0) & near))
+
+
 def _softplus_threshold_shows(case) -> bool:
     """Some beta x passes the threshold, and there the curve and the line differ
     by more than the tolerance: log1p(e^-t)/beta in y (against max|x|), sigmoid(-t) in gx."""
@@ -523,6 +537,16 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "tensorflow-cpu 2.21, float64: gamma 2.2e-308, running_var 1, x = +Inf: y NaN (exact +Inf)",
         positions=True),
     Divergence(
+        "torch-conv-transpose-weight-grad-reads-padding",
+        "conv_transpose2d", "torch", "*",
+        lambda c: _holds("x")(c) and (c.attrs["pad_h"] > 0 or c.attrs["pad_w"] > 0),
+        "ConvTranspose2d's weight gradient is computed as a convolution of the cotangent, zero-padded where "
+        "`padding` crops the full output, with x: a NaN or Inf in x meets those zeros, 0 * NaN = NaN, in filter "
+        "elements whose every kept output is finite",
+        "torch 2.13, found by the thorough profile: groups 2, pad_h 1, dilation_w 2, one NaN in x: 6 NaN in the "
+        "filter gradient where the exact answer has 4 (2 are 0)",
+        positions=True),
+    Divergence(
         "tf-max-pool-skips-nan",
         "max_pool2d", "tensorflow", "*", _holds("x"),
         "TensorFlow's MaxPool starts from the lowest finite value and replaces it only on a strict '>': a NaN never "
@@ -594,6 +618,15 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "(tf.nn.weighted_cross_entropy_with_logits: max(-z, 0) and |z|) gives twice the gradient at a subnormal z "
         "(logits (1, 1), mean: 1, exact 0.5); a max-pool window [0, 0, 0, 0, 5.9e-39] (float32) sends its gradient "
         "to the first 0 (exact: the subnormal); the outputs are flushed to 0 too"),
+    Divergence(
+        "residual-relu-kink-by-rounding",
+        "residual_block", "*", "*", _residual_relu_near_kink,
+        "ReLU'(0) = 0, but which side of the kink a pre-activation h = x W1 + b1 within rounding of 0 lands on "
+        "is decided by the order each framework sums its terms in the case dtype (and, below tiny, by whether it "
+        "keeps, rounds or flushes subnormal products): ReLU then passes g or 0, and gb1, gW1 and gx follow",
+        "found by the thorough profile once magnitudes near sqrt(tiny) and subnormals were drawn: float32, "
+        "h = 1.1e-19 (exact) from cancelling terms: PyTorch gb1[0] = 7.57, exact 0.42; W1 with a subnormal "
+        "element, h = 7.0e-46: PyTorch gW1 = 0, exact 0.046"),
     Divergence(
         "tf-flush-to-zero-residual-relu",
         "residual_block", "tensorflow", "*", _subnormal_pre_activation,
@@ -667,7 +700,7 @@ KNOWN_DIVERGENCES: list[Divergence] = [
     # ---- recurrent
     Divergence(
         "tf-flush-to-zero-rnn-relu",
-        "rnn", "tensorflow", "*", _subnormal_rnn_pre_activation,
+        "*", "tensorflow", "*", lambda c: c.layer in ("rnn", "masked_rnn") and _subnormal_rnn_pre_activation(c),
         "TensorFlow's CPU kernels flush subnormal results to zero: in a ReLU SimpleRNN a pre-activation "
         "x_t W_ih + b + h_{t-1} W_hh that is subnormal (or a sum of subnormal products) becomes 0, and the ReLU "
         "then passes no gradient to that step (PyTorch keeps it and passes g); the states after it are off too",
