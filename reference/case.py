@@ -82,7 +82,22 @@ def from_json(text: str) -> Case:
     def arrays(named):
         return {k: np.array(v["data"], dtype=v["dtype"]).reshape(v["shape"]) for k, v in named.items()}
 
-    return Case(d["layer"], d["dtype"], d["attrs"], arrays(d["arrays"]), arrays(d["cotangents"]))
+    return Case(d["layer"], d["dtype"], _with_defaults(d["layer"], d["attrs"]), arrays(d["arrays"]),
+                arrays(d["cotangents"]))
+
+
+def _with_defaults(layer_name, attrs):
+    """``attrs`` plus the default of every attribute the layer gained after the case
+    was saved (a ``Choice`` with a ``default``): an old case still means what it meant."""
+    from .catalogue import LAYERS
+    from .spec import NO_DEFAULT, Choice
+
+    layer = LAYERS.get(layer_name)
+    if layer is None or not isinstance(attrs, dict):
+        return attrs
+    added = {name: spec.default for name, spec in layer.attrs.items()
+             if name not in attrs and isinstance(spec, Choice) and spec.default is not NO_DEFAULT}
+    return {**attrs, **added}
 
 
 def load(path: str | Path) -> Case:
@@ -101,6 +116,6 @@ def load(path: str | Path) -> Case:
 
                 layer = LAYERS.get(meta["layer"])
                 cotangents = {(layer.output_names or ("y",))[0] if layer else "y": z["__g__"]}
-        return Case(meta["layer"], meta["dtype"], meta["attrs"], arrays, cotangents)
+        return Case(meta["layer"], meta["dtype"], _with_defaults(meta["layer"], meta["attrs"]), arrays, cotangents)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise ValueError(f"case file {path}: not a gradparity case ({type(e).__name__}: {e})") from None

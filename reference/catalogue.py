@@ -238,7 +238,7 @@ def _in_size(out, slack, kernel, stride, dilation, padding, before, after):
 PAD_MODE = Int(0, len(cv.PADDINGS) - 1)
 # PyTorch's convolutions and poolings also take one example without its batch axis
 # ((C, H, W), (C, L)); Keras layers need the axis (not applicable there).
-BATCHED = Choice(True, False)
+BATCHED = Choice(True, False, default=True)  # cases saved before it existed were batched
 POOL_VALUES = Real(-3.0, 3.0, edges=(0.0,), ties=True)  # ties: equal values inside one window
 
 register(Layer(

@@ -48,14 +48,21 @@ class Float:
     edges: tuple = ()
 
 
+NO_DEFAULT = object()
+
+
 @dataclass(frozen=True, init=False)
 class Choice:
-    """One of a few values (strings, booleans, special numbers)."""
+    """One of a few values (strings, booleans, special numbers). ``default``: for an
+    attribute added after cases were saved, the value an older saved case meant
+    (``case.load`` fills it in; validation still requires it of every new case)."""
 
     values: tuple
+    default: Any = NO_DEFAULT
 
-    def __init__(self, *values):
+    def __init__(self, *values, default=NO_DEFAULT):
         object.__setattr__(self, "values", tuple(values))
+        object.__setattr__(self, "default", default)
 
 
 @dataclass(frozen=True)

@@ -204,3 +204,20 @@ def test_replay_reruns_a_saved_case(tmp_path):
     path = case.save(tmp_path / "relu.npz")
     done = gradparity("replay", str(path), "--framework", FRAMEWORK, cwd=tmp_path)
     assert f"{FRAMEWORK:<10} grad x" in done.stdout and "pass" in done.stdout
+
+
+def test_a_case_saved_before_an_attribute_existed_loads_with_its_default(tmp_path):
+    """conv2d gained `batched` after cases were saved: an old file still loads and
+    validates (as batched), in both saved forms; a new case must still say it."""
+    from gradparity.reference import validate
+    from gradparity.reference.case import from_json, load, to_json
+
+    x, W = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+    attrs = dict(batched=True, stride_h=1, stride_w=1, dilation_h=1, dilation_w=1, groups=1, padding="valid",
+                 pad_top=0, pad_bottom=0, pad_left=0, pad_right=0)
+    new = Case("conv2d", "float64", attrs, {"x": x, "W": W}, {"y": np.ones((1, 1, 2, 2))})
+    old = new.replace(attrs={k: v for k, v in attrs.items() if k != "batched"})
+    with pytest.raises(ValueError, match="needs batched"):
+        validate(old)
+    for loaded in (load(old.save(tmp_path / "old.npz")), from_json(to_json(old))):
+        assert loaded.attrs["batched"] is True and validate(loaded).name == "conv2d"
