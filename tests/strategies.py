@@ -181,7 +181,7 @@ def _special(draw, layer, arrays: dict, dtype: str) -> dict:
     inputs or, for every other layer with a gradient, in any differentiable array."""
     names = [n for n in layer.nonfinite if n in arrays and arrays[n].size]
     kinds = SPECIAL
-    if not names and layer.vjp is not None:  # optimizer trajectories: not yet (see the README)
+    if not names and layer.vjp is not None:  # optimizer trajectories: not yet (README, "Special values")
         names = [n for n, spec in layer.arrays.items() if spec.differentiable and n in arrays and arrays[n].size]
         kinds = tuple(k for k in SPECIAL if k != "nonfinite")
     if not names or draw(st.integers(0, SPECIAL_ODDS - 1)):
