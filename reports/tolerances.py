@@ -917,7 +917,3 @@ def divergence_notes() -> list[dict]:
 def known_divergences(case, framework: str) -> list[Divergence]:
     """Every known divergence whose condition the case meets, in table order."""
     return [d for d in KNOWN_DIVERGENCES if d.matches(case, framework)]
-
-
-def known_divergence(case, framework: str) -> Divergence | None:
-    return next(iter(known_divergences(case, framework)), None)
