@@ -166,10 +166,8 @@ def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
     return _with_cotangent(name, dtype, attrs, arrays, np.random.default_rng(draw(st.integers(0, 2**32 - 1))))
 
 
-SPECIAL = ("nonfinite", "subnormal", "tiny")  # one case in SPECIAL_ODDS gets one of these
-
-
-SPECIAL_ODDS = 5
+SPECIAL = ("nonfinite", "subnormal", "tiny")  # the kinds of special value a case may hold
+SPECIAL_ODDS = 5  # one case in SPECIAL_ODDS holds one kind
 
 
 def _special(draw, layer, arrays: dict, dtype: str) -> dict:
@@ -179,26 +177,25 @@ def _special(draw, layer, arrays: dict, dtype: str) -> dict:
     ``_round`` does elsewhere) or magnitudes near sqrt(tiny), whose products are
     subnormal (an intermediate result a framework may flush to zero), in those
     inputs or, for every other layer with a gradient, in any differentiable array."""
-    names = [n for n in layer.nonfinite if n in arrays and arrays[n].size]
-    kinds = SPECIAL
+    names, kinds = list(layer.nonfinite), SPECIAL
     if not names and layer.vjp is not None:  # optimizer trajectories: not yet (README, "Special values")
-        names = [n for n, spec in layer.arrays.items() if spec.differentiable and n in arrays and arrays[n].size]
+        names = [n for n, spec in layer.arrays.items() if spec.differentiable]
         kinds = tuple(k for k in SPECIAL if k != "nonfinite")
+    names = [n for n in names if n in arrays and arrays[n].size]
     if not names or draw(st.integers(0, SPECIAL_ODDS - 1)):
         return arrays
     kind, name = draw(st.sampled_from(kinds)), draw(st.sampled_from(names))
     a = arrays[name].copy()
-    at = draw(st.lists(st.integers(0, a.size - 1), min_size=1, max_size=min(3, a.size), unique=True))
-    if kind != "nonfinite" and draw(st.booleans()):  # the whole array that small: sums of subnormal products
-        at = range(a.size)
+    at = np.array(draw(st.lists(st.integers(0, a.size - 1), min_size=1, max_size=min(3, a.size), unique=True)))
+    if kind == "nonfinite":
+        a.flat[at] = draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), min_size=len(at), max_size=len(at)))
+        return {**arrays, name: a}
+    if draw(st.booleans()):  # the whole array that small: sums of subnormal products
+        at = np.arange(a.size)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     tiny = float(np.finfo(dtype).tiny)
-    for i in at:
-        if kind == "nonfinite":
-            v = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-        else:
-            size = tiny if kind == "subnormal" else np.sqrt(tiny)
-            v = draw(st.sampled_from([1.0, -1.0])) * size * draw(st.floats(2.0 ** -20, 1.0, exclude_max=True))
-        a.flat[i] = np.asarray(v).astype(dtype)
+    size = tiny if kind == "subnormal" else np.sqrt(tiny)
+    a.flat[at] = (rng.choice([-1.0, 1.0], len(at)) * size * 2.0 ** -rng.uniform(0, 20, len(at))).astype(dtype)
     return {**arrays, name: a}
 
 
