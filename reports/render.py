@@ -544,6 +544,25 @@ def nonfinite_table(df: pd.DataFrame) -> pd.DataFrame:
     return _by_family(pd.DataFrame(rows, columns=cols[1:]), "framework", "dtype")[cols]
 
 
+def _nonfinite_body(table: pd.DataFrame) -> str:
+    """The groups where some NaN or Inf landed elsewhere than the oracle's (a known
+    divergence, or not passing) as a table; the groups where every one landed as the
+    oracle's, in one line per family, so the differences are what the eye meets."""
+    if table.empty:
+        return "<p>No case held NaN or Inf.</p>"
+    differs = (table["known divergence"] > 0) | (table["not passing"] > 0)
+    agree = table[~differs]
+    lines = "".join(
+        f"<li>{html.escape(fam)}: " + ", ".join(
+            f"{html.escape(layer)} ({len(g)} of {int((table['layer'] == layer).sum())} framework x dtype, "
+            f"{int(g['non-finite results'].sum())} non-finite results)"
+            for layer, g in part.groupby("layer", sort=False)) + "</li>"
+        for fam, part in agree.groupby("family", sort=False))
+    return (_table(table[differs], wide=True)
+            + (f"<p>Every NaN and Inf landed where the oracle's did, with its value, in:</p><ul>{lines}</ul>"
+               if lines else ""))
+
+
 def _flushed_counts(cells) -> tuple[int, int]:
     pairs = [c.split(" of ") for c in cells if c]
     return sum(int(k) for k, _ in pairs), sum(int(m) for _, m in pairs)
@@ -585,7 +604,7 @@ def _special_section(df: pd.DataFrame, notes: dict) -> str:
             f"parameter, label and cotangent. A subnormal exact value returned as 0 counts as flushed "
             f"(TensorFlow's CPU kernels flush subnormal inputs and results to zero).</p>"
             + _section("special-nonfinite", "NaN and Inf inputs: where the non-finite results land",
-                       _table(nonfinite_table(df), wide=True), level=3)
+                       _nonfinite_body(nonfinite_table(df)), level=3)
             + _section("special-subnormal", "Subnormal inputs and results: what is flushed to zero, and what it does",
                        _table(subnormal_table(df), wide=True), level=3))
 

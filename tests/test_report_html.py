@@ -345,3 +345,17 @@ def test_a_huge_error_neither_stretches_the_plot_nor_loses_the_report(tmp_path):
         plots.PLOTS["errors"] = original
     page = (tmp_path / "again" / "report.html").read_text()
     assert "not drawn: OverflowError" in page and not (tmp_path / "again" / "plots" / "errors.png").exists()
+
+
+def test_special_values_show_where_nan_lands_elsewhere_and_list_the_rest(tmp_path):
+    nan_case = dict(special="x: 1 NaN", nonfinite="expected 1 NaN; got 1 NaN; 0 position(s) differ")
+    rows = [row(case="a", layer="relu", **nan_case),
+            row(case="b", layer="max_pool2d", status="known_divergence", divergence="tf-max-pool-skips-nan",
+                **{**nan_case, "nonfinite": "expected 1 NaN; got all finite; 1 position(s) differ"}),
+            row(case="c", layer="dense")]  # no special value: in neither
+    write_report(rows, tmp_path, notes={**NOTES, "special": {"relu": ["x"], "max_pool2d": ["x"]}})
+    page = Page((tmp_path / "report.html").read_text())
+    table = next(t for t in page.tables if t["under"] == "special")  # its first table: NaN and Inf
+    assert [r[1]["text"] for r in table["rows"][1:]] == ["max_pool2d"]  # only where it landed elsewhere
+    section = (tmp_path / "report.html").read_text().split('id="special-nonfinite"')[1].split("<h3")[0]
+    assert "relu (1 of 1 framework x dtype, 1 non-finite results)" in section and "dense" not in section
