@@ -718,6 +718,26 @@ KNOWN_DIVERGENCES: list[Divergence] = [
         "nn.RNN compute 3 + 3.5e-68 - 3 = 0 and pass no gradient; SimpleRNN computes 0 + 0 + 3.5e-68 > 0 (the "
         "exact value) and passes it (gW_hh off by 5.7 at scale 2.5; tensorflow-cpu 2.21.0, keras 3.15.1)"),
     Divergence(
+        "torch-rnn-relu-kink-float32-rounding",
+        "rnn", "torch", "float32", _rnn_relu_sign_by_rounding,
+        "as tf-rnn-relu-kink-summation-order, with the same order of the sum: nn.RNN computes the pre-activation "
+        "in float32, the oracle exactly on the same float32 numbers, so a pre-activation within float32 "
+        "rounding of 0 can land on the other side of the kink (and the step's whole gradient with it, carried "
+        "back through every earlier step)",
+        "found by the thorough profile: float32, ReLU, x (2, 2, 2): gW_ih[0, 1] 0.336 where the exact value is "
+        "-5.73; T = 50: gx[1, 0, 0] 0 where the exact value is -3.15e6"),
+    Divergence(
+        "torch-softplus-float32-overflow-below-threshold",
+        "softplus", "torch", "float32",
+        lambda c: bool(np.any((c.attrs["beta"] * _x(c).astype(np.float64) > np.log(np.finfo(np.float32).max))
+                              & (c.attrs["beta"] * _x(c).astype(np.float64) <= c.attrs["threshold"]))),
+        "PyTorch's float32 softplus computes log1p(exp(beta x)) / beta below its threshold: exp(beta x) "
+        "overflows to Inf past beta x = 88.7, so a threshold above that gives y = Inf and a NaN gradient where "
+        "softplus(x) is about x (TensorFlow computes it stably; float64 overflows only past 709.8)",
+        "torch 2.13, float32, beta 3.06, threshold 150.2, x = 37.5: y = Inf (exact 37.5), gradient NaN (exact "
+        "-0.955 = g)",
+        positions=True),
+    Divergence(
         "tf-masked-rnn-relu-kink-summation-order",
         "masked_rnn", "tensorflow", "*", _rnn_relu_sign_by_rounding,
         "as tf-rnn-relu-kink-summation-order: the same SimpleRNN cell under a mask sums its one bias in another "
