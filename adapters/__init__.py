@@ -1,22 +1,18 @@
 """Runners: the framework adapters behind one narrow protocol, and the registry.
 
-``ADAPTERS`` maps a framework name to its adapter. Importing this package
-imports no framework; each adapter imports its framework on first use.
-``register_builder`` and ``register_runner`` are how a user's own code adds a
-builder for a layer, or a whole runner (JAX, their own implementation).
+``ADAPTERS`` maps a framework name to its runner. Importing this package imports
+no framework; each adapter imports its framework on first use. Each framework's
+builders live in its package, one module per family (``adapters/torch/conv.py``
+beside ``reference/conv.py``). ``register_builder`` and ``register_runner`` are
+how a user's own code adds a builder for a layer, or a whole runner (JAX, their
+own implementation).
 """
 
-from .base import Built, FrameworkAdapter, NotApplicable, Param, Runner, by_name, param, same, stateless
-from .tf_adapter import BUILDERS as _TF_BUILDERS
-from .tf_adapter import CONVENTIONS as _TF_CONVENTIONS
-from .tf_adapter import TensorFlowAdapter
-from .torch_adapter import BUILDERS as _TORCH_BUILDERS
-from .torch_adapter import CONVENTIONS as _TORCH_CONVENTIONS
-from .torch_adapter import TorchAdapter
+from .base import Built, Builders, FrameworkAdapter, NotApplicable, Param, Runner, param, same, stateless
+from .tensorflow import ADAPTER as _TENSORFLOW
+from .torch import ADAPTER as _TORCH
 
-ADAPTERS: dict[str, Runner] = {
-    a.name: a for a in (TorchAdapter(dict(_TORCH_BUILDERS), dict(_TORCH_CONVENTIONS)),
-                        TensorFlowAdapter(dict(_TF_BUILDERS), dict(_TF_CONVENTIONS)))}
+ADAPTERS: dict[str, Runner] = {a.name: a for a in (_TORCH, _TENSORFLOW)}
 
 
 def register_runner(runner: Runner) -> Runner:
@@ -34,17 +30,9 @@ def register_builder(framework: str, layer: str, builder=None, *, convention=Non
     adapter = ADAPTERS.get(framework)
     if not isinstance(adapter, FrameworkAdapter):
         raise ValueError(f"no framework adapter named {framework!r}; known: {', '.join(sorted(ADAPTERS))}")
-
-    def add(fn):
-        if layer in adapter.builders:
-            raise ValueError(f"{framework} already has a builder for {layer!r}")
-        adapter.builders[layer] = fn
-        if convention is not None:
-            adapter.conventions[layer] = convention
-        return fn
-
+    add = adapter.builders(layer, convention=convention)
     return add if builder is None else add(builder)
 
 
-__all__ = ["ADAPTERS", "Built", "FrameworkAdapter", "NotApplicable", "Param", "Runner", "by_name", "param",
+__all__ = ["ADAPTERS", "Built", "Builders", "FrameworkAdapter", "NotApplicable", "Param", "Runner", "param",
            "register_builder", "register_runner", "same", "stateless"]

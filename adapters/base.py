@@ -16,7 +16,7 @@ canonical names. Frameworks are imported lazily, on first use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -93,11 +93,6 @@ def seed_of(array: np.ndarray) -> int:
     return int.from_bytes(head, "little") % (2**31 - 2)
 
 
-def by_name(*builders) -> dict:
-    """A builder table from functions named after their catalogue layer."""
-    return {b.__name__: b for b in builders}
-
-
 def named_outputs(out, names: tuple | None, framework: str) -> dict:
     """A builder's result as ``{output name: tensor}``: a layer with one output may
     return it bare; one with several returns exactly its output names; a
@@ -115,23 +110,66 @@ def named_outputs(out, names: tuple | None, framework: str) -> dict:
     return out
 
 
-@dataclass
+class Builders:
+    """One framework's builders, by catalogue layer: the function that builds the
+    layer (``builder(tensors, attrs, dtype) -> Built``), the ``Convention`` the
+    framework follows where the layer's math leaves a choice, and the layers it
+    declares it cannot express at all, with the reason. A builder registers
+    itself with the decorator ``@builders("conv2d", convention=...)``."""
+
+    def __init__(self, framework: str):
+        self.framework = framework
+        self.build: dict[str, Callable] = {}
+        self.conventions: dict[str, Convention] = {}
+        self.inexpressible: dict[str, str] = {}
+
+    def __call__(self, layer: str, *, convention: Convention | None = None) -> Callable:
+        def add(fn: Callable) -> Callable:
+            self._claim(layer)
+            self.build[layer] = fn
+            if convention is not None:
+                self.conventions[layer] = convention
+            return fn
+
+        return add
+
+    def not_expressible(self, layer: str, reason: str) -> None:
+        """Declare that no configuration of ``layer`` can be expressed in this framework."""
+        self._claim(layer)
+        self.inexpressible[layer] = reason
+
+    def forget(self, layer: str) -> None:
+        """Remove what is registered for ``layer`` (a test's temporary layer)."""
+        for table in (self.build, self.conventions, self.inexpressible):
+            table.pop(layer, None)
+
+    def covers(self, layer: str) -> bool:
+        """Whether ``layer`` has a builder here, or is declared not expressible."""
+        return layer in self.build or layer in self.inexpressible
+
+    def _claim(self, layer: str) -> None:
+        if self.covers(layer):
+            raise ValueError(f"{self.framework} already has a builder for {layer!r}")
+
+
 class FrameworkAdapter:
     """What every framework adapter shares. A subclass sets ``name`` and provides
-    ``tensor``, ``forward_backward``, ``available`` and ``version``;
-    ``builders`` and ``conventions`` are per layer (users may add to both)."""
+    ``tensor``, ``forward_backward``, ``available`` and ``version``; ``builders``
+    (a ``Builders``) holds its builders and conventions per layer (users add to
+    it with ``register_builder``)."""
 
-    builders: dict = field(default_factory=dict)
-    conventions: dict = field(default_factory=dict)
     name = "framework"
 
+    def __init__(self, builders: Builders):
+        self.builders = builders
+
     def convention(self, layer: str) -> Convention | None:
-        return self.conventions.get(layer)
+        return self.builders.conventions.get(layer)
 
     def run(self, case: Case) -> dict:
-        build = self.builders.get(case.layer)
+        build = self.builders.build.get(case.layer)
         if build is None:
-            raise NotApplicable(f"no {self.name} builder for {case.layer}")
+            raise NotApplicable(self.builders.inexpressible.get(case.layer, f"no {self.name} builder for {case.layer}"))
         layer = layer_of(case)
         wanted = differentiable(case)
         tensors = {n: self.tensor(a, case.dtype, watch=n in wanted) for n, a in case.arrays.items()}

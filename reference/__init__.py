@@ -7,6 +7,10 @@ NumPy only, float64 inside. Entry points: ``LAYERS`` (the catalogue) and
 
 from .case import DTYPES, Case, load
 from .catalogue import LAYERS, register
+
+# Each family module registers its layers beside their oracle pairs when imported.
+from . import dense, activations, losses, conv, pooling, norm, embedding, dropout  # noqa: E402, F401, I001
+from . import recurrent, attention, clipping, optimizers, training  # noqa: E402, F401
 from .oracle import FLOW, GRAD, OUT, Evaluation, Oracle, condition, differentiable, evaluate, validate, with_flow
 from .spec import Array, Choice, Convention, Drawn, Float, Int, Labels, Layer, Lengths, Mask, Real, Shape, require
 

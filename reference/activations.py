@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from .spec import require
+from .catalogue import S, registrar
+from .spec import Array, Choice, Drawn, Float, Int, Layer, Real, Shape, require
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -227,3 +228,60 @@ def log_softmax(x, axis):
 def log_softmax_vjp(res, g):
     p, axis = res
     return {"x": g - p * g.sum(axis=axis, keepdims=True)}
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("activations")
+
+# Saturation is an edge: sigmoid(+-30) is 1 - 1e-13 in float64 and exactly 1 in float32.
+# So is a hair from the kink: exp(-1e-7) - 1 keeps one digit in float32.
+# The tails are drawn on purpose for the precision check (the Precision section):
+# sigmoid rounds to 1 past x = 16.6 in float32 and 36.7 in float64, so 1 - sigma and
+# sigma (1 - sigma) become 0 there; +-1e-30 is a hair from the kink in both dtypes.
+SATURATING = Real(-40.0, 40.0, edges=(0.0, -30.0, 30.0, 1.0, -1.0, 1e-7, -1e-7,
+                                      17.5, -17.5, 37.5, -37.5, 40.0, -40.0, 1e-30, -1e-30))
+
+# Element-wise layers also take 0-d inputs (a scalar) and zero-size ones (a side of 0
+# now and then), which both frameworks accept.
+ELEMENTWISE_SHAPE = {"shape": Shape(min_dims=0, max_dims=4, min_side=0, max_side=4)}
+
+
+def _elementwise(name, forward, vjp, values=Real(), attrs=None, conventions=None):
+    register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {}, empty=True, nonfinite=("x",),
+                   arrays={"x": Array(S("shape"), values)}, conventions=conventions or {}))
+
+
+# A kink's two conventions: the branch x = 0 takes, and the branch a NaN takes.
+KINK = {"at_zero": "left", "at_nan": "left"}
+_elementwise("relu", relu, relu_vjp, conventions={"at_nan": "left"})
+_elementwise("leaky_relu", leaky_relu, leaky_relu_vjp,
+             attrs={"negative_slope": Float(0.0, 2.0, edges=(0.01, 0.2, 1.0))}, conventions=KINK)
+_elementwise("elu", elu, elu_vjp, SATURATING,
+             attrs={"alpha": Float(0.1, 3.0, edges=(1.0,))}, conventions=KINK)
+_elementwise("selu", selu, selu_vjp, SATURATING, conventions=KINK)
+# GELU's left tail: x Phi(x) with Phi(-3) = 1.3e-3, Phi(-8) = 6e-16 (1 + erf cancels there).
+_elementwise("gelu", gelu, gelu_vjp,
+             Real(-10.0, 10.0, edges=(0.0, -6.0, 6.0, -3.0, -8.0, -10.0, 1e-30, -1e-30)),
+             attrs={"approximate": Choice("none", "tanh")})
+_elementwise("sigmoid", sigmoid, sigmoid_vjp, SATURATING)
+# tanh rounds to +-1 past |x| = 9.01 in float32 and 19.06 in float64: 1 - tanh^2 is 0 there.
+_elementwise("tanh", tanh, tanh_vjp,
+             Real(-20.0, 20.0, edges=(0.0, -10.0, 10.0, 9.5, -9.5, 19.5, -19.5, 20.0, -20.0, 1e-30, -1e-30)))
+_elementwise("softplus", softplus, softplus_vjp, SATURATING,
+             attrs={"beta": Float(0.25, 4.0, edges=(1.0, 2.0)),
+                    # negative thresholds (the line starts below 0, a jump at beta x = threshold) to past any beta x
+                    "threshold": Float(-5.0, 200.0, edges=(20.0, 2.0, 0.0, -1.0, 200.0))})
+_elementwise("silu", silu, silu_vjp, SATURATING)
+for _name, _fwd, _vjp in (("softmax", softmax, softmax_vjp),
+                          ("log_softmax", log_softmax, log_softmax_vjp)):
+    register(Layer(
+        # a side of 0 now and then: an empty softmax axis, or an empty batch beside it
+        _name, _fwd, _vjp, dims={"shape": Shape(min_dims=1, max_dims=4, min_side=0, max_side=4)},
+        empty=True, nonfinite=("x",),
+        attrs={"axis": Drawn(int, lambda d: Int(-len(d.shape), len(d.shape) - 1))},
+        # +-20: a spread of 40 along the axis, past which 1 + e^-spread rounds to 1 in
+        # both dtypes (the largest element's log-softmax, -log1p(e^-40), then comes out as 0).
+        arrays={"x": Array(S("shape"), Real(-20.0, 20.0, edges=(0.0, 1.0, 20.0, -20.0, 9.0, -9.0), ties=True))},
+    ))
+

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import require
+from .catalogue import S, of_dim, registrar
+from .spec import Array, Choice, Drawn, Float, Int, Layer, Mask, require
 
 EMPTY_ROW = ("zeros", "uniform")
 
@@ -272,3 +273,70 @@ def kappa(residuals, **arrays_and_attrs):
     through_q = np.matmul(np.swapaxes(ds, -1, -2), np.abs(q)).sum(axis=(0, 2))
     through_k = np.matmul(ds, np.abs(k)).sum(axis=(0, 2))
     return max(1.0, float(through_q.max(initial=0.0)), float(through_k.max(initial=0.0)))
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("attention")
+
+# Small on purpose: one head, a head dim of 1, one query or one key (L = 1) are
+# all drawn. Keep-masks (1 = attend) drop about a third of the keys, now and then
+# none, all, or whole rows: a query that may see nothing, a sequence that is all
+# padding next to one that is not (see reference/attention.py for the answer there).
+
+ATTENTION_MASK = Mask(0.3, lines=True)
+
+register(Layer(
+    "scaled_dot_product_attention", scaled_dot_product_attention, scaled_dot_product_attention_vjp,
+    dims={"N": Int(1, 2), "Hh": Int(1, 2), "Lq": Int(1, 4), "Lk": Int(1, 4, like="Lq"), "E": Int(1, 3),
+          "Ev": Int(1, 3, like="E")},
+    attrs={"causal": Choice(False, True),
+           "scale": Drawn(float, lambda d: Float(0.1, 2.0, edges=(1.0 / float(np.sqrt(d.E)), 1.0)))},
+    arrays={
+        "q": Array(S("N", "Hh", "Lq", "E")),
+        "k": Array(S("N", "Hh", "Lk", "E")),
+        "v": Array(S("N", "Hh", "Lk", "Ev")),
+        "mask": Array(S("N", "Hh", "Lq", "Lk"), ATTENTION_MASK, optional=True, grad=False),
+    },
+    conventions={"empty_row": "zeros"},
+))
+
+MHA_DIMS = {"N": Int(1, 3), "Lq": Int(1, 4), "Lk": Int(1, 4, like="Lq"), "heads": Int(1, 3), "D": Int(1, 2)}
+
+
+def _embedding(d, a):
+    return (d.heads * d.D,)
+
+
+def _square(d, a):
+    return (d.heads * d.D,) * 2
+
+
+def _mha_arrays():
+    return {
+        "query": Array(lambda d, a: (d.N, d.Lq, d.heads * d.D)),
+        "key": Array(lambda d, a: (d.N, d.Lk, d.heads * d.D)),
+        "value": Array(lambda d, a: (d.N, d.Lk, d.heads * d.D)),
+        **{w: Array(_square, param=True) for w in ("W_q", "W_k", "W_v")},
+        **{b: Array(_embedding, param=True) for b in ("b_q", "b_k", "b_v")},
+        "W_o": Array(_square, param=True),
+        "b_o": Array(_embedding, param=True),
+        "key_padding_mask": Array(S("N", "Lk"), ATTENTION_MASK, optional=True, grad=False),
+        "attn_mask": Array(S("N", "Lq", "Lk"), ATTENTION_MASK, optional=True, grad=False),
+    }
+
+
+register(Layer(
+    "multi_head_attention", multi_head_attention, multi_head_attention_vjp, condition=kappa,
+    dims=MHA_DIMS, attrs={"num_heads": of_dim("heads"), "need_weights": Choice(False, True)},
+    arrays=_mha_arrays(),
+    conventions={"empty_row": "zeros", "empty_row_weights": "zeros"},
+))
+
+register(Layer(
+    "multi_head_attention_weights", multi_head_attention_with_weights, multi_head_attention_with_weights_vjp,
+    condition=kappa, dims=MHA_DIMS, attrs={"num_heads": of_dim("heads")}, outputs=("y", "weights"),
+    arrays=_mha_arrays(),
+    conventions={"empty_row_weights": "zeros"},
+))
+

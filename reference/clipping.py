@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import require
+from .catalogue import S, registrar
+from .spec import Array, Choice, Float, Layer, Real, Shape, require
 
 
 def _check_threshold(name: str, value: float) -> None:
@@ -78,3 +79,46 @@ def clip_by_global_norm(g1, g2=None, *, max_norm, error_if_nonfinite, norm_eps=0
     s = _scale(norm, max_norm, norm_eps)
     out = {k: g * s for k, g in gs.items()}
     return ({**out, "norm": np.array(norm)} if route == "function" else out), None
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("training step")
+
+# Forward-only entries (vjp=None): no cotangent; the outputs are the clipped
+# gradients, or the parameters and optimizer state after each of k steps (w@1 ..
+# w@k). Gradients come in on purpose at exact bounds (+-1 against thresholds 1
+# and 2), as all-zero or all-equal arrays (spread 0), and tiny (1e-6, 1e-10:
+# below Adam's eps, with squares still normal in float32). Thresholds reach 0, a
+# tiny value and inf. Every hyperparameter is drawn, defaults are never relied on.
+
+GRAD_VALUES = Real(-3.0, 3.0, edges=(0.0, 1.0, -1.0, 1e-6, -1e-10), spread=(0.0,))
+CLIP_THRESHOLD = Float(0.0, 6.0, edges=(0.0, 1e-6, 1.0, 2.0, float("inf")))
+CLIP_SHAPE = Shape(min_dims=1, max_dims=2, max_side=4)
+# A clipping function (clip_grad_*_, tf.clip_*) or an optimizer's argument (Keras'
+# clipvalue, clipnorm, global_clipnorm): the same answer, asked two ways.
+CLIP_ROUTE = Choice(*ROUTES)
+
+register(Layer(
+    "clip_by_value", clip_by_value, None,
+    dims={"shape": CLIP_SHAPE},
+    attrs={"clip_value": CLIP_THRESHOLD, "route": CLIP_ROUTE},
+    arrays={"g": Array(S("shape"), GRAD_VALUES)},
+))
+
+register(Layer(
+    "clip_by_norm", clip_by_norm, None,
+    dims={"shape": CLIP_SHAPE},
+    attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True), "route": CLIP_ROUTE},
+    arrays={"g": Array(S("shape"), GRAD_VALUES)},
+    conventions={"norm_eps": 0.0},
+))
+
+register(Layer(
+    "clip_by_global_norm", clip_by_global_norm, None,
+    dims={"shape1": CLIP_SHAPE, "shape2": CLIP_SHAPE},
+    attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True), "route": CLIP_ROUTE},
+    arrays={"g1": Array(S("shape1"), GRAD_VALUES), "g2": Array(S("shape2"), GRAD_VALUES, optional=True)},
+    conventions={"norm_eps": 0.0},
+))
+

@@ -25,7 +25,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .spec import require
+from .batching import batch_axis, unbatched
+from .catalogue import of_dim, registrar
+from .spec import Array, Choice, Drawn, Int, Layer, require
 
 PADDINGS = ("valid", "same", "explicit")
 
@@ -293,3 +295,94 @@ def conv_transpose2d_vjp(res, g):
     if res["bias"]:
         grads["b"] = g.sum(axis=(0, 2, 3))
     return grads
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("convolution")
+
+# Sizes are drawn so every case is valid without filtering: the output size
+# (OH, OW), a kernel, and a slack of spare rows are drawn, and the input size is
+# derived from them (``in_size``). OH = 1 with no slack makes the kernel as
+# large as the padded input. The padding mode is drawn as a dim (``pad_mode``)
+# so that the explicit amounts are 0 unless the mode is "explicit": a case never
+# carries numbers the layer ignores.
+
+padding_mode = Drawn(str, lambda d: Choice(PADDINGS[d.pad_mode]))
+
+
+def explicit_pad(hi):
+    """An explicit padding amount in [0, hi(d)], or 0 unless the drawn mode is "explicit"."""
+    return Drawn(int, lambda d: Int(0, hi(d) if PADDINGS[d.pad_mode] == "explicit" else 0))
+
+
+def in_size(out, slack, kernel, stride, dilation, padding, before, after):
+    """An input length giving about ``out`` windows: exactly ``out`` for 'same'
+    (ceil(in / stride) = out while slack < stride) and for 'valid'/'explicit'
+    when padding is smaller than the dilated kernel; never below 1."""
+    if padding == "same":
+        return (out - 1) * stride + 1 + slack
+    return max(1, (out - 1) * stride + dilation * (kernel - 1) + 1 - before - after + slack)
+
+
+PAD_MODE = Int(0, len(PADDINGS) - 1)
+# PyTorch's convolutions and poolings also take one example without its batch axis
+# ((C, H, W), (C, L)); Keras layers need the axis (not applicable there).
+BATCHED = Choice(True, False, default=True)  # cases saved before it existed were batched
+
+register(Layer(
+    "conv2d", *unbatched(conv2d, conv2d_vjp), empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+          "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "OH": Int(1, 3), "OW": Int(1, 3),
+          "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE},
+    attrs={"batched": BATCHED, "stride_h": Int(1, 3), "stride_w": Int(1, 3), "dilation_h": Int(1, 4),
+           "dilation_w": Int(1, 4), "groups": of_dim("G"), "padding": padding_mode,
+           "pad_top": explicit_pad(lambda d: 2), "pad_bottom": explicit_pad(lambda d: 2),
+           "pad_left": explicit_pad(lambda d: 2), "pad_right": explicit_pad(lambda d: 2)},
+    arrays={
+        "x": Array(batch_axis(lambda d, a: (d.N, d.G * d.Cg,
+                                 in_size(d.OH, d.slack_h, d.kH, a["stride_h"], a["dilation_h"], a["padding"],
+                                          a["pad_top"], a["pad_bottom"]),
+                                 in_size(d.OW, d.slack_w, d.kW, a["stride_w"], a["dilation_w"], a["padding"],
+                                          a["pad_left"], a["pad_right"])))),
+        "W": Array(lambda d, a: (d.G * d.Og, d.Cg, d.kH, d.kW), param=True),
+        "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
+    },
+))
+
+register(Layer(
+    "conv1d", *unbatched(conv1d, conv1d_vjp), empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+          "k": Int(1, 4), "OL": Int(1, 4), "slack": Int(0, 1), "pad_mode": PAD_MODE},
+    attrs={"batched": BATCHED, "stride": Int(1, 3), "dilation": Int(1, 4), "groups": of_dim("G"),
+           "padding": padding_mode,
+           "pad_left": explicit_pad(lambda d: 2), "pad_right": explicit_pad(lambda d: 2)},
+    arrays={
+        "x": Array(batch_axis(lambda d, a: (d.N, d.G * d.Cg, in_size(d.OL, d.slack, d.k, a["stride"], a["dilation"],
+                                                                      a["padding"], a["pad_left"], a["pad_right"])))),
+        "W": Array(lambda d, a: (d.G * d.Og, d.Cg, d.k), param=True),
+        "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
+    },
+))
+
+# The output is (H - 1) s - 2 pad + d (k - 1) + output_pad + 1: pad <= (k - 1) // 2
+# keeps it non-empty for every stride and dilation; output_pad < max(stride, dilation),
+# PyTorch's bound (Keras: < stride), so dilation is drawn as a dim.
+register(Layer(
+    "conv_transpose2d", *unbatched(conv_transpose2d, conv_transpose2d_vjp), empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
+          "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "H": Int(1, 3), "W": Int(1, 3),
+          "sH": Int(1, 3), "sW": Int(1, 3, like="sH"), "dH": Int(1, 4), "dW": Int(1, 4, like="dH")},
+    attrs={"batched": BATCHED,
+           "stride_h": of_dim("sH"), "stride_w": of_dim("sW"), "dilation_h": of_dim("dH"), "dilation_w": of_dim("dW"),
+           "groups": of_dim("G"),
+           "pad_h": Drawn(int, lambda d: Int(0, (d.kH - 1) // 2)), "pad_w": Drawn(int, lambda d: Int(0, (d.kW - 1) // 2)),
+           "output_pad_h": Drawn(int, lambda d: Int(0, max(d.sH, d.dH) - 1)),
+           "output_pad_w": Drawn(int, lambda d: Int(0, max(d.sW, d.dW) - 1))},
+    arrays={
+        "x": Array(batch_axis(lambda d, a: (d.N, d.G * d.Cg, d.H, d.W))),
+        "W": Array(lambda d, a: (d.G * d.Cg, d.Og, d.kH, d.kW), param=True),
+        "b": Array(lambda d, a: (d.G * d.Og,), param=True, optional=True),
+    },
+))
+

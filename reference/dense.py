@@ -1,6 +1,8 @@
-"""Dense (fully connected) layer."""
+"""Dense (fully connected) layer, and the residual block built from it."""
 
-from .spec import require
+from .activations import relu, relu_vjp
+from .catalogue import S, registrar
+from .spec import Array, Int, Layer, require
 
 
 def dense(x, W, b=None):
@@ -27,3 +29,51 @@ def dense_vjp(res, g):
     if has_bias:
         grads["b"] = g.sum(axis=0)
     return grads
+
+
+def residual_block(x, W1, b1, W2, b2):
+    """Residual block: y = x + relu(x W1 + b1) W2 + b2.
+
+    Shapes: x (N, D), W1 (D, H), b1 (H,), W2 (H, D), b2 (D,) -> y (N, D).
+    Gradients: the chain rule through the two dense layers and the ReLU, plus
+    the skip path: gx = g + dense-vjp(relu-vjp(dense-vjp(g))). ReLU'(0) = 0.
+    """
+    h, res1 = dense(x, W1, b1)
+    a, res_relu = relu(h)
+    y, res2 = dense(a, W2, b2)
+    return x + y, (res1, res_relu, res2)
+
+
+def residual_block_vjp(res, g):
+    res1, res_relu, res2 = res
+    g2 = dense_vjp(res2, g)
+    g_h = relu_vjp(res_relu, g2["x"])["x"]
+    g1 = dense_vjp(res1, g_h)
+    return {"x": g + g1["x"], "W1": g1["W"], "b1": g1["b"], "W2": g2["W"], "b2": g2["b"]}
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("dense")
+register(Layer(
+    "dense", dense, dense_vjp, empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 4, edges=(0,)), "I": Int(1, 6), "O": Int(1, 6, like="I")},
+    arrays={
+        "x": Array(S("N", "I")),
+        "W": Array(S("I", "O"), param=True),
+        "b": Array(S("O"), param=True, optional=True),
+    },
+))
+
+register(Layer(
+    "residual_block", residual_block, residual_block_vjp,
+    dims={"N": Int(1, 4), "D": Int(1, 5), "H": Int(1, 6, like="D")},
+    arrays={
+        "x": Array(S("N", "D")),
+        "W1": Array(S("D", "H"), param=True),
+        "b1": Array(S("H"), param=True),
+        "W2": Array(S("H", "D"), param=True),
+        "b2": Array(S("D"), param=True),
+    },
+))
+

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from .spec import require
+from .catalogue import S, registrar
+from .spec import Array, Float, Layer, Mask, Shape, require
 
 
 def dropout(x, mask, *, p):
@@ -23,3 +24,17 @@ def dropout(x, mask, *, p):
 
 def dropout_vjp(scaled, g):
     return {"x": g * scaled}
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("dropout")
+ANY_SHAPE = {"shape": Shape(min_dims=1, max_dims=4, max_side=4)}
+
+
+register(Layer(
+    "dropout", dropout, dropout_vjp, dims=ANY_SHAPE,
+    attrs={"p": Float(0.0, 0.9, edges=(0.0, 0.5))},
+    arrays={"x": Array(S("shape")), "mask": Array(S("shape"), Mask("p"), grad=False)},
+))
+

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from .spec import require
+from .catalogue import S, registrar
+from .spec import Array, Int, Labels, Layer, require
 
 
 def embedding(ids, W):
@@ -26,3 +27,15 @@ def embedding_vjp(res, g):
     gW = np.zeros(w_shape)
     np.add.at(gW, ids.reshape(-1), g.reshape(-1, w_shape[1]))  # duplicates sum
     return {"W": gW}
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("embedding")
+
+# A small vocabulary and up to 16 lookups: repeated indices in most cases (V = 1: all equal).
+register(Layer(
+    "embedding", embedding, embedding_vjp, empty=True,
+    dims={"N": Int(1, 4, edges=(0,)), "L": Int(1, 4), "V": Int(1, 5), "D": Int(1, 4)},
+    arrays={"ids": Array(S("N", "L"), Labels("V")), "W": Array(S("V", "D"), param=True)},
+))

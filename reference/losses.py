@@ -5,13 +5,14 @@ cross-entropy), "sum" (over every element), or "none" (the unreduced losses:
 the shape of the input for the element-wise losses, (N, d1, ...) for
 cross-entropy). Keras reduces per-sample losses, each the mean over the last
 axis: its "sum" of an (N, D) loss is PyTorch's sum / D and its "none" is (N,);
-the adapter maps (see tf_adapter.py), the oracle computes PyTorch's numbers.
+the adapter maps (adapters/tensorflow/losses.py), the oracle computes PyTorch's numbers.
 """
 
 import numpy as np
 
 from .activations import _sigmoid, log_softmax
-from .spec import require
+from .catalogue import S, registrar
+from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Real, Shape, require
 
 REDUCTIONS = ("mean", "sum", "none")
 EMPTY_MEANS = ("zero", "nan")
@@ -223,3 +224,75 @@ def binary_cross_entropy_with_logits_vjp(res, g):
     z, t, w, pw, sp, sp_neg, factor = res
     ge = _spread(g, factor) * w
     return {"logits": ge * ((1.0 - t) * _sigmoid(z) - pw * t * _sigmoid(-z)), "targets": ge * (pw * sp_neg - sp)}
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("losses")
+
+# Every loss takes PyTorch's three reductions; "none" returns the unreduced losses,
+# which get a random cotangent like any other output.
+
+REDUCTION = Choice("mean", "sum", "none")
+# A batch of 0 now and then: the mean over nothing is NaN (see losses._reduce).
+REGRESSION = {"N": Int(1, 4, edges=(0,)), "D": Int(1, 5)}
+for _name, _fwd, _vjp, _attrs in (
+    ("mse", mse, mse_vjp, {}),
+    ("l1", l1, l1_vjp, {}),
+    # Deltas from 1e-3 (every |d| on the line) to 1e3 (every |d| on the parabola), and the kink d = +-delta.
+    ("huber", huber, huber_vjp, {"delta": Float(1e-3, 1e3, edges=(1.0, 1e-3, 0.5, 2.0, 1e3))}),
+):
+    register(Layer(
+        _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True, empty=True,
+        nonfinite=("pred", "target"),
+        arrays={"pred": Array(S("N", "D")), "target": Array(S("N", "D"), Real(like="pred"))},
+    ))
+
+
+def _class_first(d, attrs):
+    """(N, K, d1, ...): logits and probability targets, classes on axis 1 (PyTorch's layout)."""
+    return (d.N, d.K, *d.spatial)
+
+
+def _indices(attrs):
+    return attrs["target_type"] == "indices"
+
+
+# Class-index or probability targets (drawn as a dim: ignore_index only applies to
+# indices; probabilities sum to 1 over the classes now and then, any values in
+# [0, 1] otherwise, which PyTorch takes as they are); no, one or two spatial axes. ignore_index is -100 (PyTorch's default:
+# no label), class 0 (hypothesis draws label arrays of zeros often, so every label
+# of the batch is ignored now and then) or the last class. Class weights are
+# positive: a zero weight on every label of a batch makes PyTorch's weighted mean
+# 0/0 and its gradient NaN, which no perturbation could be seen in.
+register(Layer(
+    "cross_entropy", cross_entropy, cross_entropy_vjp, loss=True, empty=True, nonfinite=("logits",),
+    dims={"N": Int(1, 5, edges=(0,)), "K": Int(2, 6), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3),
+          "soft": Int(0, 1)},
+    attrs={"label_smoothing": Float(0.0, 0.5, edges=(0.0, 0.1)), "reduction": REDUCTION,
+           "target_type": Drawn(str, lambda d: Choice(("indices", "probabilities")[d.soft])),
+           "ignore_index": Drawn(int, lambda d: Choice(-100) if d.soft else Choice(-100, 0, d.K - 1))},
+    arrays={
+        # +-20: p of the label rounds to 1 and p - q cancels (the precision check's tail).
+        "logits": Array(_class_first, Real(-20.0, 20.0, edges=(0.0, 15.0, -15.0, 20.0, -20.0), ties=True)),
+        "labels": Array(S("N", "spatial"), Labels("K"), when=_indices),
+        "probs": Array(_class_first, Real(0.0, 1.0, edges=(0.0, 1.0, 0.5), sum_to_one=1), when=lambda a: not _indices(a)),
+        "weight": Array(S("K"), Real(0.1, 3.0, edges=(1.0,)), optional=True, grad=False),
+    },
+    conventions={"empty_mean": "zero"},
+))
+
+register(Layer(
+    "binary_cross_entropy_with_logits", binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_vjp, loss=True, empty=True, nonfinite=("logits",),
+    dims=REGRESSION, attrs={"reduction": REDUCTION},
+    arrays={
+        # sigma(z) - t past z = 16.6 (float32) or 36.7 (float64) with t = 1: 1 - sigma cancels to 0.
+        "logits": Array(S("N", "D"), Real(-40.0, 40.0, edges=(0.0, 20.0, -20.0, 17.5, -17.5, 37.5, -37.5,
+                                                               1e-30, -1e-30))),
+        "targets": Array(S("N", "D"), Real(0.0, 1.0, edges=(0.0, 1.0, 0.5))),
+        "weight": Array(S("N", "D"), Real(0.0, 2.0, edges=(0.0, 1.0)), optional=True, grad=False),
+        "pos_weight": Array(S("D"), Real(0.0, 4.0, edges=(1.0, 0.0)), optional=True, grad=False),
+    },
+))
+

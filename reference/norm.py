@@ -19,7 +19,8 @@ per channel for batch and group norm, per normalized element for layer norm.
 
 import numpy as np
 
-from .spec import require
+from .catalogue import S, of_dim, registrar
+from .spec import Array, Choice, Drawn, Float, Int, Layer, Real, Shape, require
 
 
 def _check_eps(eps):
@@ -249,3 +250,85 @@ def kappa(residuals, **arrays_and_attrs):
 def _finite_max(a) -> float:
     a = np.asarray(a, dtype=np.float64)
     return float(a[np.isfinite(a)].max(initial=0.0))
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("normalization")
+
+# Inputs to a normalization: ties, and now and then a (nearly) constant array, so
+# a reduction sees a zero or tiny variance and eps decides the result.
+NORM_X = Real(-3.0, 3.0, edges=(0.0,), ties=True, spread=(0.0, 1e-4, 1e-2))
+NORM_EPS = Float(1e-5, 1e-1, edges=(1e-5, 1e-3))
+# (N, C, *spatial): no spatial axes (N, C), one (N, C, L) or two (N, C, H, W).
+CHANNELS = {"N": Int(1, 4, edges=(0,)), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
+AFFINE = {"gamma": Array(S("C"), param=True), "beta": Array(S("C"), param=True)}
+
+register(Layer(
+    "batch_norm", batch_norm, batch_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
+    dims=CHANNELS, attrs={"eps": NORM_EPS},
+    arrays={"x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE},
+))
+
+register(Layer(
+    "batch_norm_inference", batch_norm_inference, batch_norm_inference_vjp,
+    condition=kappa, empty=True, nonfinite=("x",),
+    dims=CHANNELS, attrs={"eps": NORM_EPS},
+    arrays={
+        "x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE,
+        "running_mean": Array(S("C"), grad=False),
+        "running_var": Array(S("C"), Real(1e-4, 4.0, edges=(1e-4, 1.0)), grad=False),
+    },
+))
+
+
+def _trailing(d, attrs):
+    """The shape of the last ``attrs["axes"]`` axes of x: layer norm's gamma and beta."""
+    return d.shape[len(d.shape) - attrs["axes"]:]
+
+
+register(Layer(
+    "layer_norm", layer_norm, layer_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
+    dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
+    attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS},
+    arrays={
+        "x": Array(S("shape"), NORM_X),
+        "gamma": Array(_trailing, param=True, optional=True),
+        "beta": Array(_trailing, param=True, optional=True),
+    },
+))
+
+# Keras reaches RMS normalization two ways; `route` names which one a framework
+# runs (PyTorch has only nn.RMSNorm; see the adapters).
+register(Layer(
+    "rms_norm", rms_norm, rms_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
+    dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
+    attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS,
+           "route": Choice("rms_normalization", "layer_normalization_rms_scaling")},
+    arrays={"x": Array(S("shape"), NORM_X), "gamma": Array(_trailing, param=True, optional=True)},
+))
+
+# Groups and channels per group are drawn, so groups always divides the channels.
+GROUPED = {"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 3),
+           "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
+
+
+def _grouped_x(d, attrs):
+    return (d.N, d.G * d.Cg, *d.spatial)
+
+
+def _grouped_c(d, attrs):
+    return (d.G * d.Cg,)
+
+
+register(Layer(
+    "group_norm", group_norm, group_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
+    dims=GROUPED,
+    attrs={"groups": of_dim("G"), "eps": NORM_EPS},
+    arrays={
+        "x": Array(_grouped_x, NORM_X),
+        "gamma": Array(_grouped_c, param=True, optional=True),
+        "beta": Array(_grouped_c, param=True, optional=True),
+    },
+))
+

@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import require
+from .catalogue import S, registrar
+from .clipping import GRAD_VALUES
+from .spec import Array, Choice, Float, Int, Layer, Real, Shape, require
 
 DECAY_FORMS = ("l2", "decoupled")
 
@@ -248,3 +250,42 @@ def adagrad(w0, grads, *, lr, eps, initial_accumulator_value, weight_decay, deca
             w = w - step
             out[f"w@{t}"], out[f"sum@{t}"] = w, s
     return out, sums
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("training step")
+
+TRAJECTORY_DIMS = {"K": Int(1, 10), "shape": Shape(min_dims=1, max_dims=2, max_side=3)}
+TRAJECTORY_ARRAYS = {
+    "w0": Array(S("shape"), Real(-3.0, 3.0, edges=(0.0, 1.0, -1.0)), param=True),
+    "grads": Array(S("K", "shape"), GRAD_VALUES),
+}
+LR = Float(1e-4, 1.0, edges=(1e-3, 0.01, 0.1))
+WEIGHT_DECAY = Float(0.0, 0.1, edges=(0.0, 0.01))
+
+
+def _trajectory(name, forward, attrs, conventions, condition=None):
+    register(Layer(name, forward, None, dims=TRAJECTORY_DIMS, arrays=TRAJECTORY_ARRAYS,
+                   attrs={"lr": LR, **attrs, "weight_decay": WEIGHT_DECAY},
+                   conventions={**conventions, "float32_hypers": ()}, condition=condition))
+
+
+_trajectory("sgd_step", sgd, {}, {})
+_trajectory("momentum_step", sgd_momentum,
+            {"momentum": Float(0.1, 0.99, edges=(0.9, 0.99)), "dampening": Float(0.0, 0.9, edges=(0.0, 0.5)),
+             "nesterov": Choice(False, True)},
+            {"decay_form": "l2", "momentum_form": "buffer"})
+ADAM_ATTRS = {"beta_1": Float(0.0, 0.99, edges=(0.9, 0.0)), "beta_2": Float(0.5, 0.999, edges=(0.999, 0.9)),
+              "eps": Float(1e-10, 1e-3, edges=(1e-8, 1e-7, 0.0))}
+_trajectory("adam_step", adam, ADAM_ATTRS, {"decay_form": "l2", "eps_form": "corrected"}, cancellation)
+_trajectory("adamw_step", adamw, ADAM_ATTRS, {"eps_form": "corrected"}, cancellation)
+_trajectory("rmsprop_step", rmsprop,
+            {"alpha": Float(0.9, 0.999, edges=(0.99, 0.9)), "eps": Float(1e-10, 1e-3, edges=(1e-8, 1e-7, 0.0)),
+             "momentum": Float(0.0, 0.99, edges=(0.0, 0.9)), "centered": Choice(False, True)},
+            {"decay_form": "l2", "eps_form": "outside", "momentum_form": "buffer"}, cancellation)
+_trajectory("adagrad_step", adagrad,
+            {"eps": Float(1e-10, 1e-3, edges=(1e-10, 1e-7, 0.0)),
+             "initial_accumulator_value": Float(0.0, 1.0, edges=(0.0, 0.1))},
+            {"decay_form": "l2", "eps_form": "outside"}, cancellation)
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,10 +26,13 @@ class Evaluation:
     """The oracle's answer for a case: named outputs, and the condition number
     kappa >= 1 of the case (1 for layers that declare none), computed when first
     asked for (a condition measured by perturbation reruns the layer: the oracle
-    as a runner never needs it)."""
+    as a runner never needs it). ``residuals``: what the forward pass kept for the
+    vjp (the layer's own structure), for whatever must look inside the answer
+    without running the layer again (the conditions of known divergences)."""
 
     outputs: dict
     measure_condition: Callable[[], float] = field(repr=False)
+    residuals: Any = field(default=None, repr=False)
 
     @cached_property
     def condition(self) -> float:
@@ -157,7 +160,7 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
 
     outputs = {OUT: outs,
                GRAD: {n: np.asarray(grads.get(n, np.zeros(case.arrays[n].shape)), dtype=np.float64) for n in names}}
-    return Evaluation(with_flow(case, outputs), kappa)
+    return Evaluation(with_flow(case, outputs), kappa, res)
 
 
 def with_flow(case: Case, outputs: dict) -> dict:
@@ -203,9 +206,6 @@ class Oracle:
         if not defaults:
             return None
         return Convention({**defaults, **self.conventions}, "the oracle computes under the convention asked of it")
-
-    def under(self, conventions: dict) -> Oracle:
-        return Oracle(conventions)
 
     def run(self, case: Case) -> dict:
         return evaluate(case, self.conventions).outputs

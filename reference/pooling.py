@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import col2im, crop_spatial, pad_spatial, resolve_padding, windows
-from .spec import require
+from .conv import (BATCHED, PAD_MODE, PADDINGS, col2im, crop_spatial, explicit_pad, in_size, pad_spatial,
+                   padding_mode, resolve_padding, windows)
+from .batching import batch_axis, unbatched
+from .catalogue import S, of_dim, registrar
+from .spec import Array, Choice, Drawn, Int, Layer, Real, require
 
 TIES = ("first", "last", "split")
 NAN_ROUTES = ("first", "last")
@@ -230,3 +233,67 @@ def _window_means(x, a_h, a_w):
 def adaptive_avg_pool2d_vjp(res, g):
     a_h, a_w = res
     return {"x": np.einsum("ih,ncij,jw->nchw", a_h, g, a_w)}
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("pooling")
+POOL_VALUES = Real(-3.0, 3.0, edges=(0.0,), ties=True)  # ties: equal values inside one window
+
+# Pooling: explicit padding is symmetric and at most half the (undilated) kernel
+# (PyTorch's rule); 'same' may pad one side more. ceil_mode is drawn only where it
+# can act (not with 'same', whose windows already cover the input), and then the
+# spare rows are short of a full stride: a partial last window, or one that would
+# start in the bottom padding (PyTorch drops it). The input is at least
+# as long as the dilation, so every dilated window holds a cell of x.
+POOL_DIMS = {"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
+             "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 2), "slack_w": Int(0, 2), "pad_mode": PAD_MODE}
+POOL_ATTRS = {"batched": BATCHED, "kernel_h": of_dim("kH"), "kernel_w": of_dim("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
+              "padding": padding_mode,
+              "pad_h": explicit_pad(lambda d: d.kH // 2), "pad_w": explicit_pad(lambda d: d.kW // 2),
+              "ceil_mode": Drawn(bool, lambda d: Choice(False) if PADDINGS[d.pad_mode] == "same"
+                                 else Choice(True, False))}
+
+
+def _pooled(values):
+    def side(out, slack, kernel, stride, dilation, pad, a):
+        if a["ceil_mode"] and stride > 1:  # spare rows short of a full stride: ceil_mode's partial window
+            slack = 1 + slack % (stride - 1)
+        return max(dilation, in_size(out, slack, kernel, stride, dilation, a["padding"], pad, pad))
+
+    def shape(d, a):
+        return (d.N, d.C, side(d.OH, d.slack_h, d.kH, a["stride_h"], a.get("dilation_h", 1), a["pad_h"], a),
+                side(d.OW, d.slack_w, d.kW, a["stride_w"], a.get("dilation_w", 1), a["pad_w"], a))
+    return Array(batch_axis(shape), values)
+
+
+register(Layer(
+    "max_pool2d", *unbatched(max_pool2d, max_pool2d_vjp), dims=POOL_DIMS, empty=True, nonfinite=("x",),
+    attrs={**POOL_ATTRS, "dilation_h": Int(1, 3), "dilation_w": Int(1, 3)},
+    arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first", "nan_route": "first"},
+))
+
+register(Layer(
+    "avg_pool2d", *unbatched(avg_pool2d, avg_pool2d_vjp), dims=POOL_DIMS, empty=True, nonfinite=("x",),
+    attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": Choice(None, 1)},
+    arrays={"x": _pooled(Real())},
+))
+
+register(Layer(
+    "global_avg_pool2d", global_avg_pool2d, global_avg_pool2d_vjp, empty=True, nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
+    arrays={"x": Array(S("N", "C", "H", "W"))},
+))
+
+# Output sizes that divide the input, that do not (overlapping windows), 1x1
+# (global), equal to the input (identity) and larger than it (cells repeat).
+register(Layer(
+    "adaptive_avg_pool2d", *unbatched(adaptive_avg_pool2d, adaptive_avg_pool2d_vjp), empty=True,
+    nonfinite=("x",),
+    dims={"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
+          "OH": Int(1, 5, like="H"), "OW": Int(1, 5, like="OH")},
+    attrs={"batched": BATCHED, "output_h": of_dim("OH"), "output_w": of_dim("OW")},
+    arrays={"x": Array(batch_axis(S("N", "C", "H", "W")))},
+))
+
+

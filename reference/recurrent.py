@@ -52,7 +52,9 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import _sigmoid
-from .spec import require
+from .catalogue import S, registrar
+from .sensitivity import through_time
+from .spec import Array, Choice, Int, Layer, Lengths, Real, require
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -533,3 +535,130 @@ def masked_bidirectional_gru(x, lengths, h0, **params):
 
 
 masked_bidirectional_lstm_vjp = masked_bidirectional_gru_vjp = _deep_vjp
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("recurrent")
+
+# One layer, one direction, batch first; weights (in, G H) in PyTorch's gate order
+# (see reference/recurrent.py). Inputs reach +-3 and weights +-2, so with I = 4
+# the gates saturate now and then (sigma(30) is exactly 1 in float32); zero
+# initial states come from the 0.0 edge. T = 1 (one step) and N = 1 are drawn, and
+# now and then T = 50, where the gradient reaching early steps shrinks or grows
+# (``flow``: its norm per step is compared too).
+
+RECURRENT_DIMS = {"N": Int(1, 3, edges=(0,)), "T": Int(1, 4, edges=(50,)), "I": Int(1, 4), "H": Int(1, 4, like="I")}
+RECURRENT_X = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
+RECURRENT_STATE = Real(-2.0, 2.0, edges=(0.0,))
+RECURRENT_W = Real(-2.0, 2.0, edges=(0.0, 2.0, -2.0))
+RECURRENT_B = Real(-3.0, 3.0, edges=(0.0, 3.0, -3.0))
+
+
+def _through_time(forward, vjp):
+    """What every layer through time declares: the per-step gradient norms of x
+    (``flow``) and the condition number measured by perturbation."""
+    return {"flow": "x", "condition": through_time(forward, vjp), "empty": True}
+
+
+def _recurrent_arrays(gates, states=("h0",)):
+    return {
+        "x": Array(S("N", "T", "I"), RECURRENT_X),
+        **{s: Array(S("N", "H"), RECURRENT_STATE) for s in states},
+        "W_ih": Array(lambda d, a: (d.I, gates * d.H), RECURRENT_W, param=True),
+        "W_hh": Array(lambda d, a: (d.H, gates * d.H), RECURRENT_W, param=True),
+        "b_ih": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+        "b_hh": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+    }
+
+
+register(Layer(
+    "rnn", rnn, rnn_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    **_through_time(rnn, rnn_vjp),
+    attrs={"nonlinearity": Choice("tanh", "relu")},
+    arrays=_recurrent_arrays(1),
+))
+
+register(Layer(
+    "lstm", lstm, lstm_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
+    **_through_time(lstm, lstm_vjp),
+    arrays=_recurrent_arrays(4, ("h0", "c0")),
+))
+
+register(Layer(
+    "gru", gru, gru_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
+    **_through_time(gru, gru_vjp),
+    attrs={"reset_after": Choice(True, False)},
+    arrays=_recurrent_arrays(3),
+))
+
+# Stacks and directions: PyTorch's weight names (W_ih_l1, W_ih_l0_reverse, ...) and
+# state layout (L D, N, H), index l D + d; smaller sizes (the cost grows with L D).
+DEEP_DIMS = {"N": Int(1, 3, edges=(0,)), "T": Int(1, 4), "I": Int(1, 3), "H": Int(1, 3, like="I")}
+
+
+def _deep_arrays(gates, layers, directions, states=("h0",)):
+    arrays = {"x": Array(S("N", "T", "I"), RECURRENT_X),
+              **{s: Array(lambda d, a: (layers * directions, d.N, d.H), RECURRENT_STATE) for s in states}}
+    for k, suffix in enumerate(param_names(layers, directions)):
+        first = k < directions
+        arrays.update({
+            f"W_ih{suffix}": Array(lambda d, a, first=first: (d.I if first else directions * d.H, gates * d.H),
+                                   RECURRENT_W, param=True),
+            f"W_hh{suffix}": Array(lambda d, a: (d.H, gates * d.H), RECURRENT_W, param=True),
+            f"b_ih{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+            f"b_hh{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
+        })
+    return arrays
+
+
+for _name, _fwd, _gates, _layers, _directions in (
+        ("stacked_lstm", stacked_lstm, 4, 2, 1), ("stacked_gru", stacked_gru, 3, 2, 1),
+        ("bidirectional_lstm", bidirectional_lstm, 4, 1, 2), ("bidirectional_gru", bidirectional_gru, 3, 1, 2)):
+    _lstm = _gates == 4
+    register(Layer(
+        _name, _fwd, _deep_vjp, dims=DEEP_DIMS,
+        outputs=("y", "h_n", "c_n") if _lstm else ("y", "h_n"),
+        **_through_time(_fwd, _deep_vjp),
+        arrays=_deep_arrays(_gates, _layers, _directions, ("h0", "c0") if _lstm else ("h0",)),
+    ))
+
+# Variable-length sequences: lengths in [1, T] (all full and all 1 drawn on purpose);
+# what y holds at a padded step and whether y is the whole sequence are attributes.
+MASKED_ATTRS = {"padded_output": Choice(*PADDED_OUTPUTS), "return_sequences": Choice(True, False)}
+
+
+def _masked_arrays(gates, states=("h0",)):
+    arrays = _recurrent_arrays(gates, states)
+    return {"x": arrays.pop("x"), "lengths": Array(S("N"), Lengths("T")), **arrays}
+
+
+register(Layer(
+    "masked_rnn", masked_rnn, masked_rnn_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
+    **_through_time(masked_rnn, masked_rnn_vjp),
+    attrs={"nonlinearity": Choice("tanh", "relu"), **MASKED_ATTRS}, arrays=_masked_arrays(1),
+))
+
+register(Layer(
+    "masked_lstm", masked_lstm, masked_lstm_vjp, dims=DEEP_DIMS, outputs=("y", "h_n", "c_n"),
+    **_through_time(masked_lstm, masked_lstm_vjp),
+    attrs=MASKED_ATTRS, arrays=_masked_arrays(4, ("h0", "c0")),
+))
+
+register(Layer(
+    "masked_gru", masked_gru, masked_gru_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
+    **_through_time(masked_gru, masked_gru_vjp),
+    attrs=MASKED_ATTRS, arrays=_masked_arrays(3),
+))
+
+for _name, _fwd, _gates in (("masked_bidirectional_lstm", masked_bidirectional_lstm, 4),
+                             ("masked_bidirectional_gru", masked_bidirectional_gru, 3)):
+    _states = ("h0", "c0") if _gates == 4 else ("h0",)
+    _arrays = _deep_arrays(_gates, 1, 2, _states)
+    register(Layer(
+        _name, _fwd, _deep_vjp, dims=DEEP_DIMS,
+        outputs=("y", "h_n", "c_n") if _gates == 4 else ("y", "h_n"),
+        **_through_time(_fwd, _deep_vjp),
+        arrays={"x": _arrays.pop("x"), "lengths": Array(S("N"), Lengths("T")), **_arrays},
+    ))
+

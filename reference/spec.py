@@ -219,6 +219,8 @@ class Layer:
     ``empty``: the layer takes zero-size arrays (a batch of 0, an empty reduction
     axis) and its oracle answers them (empty outputs, zero gradients, NaN for a
     mean over nothing); validation rejects an empty array for any other layer.
+    ``family``: the family the report shows it under ("convolution", ...; set by
+    the family module that registers it, "other" for a user's own layer).
     """
 
     name: str
@@ -234,6 +236,7 @@ class Layer:
     flow: str | None = None
     nonfinite: tuple = ()
     empty: bool = False
+    family: str = "other"
 
     @property
     def output_names(self) -> tuple | None:

@@ -30,7 +30,8 @@ from . import dense as dn
 from . import losses as ls
 from . import optimizers as op
 from .clipping import _scale
-from .spec import require
+from .catalogue import S, registrar
+from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Real, require
 
 PARAMS = ("W1", "b1", "W2", "b2")
 
@@ -90,3 +91,39 @@ def train_step(x, labels, W1, b1, W2, b2, *, optimizer, lr, momentum, beta_1, be
                                      eps_form=eps_form, powers=(held["beta_powers"], p2))
         out.update({f"{n}@{t}": value for n, value in unflat(w).items()})
     return out, seen
+
+
+# ---- catalogue entries --------------------------------------------------------
+
+register = registrar("training step")
+
+# The whole loop: a dense-relu-dense classifier trained S steps (one batch each)
+# by SGD with momentum or Adam, global-norm clipping on (a finite max_norm) or off
+# (inf). Attributes of the optimizer not drawn are 0 (a case never carries
+# numbers it ignores).
+OPTIMIZERS = ("sgd_momentum", "adam")
+
+
+def _for(opt, spec):
+    return Drawn(float, lambda d: spec if OPTIMIZERS[d.opt] == opt else Choice(0.0))
+
+
+register(Layer(
+    "train_step", train_step, None,
+    dims={"S": Int(1, 5), "N": Int(1, 4), "D": Int(1, 4), "H": Int(1, 5), "K": Int(2, 4), "opt": Int(0, 1)},
+    attrs={"optimizer": Drawn(str, lambda d: Choice(OPTIMIZERS[d.opt])), "lr": Float(1e-3, 0.5, edges=(0.1,)),
+           "momentum": _for("sgd_momentum", Float(0.5, 0.95, edges=(0.9,))),
+           "beta_1": _for("adam", Float(0.5, 0.95, edges=(0.9,))),
+           "beta_2": _for("adam", Float(0.9, 0.999, edges=(0.999,))),
+           "eps": _for("adam", Float(1e-8, 1e-3, edges=(1e-8, 1e-7))),
+           "max_norm": Float(0.1, 5.0, edges=(float("inf"), 1.0))},
+    arrays={
+        "x": Array(S("S", "N", "D"), Real(-3.0, 3.0, edges=(0.0,))),
+        "labels": Array(S("S", "N"), Labels("K")),
+        "W1": Array(S("D", "H"), Real(-1.0, 1.0, edges=(0.0,)), param=True),
+        "b1": Array(S("H"), Real(-1.0, 1.0, edges=(0.0,)), param=True),
+        "W2": Array(S("H", "K"), Real(-1.0, 1.0, edges=(0.0,)), param=True),
+        "b2": Array(S("K"), Real(-1.0, 1.0, edges=(0.0,)), param=True),
+    },
+    conventions={"norm_eps": 0.0, "eps_form": "corrected", "float32_hypers": ()},
+))

@@ -19,10 +19,11 @@ import traceback
 import numpy as np
 
 from ..adapters.base import NotApplicable
-from ..reference import FLOW, GRAD, OUT, Case, Oracle, evaluate, with_flow
+from ..reference import FLOW, GRAD, LAYERS, OUT, Case, Oracle, evaluate, with_flow
 from ..reference import precise
 from .rows import COLUMNS
-from .tolerances import EPS, KNOWN_DIVERGENCES, PRECISION, Tolerance, at_step, known_divergences, tolerance_for
+from .divergences import KNOWN_DIVERGENCES, known_divergences
+from .tolerances import EPS, PRECISION, Tolerance, at_step, tolerance_for
 
 UNDERFLOW = {d: float(np.finfo(d).tiny / np.finfo(d).eps) for d in ("float32", "float64")}
 
@@ -339,8 +340,9 @@ def check(case: Case, reference, candidate) -> list[dict]:
     truth = evaluate(case, conv)  # validates: ValueError here, before any framework runs
     tol = _tolerance(case, reference, candidate)
     special = special_values(case)
+    family = LAYERS[case.layer].family
     rows = [{**dict.fromkeys(COLUMNS, ""), **{
-        "layer": case.layer, "framework": candidate.name, "framework_version": _version(candidate),
+        "family": family, "layer": case.layer, "framework": candidate.name, "framework_version": _version(candidate),
         "reference": reference.name, "dtype": case.dtype, "case": case.id, "kind": kind, "name": name,
         "shape": str(tuple(value.shape)), "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan,
         "scale": np.nan, "condition": truth.condition, "atol": np.nan, "rtol": step_tol.rtol, "status": "pass",
@@ -373,7 +375,7 @@ def check(case: Case, reference, candidate) -> list[dict]:
         side = candidate.name if failed else f"the reference {reference.name}"
         for r in rows:
             r.update(status=status, detail=detail if status == "not_applicable" else f"{side}: {detail}")
-        return _known(rows, case, reference, candidate)
+        return _known(rows, case, reference, candidate, truth)
 
     floors = {kind: floor(case) for kind, floor in FLOORS.items()}
     for r in rows:
@@ -394,7 +396,7 @@ def check(case: Case, reference, candidate) -> list[dict]:
         ok = m.pop("ok")
         r.update(m, status="pass" if ok else "fail")
     _precision(rows, case, conv, actual, expected if isinstance(reference, Oracle) else truth.outputs)
-    return _known(rows, case, reference, candidate)
+    return _known(rows, case, reference, candidate, truth)
 
 
 def _version(runner) -> str:
@@ -404,21 +406,20 @@ def _version(runner) -> str:
         return f"unknown ({_failure(e)})"
 
 
-def _known(rows: list[dict], case: Case, reference, candidate) -> list[dict]:
+def _known(rows: list[dict], case: Case, reference, candidate, truth) -> list[dict]:
     """Rows that fail in a recorded, explained way become ``known_divergence``. Every
     row of a case inside a divergence's condition names it, passing or not, so the
     report can tell a divergence that no longer shows from one not reached.
-    Against another framework, a divergence of either side can explain a row."""
+    Against another framework, a divergence of either side can explain a row (the
+    candidate's are tried first)."""
     sides = [candidate] if isinstance(reference, Oracle) else [candidate, reference]
-    for runner in sides:
-        divs = known_divergences(case, runner.name)
-        if not divs:
-            continue
-        for r in rows:
-            r["divergence"] = divs[0].key
-            div = next((d for d in divs if d.explains(r)), None) if r["status"] in ("fail", "error") else None
-            if div is not None:
-                r.update(status="known_divergence", divergence=div.key,
-                         detail=f"[known divergence {div.key}] {r['detail']}".strip())
-        break
+    divs = [d for runner in sides for d in known_divergences(case, runner.name, truth)]
+    if not divs:
+        return rows
+    for r in rows:
+        r["divergence"] = divs[0].key
+        div = next((d for d in divs if d.explains(r)), None) if r["status"] in ("fail", "error") else None
+        if div is not None:
+            r.update(status="known_divergence", divergence=div.key,
+                     detail=f"[known divergence {div.key}] {r['detail']}".strip())
     return rows

@@ -14,23 +14,19 @@ what it was measured against and what was left out, ``ulp_lost`` (JSON) the
 input ranges where digits were lost. ``special`` names the special values the
 case holds (NaN, +-Inf, subnormals, per array), ``nonfinite`` what each side
 returned where either returned NaN or Inf, ``flushed`` how many subnormal exact
-values came back as 0.
+values came back as 0. ``family`` is the layer's family in the catalogue (the
+report groups by it; "other" for a layer of the user's that names none).
 """
 
 from __future__ import annotations
 
 STATUSES = ("pass", "fail", "known_divergence", "not_applicable", "error")
-COLUMNS = ["layer", "framework", "framework_version", "reference", "dtype", "case", "kind", "name", "shape",
+COLUMNS = ["family", "layer", "framework", "framework_version", "reference", "dtype", "case", "kind", "name", "shape",
            "max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "status", "detail",
            "convention", "divergence", "tolerance_reason", "attrs", "reproduce", "profile",
            "max_ulp_err", "ulp_where", "precision", "ulp_oracle", "ulp_lost",
            "special", "nonfinite", "flushed"]
 NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "max_ulp_err"]
-# Precision verdicts (column ``precision``): "ok" and "lost" (more than the ulp bound
-# of tolerances.PRECISION) where the precision oracle judged the row; "measured" where
-# only the float64 oracle did (a float32 case of a layer with no precision oracle:
-# informational, no verdict); "not measured" otherwise.
-PRECISION_STATES = ("ok", "lost", "measured", "not measured")
 ROW_KEY = ["layer", "framework", "reference", "dtype", "case", "kind", "name"]
 GROUP_KEY = ["layer", "framework", "dtype"]
 

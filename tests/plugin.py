@@ -365,7 +365,8 @@ def _shard_rows(report_dir: Path, run: str) -> list[dict]:
 
 def _notes(rows: list[dict], strict_precision: bool = False) -> dict:
     from gradparity.adapters import ADAPTERS
-    from gradparity.reports.tolerances import PRECISION, divergence_notes
+    from gradparity.reports.divergences import divergence_notes
+    from gradparity.reports.tolerances import PRECISION
 
     conventions = []
     for layer, fw in sorted({(r["layer"], r["framework"]) for r in rows}):
@@ -379,9 +380,9 @@ def _notes(rows: list[dict], strict_precision: bool = False) -> dict:
     from gradparity.reports.render import family
 
     if any(family(r["layer"]) == "training step" for r in rows):  # the defaults table, as this run's code knows it
-        from gradparity.reports import training
+        from gradparity.reports import defaults
 
-        notes["training"] = {"defaults": training.DEFAULTS, "gaps": training.summary().to_dict("records")}
+        notes["training"] = {"defaults": defaults.DEFAULTS, "gaps": defaults.summary().to_dict("records")}
     from gradparity.reference import LAYERS
 
     # which inputs take NaN and Inf, for the report's Special values section (it reads no catalogue)

@@ -112,7 +112,7 @@ def toys():
     yield ADAPTERS["torch"]
     for name in ("toy_rnn", "toy_sgd"):
         LAYERS.pop(name)
-        ADAPTERS["torch"].builders.pop(name)
+        ADAPTERS["torch"].builders.forget(name)
 
 
 def rnn_case(dtype="float64", seed=0):
@@ -158,7 +158,7 @@ def test_each_cotangent_reaches_its_own_output(toys):
 
 
 def test_a_wrong_map_of_a_shared_parameter_is_flagged(toys):
-    toys.builders["toy_rnn"] = lambda t, a, dt: _rnn_builder(t, a, dt, bias_to_canonical=lambda g: {
+    toys.builders.build["toy_rnn"] = lambda t, a, dt: _rnn_builder(t, a, dt, bias_to_canonical=lambda g: {
         "b_ih": g, "b_hh": g / 2})  # as if the framework's one bias were b_ih + 2 b_hh
     rows = by_name(check(rnn_case(), Oracle(), toys))
     assert rows[(GRAD, "b_hh")]["status"] == "fail" and rows[(GRAD, "b_ih")]["status"] == "pass"
@@ -183,7 +183,7 @@ def test_a_trajectory_that_drifts_is_flagged_at_the_step_it_drifts(toys):
     def dampened(t, a, dt):  # torch's dampening: v <- momentum v + (1 - dampening) g
         return _sgd_builder(t, a, dt, dampening=0.5)
 
-    toys.builders["toy_sgd"] = dampened
+    toys.builders.build["toy_sgd"] = dampened
     rows = by_name(check(sgd_case(), Oracle(), toys))
     # torch's first step takes v = g (no dampening yet): the trajectories part from step 2 on
     assert rows[(OUT, "w@1")]["status"] == "pass" and rows[(OUT, "w@2")]["status"] == "fail"

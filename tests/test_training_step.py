@@ -178,9 +178,9 @@ def test_a_perturbed_update_is_flagged_at_its_step(runner_for):
 
 
 def test_the_convention_and_default_tables_measure_what_they_say():
-    from gradparity.reports import training
+    from gradparity.reports import defaults
 
-    s = training.summary(k=10).set_index(["layer", "convention"])
+    s = defaults.summary(k=10).set_index(["layer", "convention"])
     # the momentum written as a velocity is the same update: no gap at all
     assert s.loc[("momentum_step", "momentum_form"), "|g|~1: step 10"] == 0
     # Adam's epsilon hat matters most for gradients below it; L2 against decoupled decay is larger
@@ -190,8 +190,8 @@ def test_the_convention_and_default_tables_measure_what_they_say():
     # errors from conventions grow over the trajectory (L2 vs decoupled decay under momentum)
     assert s.loc[("momentum_step", "decay_form"), "|g|~1: step 10"] > 1e6 * s.loc[("momentum_step", "decay_form"),
                                                                                   "|g|~1: step 1"]
-    assert {d["item"] for d in training.DEFAULTS} >= set(training.OPTIMIZER_DEFAULTS)
-    assert all(d["torch"] != d["keras"] or d["setting"] == "lr, betas" for d in training.DEFAULTS)
+    assert {d["item"] for d in defaults.DEFAULTS} >= set(defaults.OPTIMIZER_DEFAULTS)
+    assert all(d["torch"] != d["keras"] or d["setting"] == "lr, betas" for d in defaults.DEFAULTS)
 
 
 def mlp_case(dtype, optimizer, max_norm, seed=3):

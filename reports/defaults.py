@@ -1,9 +1,9 @@
-"""Training-step tables for the report: what each framework's defaults are, and how far
-apart two trajectories drift when a port keeps each framework's defaults or only its
-conventions.
+"""The framework-defaults table for the report: what each framework's defaults are, and
+how far apart two training trajectories drift when a port keeps each framework's
+defaults or only its conventions.
 
 Everything here is computed by the float64 oracle under each framework's declared
-conventions (the adapters' ``CONVENTIONS``, plain data: no framework is imported),
+conventions (the adapters' ``convention(layer)``, plain data: no framework is imported),
 so the numbers are the formulas' own differences, not rounding. The checks that
 each framework really follows its convention are the suite's rows.
 """
@@ -13,10 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..adapters.tf_adapter import CONVENTIONS as TF_CONVENTIONS
-from ..adapters.torch_adapter import CONVENTIONS as TORCH_CONVENTIONS
+from ..adapters import ADAPTERS
 from ..reference import Case, Oracle
-from ..reference import norm as nm
 
 # Each framework's defaults, as a user who writes no argument gets them (torch 2.13,
 # keras 3.15.1; read from the constructors' signatures). "item" names the
@@ -90,8 +88,8 @@ def _drift(layer, attrs_a, conv_a, attrs_b, conv_b, k, seed, scale) -> list[dict
             for t in range(1, k + 1)]
 
 
-def _conventions(table, layer) -> dict:
-    c = table.get(layer)
+def _conventions(framework: str, layer: str) -> dict:
+    c = ADAPTERS[framework].convention(layer)
     return dict(c.values) if c else {}
 
 
@@ -102,7 +100,7 @@ def convention_gaps(k: int = 10, seed: int = 0, scales=(1.0, 1e-6)) -> pd.DataFr
     epsilon matters most)."""
     rows = []
     for layer, attrs in CONVENTION_CASES.items():
-        torch_c, tf_c = _conventions(TORCH_CONVENTIONS, layer), _conventions(TF_CONVENTIONS, layer)
+        torch_c, tf_c = _conventions("torch", layer), _conventions("tensorflow", layer)
         differing = [n for n in sorted(set(torch_c) | set(tf_c)) if torch_c.get(n) != tf_c.get(n)]
         for name in [*differing, "all"]:
             other = tf_c if name == "all" else {**torch_c, name: tf_c[name]}
@@ -118,22 +116,9 @@ def default_gaps(k: int = 10, seed: int = 0, scale: float = 1.0) -> pd.DataFrame
     how far the parameters part, per step."""
     rows = []
     for layer, (torch_a, keras_a) in OPTIMIZER_DEFAULTS.items():
-        rows += _drift(layer, torch_a, _conventions(TORCH_CONVENTIONS, layer), keras_a,
-                       _conventions(TF_CONVENTIONS, layer), k, seed, scale)
+        rows += _drift(layer, torch_a, _conventions("torch", layer), keras_a,
+                       _conventions("tensorflow", layer), k, seed, scale)
     return pd.DataFrame(rows)
-
-
-def normalization_default_gap(seed: int = 0) -> dict:
-    """Layer norm of a (4, 8) batch of unit-variance values, and of values with std 0.05,
-    with eps 1e-5 (PyTorch) against 1e-3 (Keras): max |y_torch - y_keras| / max |y|."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for std in (1.0, 0.05):
-        x = std * rng.standard_normal((4, 8))
-        y5 = nm.layer_norm(x, axes=1, eps=1e-5)[0]
-        y3 = nm.layer_norm(x, axes=1, eps=1e-3)[0]
-        out[f"layer_norm std {std:g}"] = float(np.abs(y5 - y3).max() / np.abs(y5).max())
-    return out
 
 
 def summary(k: int = 10) -> pd.DataFrame:

@@ -1,0 +1,50 @@
+"""What every Keras builder shares: the lazily imported framework, the builder
+registry, layouts, and the settings every optimizer is given."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+from ..base import Builders
+
+builder = Builders("tensorflow")
+
+_tf = None
+
+
+def tf():
+    global _tf
+    if _tf is None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        _tf = importlib.import_module("tensorflow")
+    return _tf
+
+
+def keras():
+    return importlib.import_module("keras")
+
+
+# Keras on CPU is channels-last: NCHW -> NHWC and back.
+NHWC, NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+def dense_layer(units, W, b, dtype):
+    """keras.layers.Dense holding canonical W (in, out) as its kernel (same layout)."""
+    layer = keras().layers.Dense(units, use_bias=b is not None, dtype=dtype)
+    layer.build((None, W.shape[0]))
+    layer.kernel.assign(W)
+    if b is not None:
+        layer.bias.assign(b)
+    return layer
+
+
+# Every optimizer gets every argument, clipping and EMA off unless a case asks for them.
+NO_CLIPPING = dict(clipnorm=None, clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
+                   ema_overwrite_frequency=None, loss_scale_factor=None, gradient_accumulation_steps=None)
+
+KERAS_LR = ("Held in float32 for float64 variables (measured): the learning rate is a float32 variable "
+            "(backend.floatx()); weight_decay, SGD's momentum, Adam's betas in beta^t and Adagrad's initial "
+            "accumulator go through tf.cast / ops.cast of a Python float, which makes a float32 tensor first "
+            "(RMSprop's rho and momentum, epsilon and every 1 - beta stay exact)")

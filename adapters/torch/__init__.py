@@ -1,0 +1,51 @@
+"""PyTorch: leaf tensors with ``requires_grad``, the nn modules users use, autograd.
+
+Builders, one per catalogue layer and grouped by family like the oracle
+(``dense.py``, ``conv.py``, ...), take the case's arrays as tensors (``t``), its
+attributes (``a``) and the dtype, build the real ``torch.nn`` module holding
+the case's parameters, and return a ``Built``: how to apply it, and each module
+parameter with the canonical name(s) its gradient stands for. Every
+hyperparameter is passed explicitly: defaults differ between frameworks.
+"""
+
+from __future__ import annotations
+
+from ..base import FrameworkAdapter
+from . import activations, attention, clipping, conv, dense, dropout, embedding, losses, norm  # noqa: F401
+from . import optimizers, pooling, recurrent, training  # noqa: F401
+from .core import builder, torch
+
+
+class TorchAdapter(FrameworkAdapter):
+    name = "torch"
+
+    def available(self):
+        try:
+            torch()
+        except ImportError as e:
+            return False, f"PyTorch is not installed ({e}); pip install 'gradparity[torch]'"
+        return True, ""
+
+    def version(self):
+        return str(torch().__version__)
+
+    def native_dtype(self, dtype):
+        return getattr(torch(), dtype)
+
+    def tensor(self, array, dtype, watch):
+        T = torch()
+        if array.dtype.kind in "iu":
+            return T.as_tensor(array, dtype=T.long)
+        return T.tensor(array, dtype=getattr(T, dtype), requires_grad=watch)
+
+    def forward_backward(self, forward, tensors, cotangents, sources, dtype):
+        T = torch()
+        outs = forward(tensors)
+        loss = sum((outs[n] * T.as_tensor(g, dtype=getattr(T, dtype))).sum() for n, g in cotangents.items())
+        grads = (T.autograd.grad(loss, sources, allow_unused=True) if sources and loss.requires_grad
+                 else [None] * len(sources))
+        return ({n: out.detach().numpy() for n, out in outs.items()},
+                [T.zeros_like(s).numpy() if g is None else g.detach().numpy() for s, g in zip(sources, grads)])
+
+
+ADAPTER = TorchAdapter(builder)

@@ -1,0 +1,389 @@
+"""The conditions of known divergences: where, over a case's data, a framework is known to differ.
+
+Each condition is a named predicate ``(case, evaluation) -> bool``: the case, and
+the oracle's answer for it (``reference.Evaluation``: its outputs and the forward
+pass's residuals), so a condition that needs a layer's intermediate values reads
+them from the answer the check already has instead of running the layer again.
+``divergences.py`` says which layers, frameworks and dtypes each condition
+speaks for; ``divergences.toml`` says what happens there and what was measured.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..reference.activations import SELU_ALPHA, SELU_SCALE
+from .tolerances import DEFAULT, EPS, at_step, tolerance_for
+
+
+def always(case, ev) -> bool:
+    return True
+
+
+def _x(case):
+    """x with its NaN and Inf (the non-finite cases' own business) read as 0."""
+    x = case.arrays["x"]
+    return np.where(np.isfinite(x), x, np.zeros((), x.dtype))
+
+
+def holds(*names, what=lambda a: ~np.isfinite(a)):
+    """A condition: one of the arrays ``names`` holds a value ``what`` picks (default: NaN or Inf)."""
+    def condition(case, ev) -> bool:
+        return any(n in case.arrays and bool(np.any(what(case.arrays[n]))) for n in names)
+
+    condition.__name__ = f"holds({', '.join(names)})"
+    return condition
+
+
+NONFINITE_X = holds("x")
+NAN_X = holds("x", what=np.isnan)
+
+
+def _subnormal(a) -> np.ndarray:
+    """Where ``a`` holds a nonzero subnormal of its own dtype."""
+    with np.errstate(invalid="ignore"):
+        return (a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)
+
+
+def float32_rounds(value: float) -> bool:
+    return float(np.float32(value)) != value
+
+
+# ---- flush to zero at a kink (TensorFlow reads a subnormal as 0)
+
+def subnormal_x(case, ev) -> bool:
+    """x holds a subnormal (at ReLU's kink; for max pooling, a subnormal maximum that ties with 0)."""
+    return bool(np.any(_subnormal(case.arrays["x"])))
+
+
+def subnormal_l1_difference(case, ev) -> bool:
+    """pred, target or pred - target (computed in the case dtype, as the framework does) is subnormal."""
+    a = case.arrays
+    return bool(np.any(_subnormal(a["pred"]) | _subnormal(a["target"]) | _subnormal(a["pred"] - a["target"])))
+
+
+def subnormal_logits_with_pos_weight(case, ev) -> bool:
+    """Binary cross-entropy with pos_weight (TensorFlow's formula has kinks at 0) on a subnormal logit."""
+    return "pos_weight" in case.arrays and bool(np.any(_subnormal(case.arrays["logits"])))
+
+
+# ---- activations
+
+def exp_minus_one_loses(case, ev) -> bool:
+    """TensorFlow's Elu kernel computes exp(x) - 1, not expm1(x): for x near 0 the
+    difference cancels. True when, in the case's dtype, that error exceeds the
+    output tolerance (scale: the larger of max|x| and max|out|, as for every output)."""
+    x = _x(case)
+    lossy = np.where(x < 0, np.exp(x) - np.ones((), x.dtype), 0).astype(np.float64)
+    exact = np.where(x < 0, np.expm1(x.astype(np.float64)), 0)
+    scale = float(np.abs(x).max(initial=0.0))
+    amplitude = case.attrs.get("alpha", SELU_ALPHA * SELU_SCALE)  # elu's alpha, or selu's constants
+    return float(np.abs(lossy - exact).max(initial=0.0)) * amplitude > (
+        tolerance_for(case.layer, "tensorflow", case.dtype).rtol * scale)
+
+
+def selu_exp_minus_one(case, ev) -> bool:
+    """As exp_minus_one_loses, or a negative x whose exp(x) - 1 is exactly 0 (the positive branch)."""
+    x = _x(case)
+    return exp_minus_one_loses(case, ev) or bool(np.any((x < 0) & (np.exp(x) - 1 == 0)))
+
+
+def slope_rounds_to_float32(case, ev) -> bool:
+    return float32_rounds(case.attrs["negative_slope"])
+
+
+def softplus_threshold_shows(case, ev) -> bool:
+    """Some beta x passes the threshold, and there the curve and the line differ
+    by more than the tolerance: log1p(e^-t)/beta in y (against max|x|), sigmoid(-t) in gx."""
+    beta, t = case.attrs["beta"], case.attrs["threshold"]
+    x = _x(case).astype(np.float64)
+    past = beta * x[beta * x > t]
+    if not past.size:
+        return False
+    z = float(past.min())  # the gap shrinks like e^-z: the input closest to the threshold shows it most
+    gap = max(np.log1p(np.exp(-z)) / beta / max(float(np.abs(x).max()), 1e-300), 1.0 / (1.0 + np.exp(z)))
+    return gap > tolerance_for("softplus", "tensorflow", case.dtype).rtol
+
+
+def softplus_overflows_below_threshold(case, ev) -> bool:
+    """float32 exp(beta x) overflows (beta x > log(max)) where beta x is still at or below the threshold."""
+    bx = case.attrs["beta"] * _x(case).astype(np.float64)
+    return bool(np.any((bx > np.log(np.finfo(np.float32).max)) & (bx <= case.attrs["threshold"])))
+
+
+def gelu_plus_inf(case, ev) -> bool:
+    return case.attrs["approximate"] == "none" and bool(np.any(np.isposinf(case.arrays["x"])))
+
+
+def elu_nan_with_alpha(case, ev) -> bool:
+    return case.attrs["alpha"] != 1.0 and NAN_X(case, ev)
+
+
+# ---- the residual block
+
+def subnormal_pre_activation(case, ev) -> bool:
+    """x W1 + b1 of a residual block is subnormal somewhere in the case's dtype."""
+    a = case.arrays
+    h = a["x"].astype(np.float64) @ a["W1"].astype(np.float64) + a["b1"]
+    return bool(np.any((h != 0) & (np.abs(h) < np.finfo(case.dtype).tiny)))
+
+
+def residual_relu_near_kink(case, ev) -> bool:
+    """A residual block whose pre-activation h = x W1 + b1 lies, somewhere, where the
+    rounding of its I + 1 terms in the case dtype decides ReLU's side: |h| within
+    (I + 1) eps sum|terms| of 0 with some term nonzero (an exact 0 of cancelling terms
+    included), or under (I + 1) tiny, where a product flushed or rounded in the
+    subnormal range moves it."""
+    a = {k: v.astype(np.float64) for k, v in case.arrays.items()}
+    h = a["x"] @ a["W1"] + a["b1"]
+    size = np.abs(a["x"]) @ np.abs(a["W1"]) + np.abs(a["b1"])
+    terms = a["W1"].shape[0] + 1
+    near = (np.abs(h) <= terms * EPS[case.dtype] * size) | (np.abs(h) < terms * np.finfo(case.dtype).tiny)
+    return bool(np.any((size > 0) & near))
+
+
+# ---- losses
+
+def ignored_row_nonfinite(case, ev) -> bool:
+    """An ignored label's row of logits holds NaN or Inf."""
+    a = case.arrays
+    return "labels" in a and bool(np.any((~np.isfinite(a["logits"])).any(axis=1)
+                                         & (a["labels"] == case.attrs["ignore_index"])))
+
+
+def targets_off_the_simplex(case, ev) -> bool:
+    """Probability targets of some sample sum to other than 1, beyond rounding."""
+    probs = case.arrays.get("probs")
+    if probs is None:
+        return False
+    total = probs.astype(np.float64).sum(axis=1)
+    return bool(np.any(np.abs(total - 1.0) > 8 * probs.shape[1] * EPS[case.dtype]))
+
+
+def pos_weight_at_zero_logit(case, ev) -> bool:
+    return "pos_weight" in case.arrays and bool(np.any(case.arrays["logits"] == 0))
+
+
+def empty_reduced_loss(case, ev) -> bool:
+    """A batch of 0 reduced by 'sum' or 'mean' (not through tf.nn with pos_weight)."""
+    return (next(iter(case.arrays.values())).size == 0 and case.attrs["reduction"] != "none"
+            and "pos_weight" not in case.arrays)
+
+
+# ---- convolution and pooling
+
+def conv_transpose_dilated(case, ev) -> bool:
+    return case.attrs["dilation_h"] > 1 or case.attrs["dilation_w"] > 1
+
+
+def xla_conv1d_heap_corruption(case, ev) -> bool:
+    from ..adapters.tensorflow.conv import xla_conv1d_heap_corruption as corrupts
+
+    return corrupts(case.dtype, case.arrays["x"].shape, case.arrays["W"].shape, case.attrs)
+
+
+def nonfinite_x_with_cropping(case, ev) -> bool:
+    """x holds NaN or Inf, and conv_transpose2d's padding crops the full output."""
+    return NONFINITE_X(case, ev) and (case.attrs["pad_h"] > 0 or case.attrs["pad_w"] > 0)
+
+
+def empty_batch_changes_shape(case, ev) -> bool:
+    """A batch of 0 whose output (cotangent) shape differs from the input's."""
+    return case.arrays["x"].shape[0] == 0 and case.cotangents["y"].shape != case.arrays["x"].shape
+
+
+def empty_batch(case, ev) -> bool:
+    return case.arrays["x"].shape[0] == 0
+
+
+def empty_x(case, ev) -> bool:
+    return case.arrays["x"].size == 0
+
+
+# ---- normalization
+
+def one_value_per_channel(case, ev) -> bool:
+    return case.arrays["x"].size == case.arrays["x"].shape[1]
+
+
+def one_value_per_group(case, ev) -> bool:
+    return case.arrays["x"].size == case.arrays["x"].shape[0] * case.attrs["groups"]
+
+
+def rms_scaling_route(case, ev) -> bool:
+    return case.attrs["route"] == "layer_normalization_rms_scaling"
+
+
+# ---- recurrent
+
+def _rnn_relu_pre_activations(case, ev):
+    """A ReLU RNN's pre-activations a_t = x_t W_ih + b_ih + h_{t-1} W_hh + b_hh (float64,
+    from the oracle's states), the sum of their terms' magnitudes, and how many terms
+    each sums (I + H + 2), over the valid steps; None for a tanh RNN."""
+    if case.attrs["nonlinearity"] != "relu":
+        return None
+    res = ev.residuals if case.layer == "rnn" else ev.residuals[0]  # masked_rnn: (scan residuals, ...)
+    a = {k: v.astype(np.float64) for k, v in case.arrays.items() if k != "lengths"}
+    h_prev = res["hs"][:-1].transpose(1, 0, 2)  # (N, T, H): the state each step starts from
+    pre = a["x"] @ a["W_ih"] + a["b_ih"] + h_prev @ a["W_hh"] + a["b_hh"]
+    size = (np.abs(a["x"]) @ np.abs(a["W_ih"]) + np.abs(a["b_ih"]) + np.abs(h_prev) @ np.abs(a["W_hh"])
+            + np.abs(a["b_hh"]))
+    if "lengths" in case.arrays:  # padded steps run nothing: pre-activation 1, no terms
+        valid = (np.arange(pre.shape[1])[None, :] < case.arrays["lengths"][:, None])[:, :, None]
+        pre, size = np.where(valid, pre, 1.0), np.where(valid, size, 0.0)
+    return pre, size, a["W_ih"].shape[0] + a["W_hh"].shape[0] + 2
+
+
+def subnormal_rnn_pre_activation(case, ev) -> bool:
+    """A ReLU RNN whose pre-activation is, somewhere, closer to 0 than its I + H + 2
+    terms could move it if each were flushed from subnormal to zero (|a| < (I + H + 2)
+    tiny): there TensorFlow's sign of a, and so ReLU'(a), may differ from the exact one."""
+    found = _rnn_relu_pre_activations(case, ev)
+    if found is None:
+        return False
+    pre, _, terms = found
+    return bool(np.any((pre != 0) & (np.abs(pre) < terms * np.finfo(case.dtype).tiny)))
+
+
+def rnn_relu_sign_by_rounding(case, ev) -> bool:
+    """A ReLU RNN with a pre-activation whose sign rounding decides: |a| within the
+    summation bound terms * eps * sum|terms| of 0 (terms = I + H + 2), where some term
+    is nonzero (a sum of cancelling terms, such as b_ih = 3, b_hh = -3)."""
+    found = _rnn_relu_pre_activations(case, ev)
+    if found is None:
+        return False
+    pre, size, terms = found
+    return bool(np.any((size > 0) & (np.abs(pre) <= terms * EPS[case.dtype] * size)))
+
+
+def gradient_overflows_through_time(case, ev) -> bool:
+    """The exact gradient leaves the dtype's finite range somewhere (an exploding
+    gradient): the gradient carried back step by step overflowed on the way."""
+    limit = float(np.finfo(case.dtype).max)
+    return any(float(np.abs(g).max(initial=0.0)) > limit for g in ev.outputs["grad"].values())
+
+
+def masking_layer_ignored(case, ev) -> bool:
+    """A masked recurrent case the TensorFlow adapter runs through a Masking layer
+    (with initial_state), where some sequence is shorter than T."""
+    from ..adapters.tensorflow.recurrent import masking_route
+
+    x = case.arrays["x"]
+    return masking_route(x) and bool(np.any(case.arrays["lengths"] < x.shape[1]))
+
+
+# ---- attention
+
+def attention_rows_without_keys(case, ev) -> bool:
+    """Some query of a multi-head attention case may attend to no key at all (its
+    key padding mask and attention mask rows, ANDed, are all 0)."""
+    a = case.arrays
+    keep = np.ones((a["query"].shape[0], a["query"].shape[1], a["key"].shape[1]), dtype=bool)
+    if "key_padding_mask" in a:
+        keep &= (a["key_padding_mask"] != 0)[:, None, :]
+    if "attn_mask" in a:
+        keep &= a["attn_mask"] != 0
+    return bool((~keep.any(axis=-1)).any())
+
+
+def need_weights_rows_without_keys(case, ev) -> bool:
+    return case.attrs["need_weights"] and attention_rows_without_keys(case, ev)
+
+
+def keras_bias_add_as_nchw(case, ev) -> bool:
+    """keras.ops.add (TensorFlow backend) takes x + b for a BiasAdd whenever b squeezes
+    to one axis of length n equal to x.shape[1] or x.shape[-1], and for x.shape[-1] != n
+    adds it along axis 1 (NCHW). MultiHeadAttention's projections add b (heads, D) to
+    (N, L, heads, D): with D = 1 < heads and L = heads the bias lands on the positions.
+    Even a bias equal for every head is hit: its gradient is summed over positions, not heads."""
+    a, heads = case.arrays, case.attrs["num_heads"]
+    return a["W_q"].shape[0] == heads > 1 and heads in (a["query"].shape[1], a["key"].shape[1])
+
+
+def sdpa_scale_rounds(case, ev) -> bool:
+    return float32_rounds(case.attrs["scale"])
+
+
+def mha_scale_rounds(case, ev) -> bool:
+    """MultiHeadAttention's 1 / sqrt(key_dim) changes when rounded to float32."""
+    return float32_rounds(1.0 / np.sqrt(case.arrays["W_q"].shape[0] // case.attrs["num_heads"]))
+
+
+# ---- training step
+
+def optimizer_route_zero(attr: str):
+    def condition(case, ev) -> bool:
+        return case.attrs["route"] == "optimizer" and case.attrs[attr] == 0
+
+    condition.__name__ = f"optimizer_route_zero({attr})"
+    return condition
+
+
+def clip_threshold_nan(case, ev) -> bool:
+    """TensorFlow's norm clipping divides 0/0 or inf/inf: an infinite threshold, or a
+    zero threshold with all-zero gradients."""
+    c = case.attrs["max_norm"]
+    zero = not any(np.any(case.arrays[n]) for n in ("g", "g1", "g2") if n in case.arrays)
+    return bool(np.isinf(c) or (c == 0 and zero))
+
+
+def eps_zero_on_underflowing_squares(case, ev) -> bool:
+    """An optimizer with eps = 0 given a nonzero gradient element whose square underflows
+    in the case dtype (|d| < sqrt(tiny)), for d the gradient itself or the gradient
+    plus the L2 decay term (g + wd w0: a zero gradient of a weight under a tiny decay)."""
+    g = case.arrays["grads"].astype(np.float64)
+    w0 = case.arrays["w0"].astype(np.float64)
+    small = np.sqrt(np.finfo(case.dtype).tiny)
+    return case.attrs["eps"] == 0 and any(
+        bool(np.any((np.abs(d) > 0) & (np.abs(d) < small))) for d in (g, g + case.attrs["weight_decay"] * w0))
+
+
+def squares_underflow(case, ev) -> bool:
+    """The largest gradient element's square is below tiny / eps in the case dtype: the
+    sum of squares then loses relative accuracy to underflow (subnormal or flushed squares)."""
+    gs = [case.arrays[n].astype(np.float64) for n in ("g", "g1", "g2") if n in case.arrays]
+    biggest = max(float(np.abs(g).max(initial=0.0)) for g in gs)
+    return 0 < biggest < np.sqrt(np.finfo(case.dtype).tiny / EPS[case.dtype])  # the square itself may underflow
+
+
+def mlp_kink_by_rounding(case, ev) -> bool:
+    """Some step's hidden pre-activation a = x_t W1 + b1 (on the oracle's parameters,
+    from the residuals of train_step) is within the parameters' allowed error of 0:
+    |a| <= rtol(t) (|x_t| (|W1| + S_W1) + |b1| + S_b1), with rtol(t) the step-t tolerance
+    and S each parameter's scale (its largest element, or the case's largest input, the
+    comparison's floor). The parameters of a framework may differ from the oracle's by
+    that much and still pass, so which side of ReLU's kink a lands on, and with it the
+    gradient of that unit from then on, is decided by rounding."""
+    base = DEFAULT[case.dtype]
+    floor = max(float(np.abs(v).max()) for v in case.arrays.values() if v.dtype.kind == "f")  # the outputs' error floor
+    for t, (a, exact, size, xsum, _, _) in enumerate(ev.residuals, 1):
+        # step 1 runs on the case's own numbers: only the sum's rounding; later steps on parameters
+        # each framework may hold off by the tolerance of the step before
+        band = at_step(base, "train_step", f"W1@{t}").rtol * (exact if t == 1 else size + floor * xsum)
+        size = exact if t == 1 else size
+        if np.any((size > 0) & (np.abs(a) <= band)):
+            return True
+    return False
+
+
+def mlp_adam_gradient_at_rounding(case, ev) -> bool:
+    """Adam, and some step's gradient element (on the oracle's trajectory) is within the
+    step's tolerance of 0 relative to the terms it sums, |g_i| <= rtol(t) terms_i
+    (terms_i > 0: the same backward pass on the terms' magnitudes). Its computed value
+    is then rounding noise (a softmax probability within eps of its label), and Adam's
+    m / (sqrt(v) + eps) turns noise of any size above eps into a step of about lr."""
+    if case.attrs["optimizer"] != "adam":
+        return False
+    base = DEFAULT[case.dtype]
+    for t, (_, _, _, _, g, terms) in enumerate(ev.residuals, 1):
+        band = at_step(base, "train_step", f"W1@{t}").rtol * terms
+        if np.any((terms > 0) & (np.abs(g) <= band)):
+            return True
+    return False
+
+
+def mlp_subnormal_pre_activation(case, ev) -> bool:
+    """Some step's hidden pre-activation (on the oracle's trajectory) is closer to 0 than
+    its D + 1 terms could move it if each were flushed from subnormal to zero."""
+    terms = case.arrays["W1"].shape[0] + 1
+    return any(np.any((a != 0) & (np.abs(a) < terms * np.finfo(case.dtype).tiny)) for a, *_ in ev.residuals)
