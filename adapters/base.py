@@ -43,6 +43,10 @@ class Runner(Protocol):
     def run(self, case: Case) -> dict:
         """``{"out": {...}, "grad": {...}}``; raise NotApplicable when the case cannot be expressed."""
 
+    # Optional: ``refusal(case) -> str | None``, why the runner cannot express the case's
+    # configuration, judged from its attributes, dtype and shapes alone (never its values):
+    # the strategies then draw only cases it can run. A runner without it is asked nothing.
+
 
 def same(v):
     """The layout conversion for a gradient already in the canonical layout."""
@@ -113,22 +117,28 @@ def named_outputs(out, names: tuple | None, framework: str) -> dict:
 class Builders:
     """One framework's builders, by catalogue layer: the function that builds the
     layer (``builder(tensors, attrs, dtype) -> Built``), the ``Convention`` the
-    framework follows where the layer's math leaves a choice, and the layers it
-    declares it cannot express at all, with the reason. A builder registers
-    itself with the decorator ``@builders("conv2d", convention=...)``."""
+    framework follows where the layer's math leaves a choice, the configurations
+    of it the framework cannot express (``refuses(case) -> str | None``, from the
+    case's attributes, dtype and shapes, never its values), and the layers it
+    cannot express at all, with the reason. A builder registers itself with the
+    decorator ``@builders("conv2d", convention=..., refuses=...)``."""
 
     def __init__(self, framework: str):
         self.framework = framework
         self.build: dict[str, Callable] = {}
         self.conventions: dict[str, Convention] = {}
+        self.refuses: dict[str, Callable] = {}
         self.inexpressible: dict[str, str] = {}
 
-    def __call__(self, layer: str, *, convention: Convention | None = None) -> Callable:
+    def __call__(self, layer: str, *, convention: Convention | None = None,
+                 refuses: Callable | None = None) -> Callable:
         def add(fn: Callable) -> Callable:
             self._claim(layer)
             self.build[layer] = fn
             if convention is not None:
                 self.conventions[layer] = convention
+            if refuses is not None:
+                self.refuses[layer] = refuses
             return fn
 
         return add
@@ -140,7 +150,7 @@ class Builders:
 
     def forget(self, layer: str) -> None:
         """Remove what is registered for ``layer`` (a test's temporary layer)."""
-        for table in (self.build, self.conventions, self.inexpressible):
+        for table in (self.build, self.conventions, self.refuses, self.inexpressible):
             table.pop(layer, None)
 
     def covers(self, layer: str) -> bool:
@@ -166,10 +176,20 @@ class FrameworkAdapter:
     def convention(self, layer: str) -> Convention | None:
         return self.builders.conventions.get(layer)
 
+    def refusal(self, case: Case) -> str | None:
+        """Why this framework cannot express the case's configuration (None when it can),
+        from its attributes, dtype and shapes alone: the strategies ask before drawing
+        any value, and ``run`` raises NotApplicable with the same words."""
+        if case.layer not in self.builders.build:
+            return self.builders.inexpressible.get(case.layer, f"no {self.name} builder for {case.layer}")
+        refuses = self.builders.refuses.get(case.layer)
+        return refuses(case) if refuses is not None else None
+
     def run(self, case: Case) -> dict:
-        build = self.builders.build.get(case.layer)
-        if build is None:
-            raise NotApplicable(self.builders.inexpressible.get(case.layer, f"no {self.name} builder for {case.layer}"))
+        why = self.refusal(case)
+        if why is not None:
+            raise NotApplicable(why)
+        build = self.builders.build[case.layer]
         layer = layer_of(case)
         wanted = differentiable(case)
         tensors = {n: self.tensor(a, case.dtype, watch=n in wanted) for n, a in case.arrays.items()}

@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 
-from .catalogue import S, registrar
-from .spec import Array, Choice, Drawn, Float, Int, Layer, Real, Shape, require
+from .catalogue import NONFINITE, SUBNORMAL, S, holds, registrar
+from .spec import Array, Choice, Drawn, Edge, Float, Int, Layer, Real, Shape, require
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -247,38 +247,75 @@ SATURATING = Real(-40.0, 40.0, edges=(0.0, -30.0, 30.0, 1.0, -1.0, 1e-7, -1e-7,
 ELEMENTWISE_SHAPE = {"shape": Shape(min_dims=0, max_dims=4, min_side=0, max_side=4)}
 
 
-def _elementwise(name, forward, vjp, values=Real(), attrs=None, conventions=None):
+def _finite(x):
+    """x in float64 with NaN and Inf read as 0 (what an edge of finite values looks at)."""
+    x = np.asarray(x, dtype=float)
+    return np.where(np.isfinite(x), x, 0.0)
+
+
+# Every element-wise layer's edges: a scalar, an empty array, NaN and Inf, subnormals;
+# each adds where it bends (a kink at 0, a tail where it saturates).
+SCALAR = Edge("scalar", lambda c: c.arrays["x"].ndim == 0, {"shape": ()})
+EMPTY = Edge("empty", lambda c: c.arrays["x"].size == 0)
+KINKED = holds("kink", "x", lambda x: x == 0)  # exactly at the kink, where a convention decides
+SATURATED = holds("saturated", "x", lambda x: np.abs(x) >= 30)  # sigmoid(30) = 1 - 1e-13: 1 in float32
+
+
+def _elementwise(name, forward, vjp, values=Real(), attrs=None, conventions=None, edges=()):
     register(Layer(name, forward, vjp, dims=ELEMENTWISE_SHAPE, attrs=attrs or {}, empty=True, nonfinite=("x",),
-                   arrays={"x": Array(S("shape"), values)}, conventions=conventions or {}))
+                   arrays={"x": Array(S("shape"), values)}, conventions=conventions or {},
+                   edges=(SCALAR, EMPTY, *edges, NONFINITE, SUBNORMAL)))
 
 
 # A kink's two conventions: the branch x = 0 takes, and the branch a NaN takes.
 KINK = {"at_zero": "left", "at_nan": "left"}
-_elementwise("relu", relu, relu_vjp, conventions={"at_nan": "left"})
+_elementwise("relu", relu, relu_vjp, conventions={"at_nan": "left"}, edges=(KINKED,))
 _elementwise("leaky_relu", leaky_relu, leaky_relu_vjp,
-             attrs={"negative_slope": Float(0.0, 2.0, edges=(0.01, 0.2, 1.0))}, conventions=KINK)
+             attrs={"negative_slope": Float(0.0, 2.0, edges=(0.01, 0.2, 1.0))}, conventions=KINK,
+             edges=(KINKED, Edge("slope_1", lambda c: c.attrs["negative_slope"] == 1.0, {"negative_slope": 1.0})))
 _elementwise("elu", elu, elu_vjp, SATURATING,
-             attrs={"alpha": Float(0.1, 3.0, edges=(1.0,))}, conventions=KINK)
-_elementwise("selu", selu, selu_vjp, SATURATING, conventions=KINK)
+             attrs={"alpha": Float(0.1, 3.0, edges=(1.0,))}, conventions=KINK, edges=(KINKED, SATURATED))
+_elementwise("selu", selu, selu_vjp, SATURATING, conventions=KINK, edges=(KINKED, SATURATED))
 # GELU's left tail: x Phi(x) with Phi(-3) = 1.3e-3, Phi(-8) = 6e-16 (1 + erf cancels there).
 _elementwise("gelu", gelu, gelu_vjp,
              Real(-10.0, 10.0, edges=(0.0, -6.0, 6.0, -3.0, -8.0, -10.0, 1e-30, -1e-30)),
-             attrs={"approximate": Choice("none", "tanh")})
-_elementwise("sigmoid", sigmoid, sigmoid_vjp, SATURATING)
+             attrs={"approximate": Choice("none", "tanh")},
+             edges=(holds("left_tail", "x", lambda x: x <= -6),
+                    Edge("tanh_form", lambda c: c.attrs["approximate"] == "tanh", {"approximate": "tanh"})))
+_elementwise("sigmoid", sigmoid, sigmoid_vjp, SATURATING, edges=(SATURATED,))
 # tanh rounds to +-1 past |x| = 9.01 in float32 and 19.06 in float64: 1 - tanh^2 is 0 there.
 _elementwise("tanh", tanh, tanh_vjp,
-             Real(-20.0, 20.0, edges=(0.0, -10.0, 10.0, 9.5, -9.5, 19.5, -19.5, 20.0, -20.0, 1e-30, -1e-30)))
+             Real(-20.0, 20.0, edges=(0.0, -10.0, 10.0, 9.5, -9.5, 19.5, -19.5, 20.0, -20.0, 1e-30, -1e-30)),
+             edges=(holds("saturated", "x", lambda x: np.abs(x) >= 9.5),))
 _elementwise("softplus", softplus, softplus_vjp, SATURATING,
              attrs={"beta": Float(0.25, 4.0, edges=(1.0, 2.0)),
                     # negative thresholds (the line starts below 0, a jump at beta x = threshold) to past any beta x
-                    "threshold": Float(-5.0, 200.0, edges=(20.0, 2.0, 0.0, -1.0, 200.0))})
-_elementwise("silu", silu, silu_vjp, SATURATING)
+                    "threshold": Float(-5.0, 200.0, edges=(20.0, 2.0, 0.0, -1.0, 200.0))},
+             edges=(SATURATED, Edge("past_threshold", lambda c: bool(np.any(
+                        c.attrs["beta"] * _finite(c.arrays["x"]) > c.attrs["threshold"]))),
+                    Edge("negative_threshold", lambda c: c.attrs["threshold"] < 0, {"threshold": -1.0})))
+_elementwise("silu", silu, silu_vjp, SATURATING, edges=(SATURATED,))
+
+
+def _along_axis(test):
+    """An edge of softmax's axis: ``test(x moved so that the axis is last)``."""
+    return lambda c: bool(test(np.moveaxis(np.asarray(c.arrays["x"], dtype=float), c.attrs["axis"], -1)))
+
+
+SOFTMAX_EDGES = (
+    Edge("axis_of_one", _along_axis(lambda x: x.shape[-1] == 1)),
+    Edge("empty_axis", _along_axis(lambda x: x.shape[-1] == 0)),
+    # the largest value twice in one row: the softmax splits evenly, a tie at the top
+    Edge("tied_maximum", _along_axis(lambda x: x.size > 0 and x.shape[-1] > 1 and np.any(
+        (x == np.max(x, axis=-1, keepdims=True)).sum(axis=-1) > 1))),
+    Edge("spread_40", _along_axis(lambda x: x.size > 0 and np.any(np.ptp(_finite(x), axis=-1) >= 40))),
+    NONFINITE, SUBNORMAL)
 for _name, _fwd, _vjp in (("softmax", softmax, softmax_vjp),
                           ("log_softmax", log_softmax, log_softmax_vjp)):
     register(Layer(
         # a side of 0 now and then: an empty softmax axis, or an empty batch beside it
         _name, _fwd, _vjp, dims={"shape": Shape(min_dims=1, max_dims=4, min_side=0, max_side=4)},
-        empty=True, nonfinite=("x",),
+        empty=True, nonfinite=("x",), edges=SOFTMAX_EDGES,
         attrs={"axis": Drawn(int, lambda d: Int(-len(d.shape), len(d.shape) - 1))},
         # +-20: a spread of 40 along the axis, past which 1 + e^-spread rounds to 1 in
         # both dtypes (the largest element's log-softmax, -log1p(e^-40), then comes out as 0).

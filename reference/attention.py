@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .catalogue import S, of_dim, registrar
-from .spec import Array, Choice, Drawn, Float, Int, Layer, Mask, require
+from .catalogue import SUBNORMAL, S, attr_is, of_dim, registrar
+from .spec import Array, Choice, Drawn, Edge, Float, Int, Layer, Mask, require
 
 EMPTY_ROW = ("zeros", "uniform")
 
@@ -286,8 +286,30 @@ register = registrar("attention")
 
 ATTENTION_MASK = Mask(0.3, lines=True)
 
+def _sdpa_row_without_keys(case):
+    keep = _keep(case.arrays.get("mask"), case.attrs["causal"], case.cotangents["y"].shape[:-1] +
+                 (case.arrays["k"].shape[-2],))
+    return keep is not None and bool(np.any(~keep.any(axis=-1)))
+
+
+def _mha_row_without_keys(case):
+    a = case.arrays
+    keep = np.ones((a["query"].shape[0], a["query"].shape[1], a["key"].shape[1]), dtype=bool)
+    if "key_padding_mask" in a:
+        keep &= (a["key_padding_mask"] != 0)[:, None, :]
+    if "attn_mask" in a:
+        keep &= a["attn_mask"] != 0
+    return bool(np.any(~keep.any(axis=-1)))
+
+
 register(Layer(
     "scaled_dot_product_attention", scaled_dot_product_attention, scaled_dot_product_attention_vjp,
+    edges=(attr_is("causal", True), Edge("query_without_keys", _sdpa_row_without_keys),
+           Edge("one_key", lambda c: c.arrays["k"].shape[2] == 1, {"Lk": 1}),
+           Edge("one_head", lambda c: c.arrays["q"].shape[1] == 1, {"Hh": 1}),
+           Edge("head_dim_1", lambda c: c.arrays["q"].shape[3] == 1, {"E": 1}),
+           Edge("default_scale", lambda c: c.attrs["scale"] == 1.0 / float(np.sqrt(c.arrays["q"].shape[3]))),
+           SUBNORMAL),
     dims={"N": Int(1, 2), "Hh": Int(1, 2), "Lq": Int(1, 4), "Lk": Int(1, 4, like="Lq"), "E": Int(1, 3),
           "Ev": Int(1, 3, like="E")},
     attrs={"causal": Choice(False, True),
@@ -326,16 +348,31 @@ def _mha_arrays():
     }
 
 
+# Multi-head attention: masks of each kind, a query that may see no key, one key,
+# one head, a head dimension of 1, and as many heads as positions (where Keras'
+# bias add goes wrong: keras-ops-add-bias-as-nchw).
+MHA_EDGES = (Edge("key_padding_mask", lambda c: "key_padding_mask" in c.arrays),
+             Edge("attention_mask", lambda c: "attn_mask" in c.arrays),
+             Edge("query_without_keys", _mha_row_without_keys),
+             Edge("one_key", lambda c: c.arrays["key"].shape[1] == 1, {"Lk": 1}),
+             Edge("one_head", lambda c: c.attrs["num_heads"] == 1, {"heads": 1}),
+             Edge("head_dim_1", lambda c: c.arrays["W_q"].shape[0] == c.attrs["num_heads"], {"D": 1}),
+             Edge("heads_as_many_as_positions", lambda c: c.attrs["num_heads"] > 1 and c.attrs["num_heads"] in (
+                 c.arrays["query"].shape[1], c.arrays["key"].shape[1]), {"D": 1, "heads": Choice(2, 3)}),
+             SUBNORMAL)
+
+
 register(Layer(
     "multi_head_attention", multi_head_attention, multi_head_attention_vjp, condition=kappa,
     dims=MHA_DIMS, attrs={"num_heads": of_dim("heads"), "need_weights": Choice(False, True)},
+    edges=(attr_is("need_weights", True), *MHA_EDGES),
     arrays=_mha_arrays(),
     conventions={"empty_row": "zeros", "empty_row_weights": "zeros"},
 ))
 
 register(Layer(
     "multi_head_attention_weights", multi_head_attention_with_weights, multi_head_attention_with_weights_vjp,
-    condition=kappa, dims=MHA_DIMS, attrs={"num_heads": of_dim("heads")}, outputs=("y", "weights"),
+    condition=kappa, dims=MHA_DIMS, attrs={"num_heads": of_dim("heads")}, outputs=("y", "weights"), edges=MHA_EDGES,
     arrays=_mha_arrays(),
     conventions={"empty_row_weights": "zeros"},
 ))

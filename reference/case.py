@@ -66,6 +66,12 @@ class Case:
         return path
 
 
+def as_float64(arrays: dict) -> dict:
+    """The arrays in float64, where the oracle computes; integer arrays (labels,
+    indices, lengths) and booleans stay as they are."""
+    return {k: v if v.dtype.kind in "iub" else v.astype(np.float64) for k, v in arrays.items()}
+
+
 def to_json(case: Case) -> str:
     """The case as one JSON line, exactly (floats keep every bit: JSON holds their
     shortest round-tripping repr). Cheap enough to write before every example."""

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .catalogue import S, registrar
-from .spec import Array, Choice, Float, Layer, Real, Shape, require
+from .catalogue import S, attr_is, registrar
+from .spec import Array, Choice, Edge, Float, Layer, Real, Shape, require
 
 
 def _check_threshold(name: str, value: float) -> None:
@@ -99,8 +99,19 @@ CLIP_SHAPE = Shape(min_dims=1, max_dims=2, max_side=4)
 # clipvalue, clipnorm, global_clipnorm): the same answer, asked two ways.
 CLIP_ROUTE = Choice(*ROUTES)
 
+def _threshold(attr):
+    """A threshold of 0 (clips everything), and of inf (clips nothing)."""
+    return (Edge("threshold_0", lambda c: c.attrs[attr] == 0, {attr: 0.0}),
+            Edge("threshold_inf", lambda c: np.isinf(c.attrs[attr]), {attr: float("inf")}))
+
+
+ZERO_GRADIENTS = Edge("zero_gradients", lambda c: not any(np.any(a) for a in c.arrays.values()))
+OPTIMIZER_ROUTE = attr_is("route", "optimizer")
+
 register(Layer(
     "clip_by_value", clip_by_value, None,
+    edges=(*_threshold("clip_value"), ZERO_GRADIENTS, OPTIMIZER_ROUTE,
+           Edge("at_threshold", lambda c: bool(np.any(np.abs(c.arrays["g"]) == c.attrs["clip_value"])))),
     dims={"shape": CLIP_SHAPE},
     attrs={"clip_value": CLIP_THRESHOLD, "route": CLIP_ROUTE},
     arrays={"g": Array(S("shape"), GRAD_VALUES)},
@@ -108,6 +119,7 @@ register(Layer(
 
 register(Layer(
     "clip_by_norm", clip_by_norm, None,
+    edges=(*_threshold("max_norm"), ZERO_GRADIENTS, OPTIMIZER_ROUTE, attr_is("error_if_nonfinite", True)),
     dims={"shape": CLIP_SHAPE},
     attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True), "route": CLIP_ROUTE},
     arrays={"g": Array(S("shape"), GRAD_VALUES)},
@@ -116,6 +128,8 @@ register(Layer(
 
 register(Layer(
     "clip_by_global_norm", clip_by_global_norm, None,
+    edges=(*_threshold("max_norm"), ZERO_GRADIENTS, OPTIMIZER_ROUTE,
+           Edge("one_tensor", lambda c: "g2" not in c.arrays)),
     dims={"shape1": CLIP_SHAPE, "shape2": CLIP_SHAPE},
     attrs={"max_norm": CLIP_THRESHOLD, "error_if_nonfinite": Choice(False, True), "route": CLIP_ROUTE},
     arrays={"g1": Array(S("shape1"), GRAD_VALUES), "g2": Array(S("shape2"), GRAD_VALUES, optional=True)},

@@ -26,8 +26,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .batching import batch_axis, unbatched
-from .catalogue import of_dim, registrar
-from .spec import Array, Choice, Drawn, Int, Layer, require
+from .catalogue import NONFINITE, SUBNORMAL, UNBATCHED, batch_of, of_dim, registrar, without
+from .spec import Array, Choice, Drawn, Edge, Int, Layer, require
 
 PADDINGS = ("valid", "same", "explicit")
 
@@ -330,8 +330,45 @@ PAD_MODE = Int(0, len(PADDINGS) - 1)
 # ((C, H, W), (C, L)); Keras layers need the axis (not applicable there).
 BATCHED = Choice(True, False, default=True)  # cases saved before it existed were batched
 
+
+def _spatial(case):
+    """(kernel, stride, dilation, explicit pads, input sizes) of a convolution case, per spatial axis."""
+    a, W, x = case.attrs, case.arrays["W"], case.arrays["x"]
+    kernel = tuple(W.shape[2:])
+    if len(kernel) == 1:
+        return kernel, (a["stride"],), (a["dilation"],), ((a["pad_left"], a["pad_right"]),), x.shape[-1:]
+    return (kernel, (a["stride_h"], a["stride_w"]), (a["dilation_h"], a["dilation_w"]),
+            ((a["pad_top"], a["pad_bottom"]), (a["pad_left"], a["pad_right"])), x.shape[-2:])
+
+
+def _asymmetric(mode):
+    def reached(case):
+        kernel, stride, dilation, explicit, sizes = _spatial(case)
+        pads = resolve_padding(case.attrs["padding"], explicit, sizes, kernel, stride, dilation)
+        return case.attrs["padding"] == mode and any(before != after for before, after in pads)
+    return reached
+
+
+def _channels_in(case):
+    x = case.arrays["x"]
+    return x.shape[1] if case.attrs["batched"] else x.shape[0]
+
+
+# A convolution's edges: one example, none, no batch axis; an even kernel (where
+# 'same' pads one side more), a stride past the kernel (cells no window reads),
+# depthwise and grouped filters, dilation, asymmetric padding, no bias.
+EVEN_KERNEL = Edge("even_kernel", lambda c: any(k % 2 == 0 for k in c.arrays["W"].shape[2:]))
+STRIDE_OVER_KERNEL = Edge("stride_over_kernel", lambda c: any(s > k for s, k in zip(_spatial(c)[1], _spatial(c)[0])))
+DEPTHWISE = Edge("depthwise", lambda c: c.attrs["groups"] == _channels_in(c) > 1, {"Cg": 1, "G": Choice(2, 3)})
+GROUPED = Edge("grouped", lambda c: 1 < c.attrs["groups"] < _channels_in(c), {"Cg": 2, "G": Choice(2, 3)})
+DILATED = Edge("dilated", lambda c: max(_spatial(c)[2]) > 1)
+CONV_EDGES = (batch_of(1), batch_of(0), UNBATCHED, EVEN_KERNEL, STRIDE_OVER_KERNEL, DEPTHWISE, GROUPED, DILATED,
+              Edge("same_asymmetric", _asymmetric("same"), {"pad_mode": 1}),
+              Edge("explicit_asymmetric", _asymmetric("explicit"), {"pad_mode": 2}), without("b", "no_bias"),
+              NONFINITE, SUBNORMAL)
+
 register(Layer(
-    "conv2d", *unbatched(conv2d, conv2d_vjp), empty=True, nonfinite=("x",),
+    "conv2d", *unbatched(conv2d, conv2d_vjp), empty=True, nonfinite=("x",), edges=CONV_EDGES,
     dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "OH": Int(1, 3), "OW": Int(1, 3),
           "slack_h": Int(0, 1), "slack_w": Int(0, 1), "pad_mode": PAD_MODE},
@@ -351,7 +388,7 @@ register(Layer(
 ))
 
 register(Layer(
-    "conv1d", *unbatched(conv1d, conv1d_vjp), empty=True, nonfinite=("x",),
+    "conv1d", *unbatched(conv1d, conv1d_vjp), empty=True, nonfinite=("x",), edges=CONV_EDGES,
     dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "k": Int(1, 4), "OL": Int(1, 4), "slack": Int(0, 1), "pad_mode": PAD_MODE},
     attrs={"batched": BATCHED, "stride": Int(1, 3), "dilation": Int(1, 4), "groups": of_dim("G"),
@@ -368,8 +405,19 @@ register(Layer(
 # The output is (H - 1) s - 2 pad + d (k - 1) + output_pad + 1: pad <= (k - 1) // 2
 # keeps it non-empty for every stride and dilation; output_pad < max(stride, dilation),
 # PyTorch's bound (Keras: < stride), so dilation is drawn as a dim.
+def _transposed(key, test):
+    """An edge of conv_transpose2d over the (h, w) pair of an attribute."""
+    return lambda c: any(test(c.attrs[f"{key}_{axis}"]) for axis in ("h", "w"))
+
+
 register(Layer(
     "conv_transpose2d", *unbatched(conv_transpose2d, conv_transpose2d_vjp), empty=True, nonfinite=("x",),
+    edges=(batch_of(1), batch_of(0), UNBATCHED, EVEN_KERNEL, Edge("strided", _transposed("stride", lambda s: s > 1)),
+           Edge("dilated", _transposed("dilation", lambda d: d > 1)),
+           Edge("grouped", lambda c: c.attrs["groups"] > 1, {"G": 2}),
+           Edge("output_padding", _transposed("output_pad", lambda p: p > 0)),
+           Edge("cropped", _transposed("pad", lambda p: p > 0)), without("b", "no_bias"), NONFINITE,
+           SUBNORMAL),
     dims={"N": Int(1, 3, edges=(0,)), "G": Int(1, 2), "Cg": Int(1, 2), "Og": Int(1, 2, like="Cg"),
           "kH": Int(1, 3), "kW": Int(1, 3, like="kH"), "H": Int(1, 3), "W": Int(1, 3),
           "sH": Int(1, 3), "sW": Int(1, 3, like="sH"), "dH": Int(1, 4), "dW": Int(1, 4, like="dH")},

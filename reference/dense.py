@@ -1,8 +1,10 @@
 """Dense (fully connected) layer, and the residual block built from it."""
 
 from .activations import relu, relu_vjp
-from .catalogue import S, registrar
-from .spec import Array, Int, Layer, require
+import numpy as np
+
+from .catalogue import NONFINITE, SUBNORMAL, S, batch_of, registrar, without
+from .spec import Array, Edge, Int, Layer, require
 
 
 def dense(x, W, b=None):
@@ -55,8 +57,16 @@ def residual_block_vjp(res, g):
 # ---- catalogue entries --------------------------------------------------------
 
 register = registrar("dense")
+
+
+def _square(weight):
+    return Edge("square", lambda c: c.arrays[weight].shape[0] == c.arrays[weight].shape[1])
+
+
 register(Layer(
     "dense", dense, dense_vjp, empty=True, nonfinite=("x",),
+    edges=(batch_of(1), batch_of(0), _square("W"), Edge("one_input", lambda c: c.arrays["W"].shape[0] == 1, {"I": 1}),
+           without("b", "no_bias"), NONFINITE, SUBNORMAL),
     dims={"N": Int(1, 4, edges=(0,)), "I": Int(1, 6), "O": Int(1, 6, like="I")},
     arrays={
         "x": Array(S("N", "I")),
@@ -67,6 +77,9 @@ register(Layer(
 
 register(Layer(
     "residual_block", residual_block, residual_block_vjp,
+    # a pre-activation exactly 0: ReLU's kink inside the block
+    edges=(batch_of(1), _square("W1"), SUBNORMAL,
+           Edge("kink", lambda c: bool(np.any(c.arrays["x"].astype(float) @ c.arrays["W1"] + c.arrays["b1"] == 0)))),
     dims={"N": Int(1, 4), "D": Int(1, 5), "H": Int(1, 6, like="D")},
     arrays={
         "x": Array(S("N", "D")),

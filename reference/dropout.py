@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .catalogue import S, registrar
-from .spec import Array, Float, Layer, Mask, Shape, require
+from .catalogue import SUBNORMAL, S, registrar
+from .spec import Array, Edge, Float, Layer, Mask, Shape, require
 
 
 def dropout(x, mask, *, p):
@@ -34,6 +34,8 @@ ANY_SHAPE = {"shape": Shape(min_dims=1, max_dims=4, max_side=4)}
 
 register(Layer(
     "dropout", dropout, dropout_vjp, dims=ANY_SHAPE,
+    edges=(Edge("keep_all", lambda c: c.attrs["p"] == 0, {"p": 0.0}), Edge("p_half", lambda c: c.attrs["p"] == 0.5,
+                                                                               {"p": 0.5}), SUBNORMAL),
     attrs={"p": Float(0.0, 0.9, edges=(0.0, 0.5))},
     arrays={"x": Array(S("shape")), "mask": Array(S("shape"), Mask("p"), grad=False)},
 ))

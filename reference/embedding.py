@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .catalogue import S, registrar
-from .spec import Array, Int, Labels, Layer, require
+from .catalogue import SUBNORMAL, S, batch_of, registrar
+from .spec import Array, Edge, Int, Labels, Layer, require
 
 
 def embedding(ids, W):
@@ -36,6 +36,9 @@ register = registrar("embedding")
 # A small vocabulary and up to 16 lookups: repeated indices in most cases (V = 1: all equal).
 register(Layer(
     "embedding", embedding, embedding_vjp, empty=True,
+    edges=(batch_of(0, "ids"), Edge("repeated_index", lambda c: len(np.unique(c.arrays["ids"])) < c.arrays["ids"].size),
+           Edge("one_row", lambda c: c.arrays["W"].shape[0] == 1, {"V": 1}),
+           Edge("unused_rows", lambda c: len(np.unique(c.arrays["ids"])) < c.arrays["W"].shape[0]), SUBNORMAL),
     dims={"N": Int(1, 4, edges=(0,)), "L": Int(1, 4), "V": Int(1, 5), "D": Int(1, 4)},
     arrays={"ids": Array(S("N", "L"), Labels("V")), "W": Array(S("V", "D"), param=True)},
 ))

@@ -11,8 +11,8 @@ the adapter maps (adapters/tensorflow/losses.py), the oracle computes PyTorch's 
 import numpy as np
 
 from .activations import _sigmoid, log_softmax
-from .catalogue import S, registrar
-from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Real, Shape, require
+from .catalogue import NONFINITE, SUBNORMAL, S, attr_is, batch_of, holds, registrar
+from .spec import Array, Choice, Drawn, Edge, Float, Int, Labels, Layer, Real, Shape, require
 
 REDUCTIONS = ("mean", "sum", "none")
 EMPTY_MEANS = ("zero", "nan")
@@ -236,15 +236,28 @@ register = registrar("losses")
 REDUCTION = Choice("mean", "sum", "none")
 # A batch of 0 now and then: the mean over nothing is NaN (see losses._reduce).
 REGRESSION = {"N": Int(1, 4, edges=(0,)), "D": Int(1, 5)}
-for _name, _fwd, _vjp, _attrs in (
-    ("mse", mse, mse_vjp, {}),
-    ("l1", l1, l1_vjp, {}),
+REDUCED = (attr_is("reduction", "none"), attr_is("reduction", "sum"), attr_is("reduction", "mean"))
+EQUAL = Edge("pred_equals_target", lambda c: bool(np.any(c.arrays["pred"] == c.arrays["target"])))  # l1's kink
+# Huber with differences on both sides of delta: the parabola and the line in one case.
+BOTH_BRANCHES = Edge("both_branches", lambda c: bool(np.any(_diff(c) <= c.attrs["delta"]))
+                     and bool(np.any(_diff(c) > c.attrs["delta"])))
+
+
+def _diff(case):
+    d = np.abs(case.arrays["pred"].astype(float) - case.arrays["target"])
+    return d[np.isfinite(d)]
+
+
+for _name, _fwd, _vjp, _attrs, _edges in (
+    ("mse", mse, mse_vjp, {}, ()),
+    ("l1", l1, l1_vjp, {}, (EQUAL,)),
     # Deltas from 1e-3 (every |d| on the line) to 1e3 (every |d| on the parabola), and the kink d = +-delta.
-    ("huber", huber, huber_vjp, {"delta": Float(1e-3, 1e3, edges=(1.0, 1e-3, 0.5, 2.0, 1e3))}),
+    ("huber", huber, huber_vjp, {"delta": Float(1e-3, 1e3, edges=(1.0, 1e-3, 0.5, 2.0, 1e3))}, (EQUAL, BOTH_BRANCHES)),
 ):
     register(Layer(
         _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True, empty=True,
-        nonfinite=("pred", "target"),
+        nonfinite=("pred", "target"), edges=(batch_of(0, "pred"), batch_of(1, "pred"), *REDUCED, *_edges,
+                                             NONFINITE, SUBNORMAL),
         arrays={"pred": Array(S("N", "D")), "target": Array(S("N", "D"), Real(like="pred"))},
     ))
 
@@ -267,6 +280,13 @@ def _indices(attrs):
 # 0/0 and its gradient NaN, which no perturbation could be seen in.
 register(Layer(
     "cross_entropy", cross_entropy, cross_entropy_vjp, loss=True, empty=True, nonfinite=("logits",),
+    edges=(batch_of(0, "logits"), *REDUCED[:2],
+           Edge("probabilities", lambda c: c.attrs["target_type"] == "probabilities", {"soft": 1}),
+           Edge("every_label_ignored", lambda c: "labels" in c.arrays and c.arrays["labels"].size > 0
+                and bool(np.all(c.arrays["labels"] == c.attrs["ignore_index"])), {"soft": 0, "N": 1}),
+           Edge("label_smoothing", lambda c: c.attrs["label_smoothing"] > 0, {"label_smoothing": 0.1}),
+           Edge("class_weights", lambda c: "weight" in c.arrays),
+           Edge("spatial", lambda c: c.arrays["logits"].ndim > 2), NONFINITE, SUBNORMAL),
     dims={"N": Int(1, 5, edges=(0,)), "K": Int(2, 6), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3),
           "soft": Int(0, 1)},
     attrs={"label_smoothing": Float(0.0, 0.5, edges=(0.0, 0.1)), "reduction": REDUCTION,
@@ -285,6 +305,9 @@ register(Layer(
 register(Layer(
     "binary_cross_entropy_with_logits", binary_cross_entropy_with_logits,
     binary_cross_entropy_with_logits_vjp, loss=True, empty=True, nonfinite=("logits",),
+    edges=(batch_of(0, "logits"), *REDUCED[:2], Edge("pos_weight", lambda c: "pos_weight" in c.arrays),
+           Edge("element_weight", lambda c: "weight" in c.arrays), holds("logit_zero", "logits", lambda z: z == 0),
+           holds("saturated", "logits", lambda z: np.abs(z) >= 17.5), NONFINITE, SUBNORMAL),
     dims=REGRESSION, attrs={"reduction": REDUCTION},
     arrays={
         # sigma(z) - t past z = 16.6 (float32) or 36.7 (float64) with t = 1: 1 - sigma cancels to 0.

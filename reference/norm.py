@@ -19,8 +19,8 @@ per channel for batch and group norm, per normalized element for layer norm.
 
 import numpy as np
 
-from .catalogue import S, of_dim, registrar
-from .spec import Array, Choice, Drawn, Float, Int, Layer, Real, Shape, require
+from .catalogue import NONFINITE, SUBNORMAL, S, attr_is, batch_of, holds, of_dim, registrar, without
+from .spec import Array, Choice, Drawn, Edge, Float, Int, Layer, Real, Shape, require
 
 
 def _check_eps(eps):
@@ -264,8 +264,36 @@ NORM_EPS = Float(1e-5, 1e-1, edges=(1e-5, 1e-3))
 CHANNELS = {"N": Int(1, 4, edges=(0,)), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
 AFFINE = {"gamma": Array(S("C"), param=True), "beta": Array(S("C"), param=True)}
 
+
+def _constant_over(axes_of):
+    """Some normalized slice holds one value only (variance 0: eps alone decides)."""
+    def reached(case):
+        x = case.arrays["x"].astype(float)
+        axes = axes_of(case)
+        if x.size == 0 or all(x.shape[a] == 1 for a in axes):
+            return False
+        return bool(np.any(np.ptp(np.where(np.isfinite(x), x, 0.0), axis=axes) == 0))
+    return reached
+
+
+def _per_channel_axes(case):
+    return tuple(a for a in range(case.arrays["x"].ndim) if a != 1)
+
+
+def _trailing_axes(case):
+    return tuple(range(case.arrays["x"].ndim - case.attrs["axes"], case.arrays["x"].ndim))
+
+
+ONE_VALUE = Edge("one_value_per_channel", lambda c: c.arrays["x"].size == c.arrays["x"].shape[1], {"N": 1, "spatial": ()})
+# One example with a spatial extent: statistics over the spatial cells alone.
+BATCH_1_SPATIAL = Edge("batch_1_spatial", lambda c: c.arrays["x"].shape[0] == 1 and c.arrays["x"][0, 0].size > 1,
+                       {"N": 1})
+RANKS = tuple(Edge(f"rank_{n}", lambda c, n=n: c.arrays["x"].ndim == n) for n in (2, 3, 4))
+
 register(Layer(
     "batch_norm", batch_norm, batch_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
+    edges=(BATCH_1_SPATIAL, ONE_VALUE, batch_of(0), Edge("constant_channel", _constant_over(_per_channel_axes)),
+           *RANKS, NONFINITE, SUBNORMAL),
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={"x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE},
 ))
@@ -273,6 +301,8 @@ register(Layer(
 register(Layer(
     "batch_norm_inference", batch_norm_inference, batch_norm_inference_vjp,
     condition=kappa, empty=True, nonfinite=("x",),
+    edges=(batch_of(1), batch_of(0), holds("tiny_running_var", "running_var", lambda v: v <= 1e-4), *RANKS,
+           NONFINITE, SUBNORMAL),
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={
         "x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE,
@@ -289,6 +319,10 @@ def _trailing(d, attrs):
 
 register(Layer(
     "layer_norm", layer_norm, layer_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
+    edges=(Edge("all_axes", lambda c: c.attrs["axes"] == c.arrays["x"].ndim),
+           Edge("no_affine", lambda c: "gamma" not in c.arrays and "beta" not in c.arrays),
+           Edge("empty", lambda c: c.arrays["x"].size == 0), Edge("constant_row", _constant_over(_trailing_axes)),
+           NONFINITE, SUBNORMAL),
     dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS},
     arrays={
@@ -302,6 +336,9 @@ register(Layer(
 # runs (PyTorch has only nn.RMSNorm; see the adapters).
 register(Layer(
     "rms_norm", rms_norm, rms_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
+    edges=(attr_is("route", "layer_normalization_rms_scaling", "keras_rms_scaling"), without("gamma"),
+           Edge("empty", lambda c: c.arrays["x"].size == 0), Edge("zero_row", lambda c: c.arrays["x"].size > 0 and bool(
+               np.any(np.all(c.arrays["x"] == 0, axis=_trailing_axes(c))))), NONFINITE, SUBNORMAL),
     dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS,
            "route": Choice("rms_normalization", "layer_normalization_rms_scaling")},
@@ -323,6 +360,10 @@ def _grouped_c(d, attrs):
 
 register(Layer(
     "group_norm", group_norm, group_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
+    edges=(Edge("one_group", lambda c: c.attrs["groups"] == 1, {"G": 1}),
+           Edge("group_per_channel", lambda c: c.attrs["groups"] == c.arrays["x"].shape[1] > 1, {"Cg": 1, "G": Choice(2, 3)}),
+           batch_of(0), batch_of(1), Edge("no_affine", lambda c: "gamma" not in c.arrays and "beta" not in c.arrays),
+           NONFINITE, SUBNORMAL),
     dims=GROUPED,
     attrs={"groups": of_dim("G"), "eps": NORM_EPS},
     arrays={

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .case import Case
+from .case import Case, as_float64
 from .catalogue import LAYERS
-from .oracle import _as_float64, _named_outputs, differentiable
+from .oracle import _named_outputs, differentiable
 
 
 def _objective(case: Case):
     layer = LAYERS[case.layer]
-    base = _as_float64(case)
+    base = as_float64(case.arrays)
     gs = {n: g.astype(np.float64) for n, g in case.cotangents.items()}
 
     def outputs(arrays: dict) -> dict:

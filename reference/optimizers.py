@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .catalogue import S, registrar
+from .catalogue import S, attr_is, registrar
 from .clipping import GRAD_VALUES
-from .spec import Array, Choice, Float, Int, Layer, Real, Shape, require
+from .spec import Array, Choice, Edge, Float, Int, Layer, Real, Shape, require
 
 DECAY_FORMS = ("l2", "decoupled")
 
@@ -265,27 +265,42 @@ LR = Float(1e-4, 1.0, edges=(1e-3, 0.01, 0.1))
 WEIGHT_DECAY = Float(0.0, 0.1, edges=(0.0, 0.01))
 
 
-def _trajectory(name, forward, attrs, conventions, condition=None):
+# A trajectory's edges: one step, the longest, weight decay on, gradients all 0
+# (the state alone moves the parameters), and each optimizer's own options.
+TRAJECTORY_EDGES = (Edge("one_step", lambda c: c.arrays["grads"].shape[0] == 1, {"K": 1}),
+                    Edge("ten_steps", lambda c: c.arrays["grads"].shape[0] == 10, {"K": 10}),
+                    Edge("weight_decay", lambda c: c.attrs["weight_decay"] > 0, {"weight_decay": 0.01}),
+                    Edge("zero_gradients", lambda c: not np.any(c.arrays["grads"])))
+EPS_0 = Edge("eps_0", lambda c: c.attrs["eps"] == 0, {"eps": 0.0})
+
+
+def _trajectory(name, forward, attrs, conventions, condition=None, edges=()):
     register(Layer(name, forward, None, dims=TRAJECTORY_DIMS, arrays=TRAJECTORY_ARRAYS,
                    attrs={"lr": LR, **attrs, "weight_decay": WEIGHT_DECAY},
-                   conventions={**conventions, "float32_hypers": ()}, condition=condition))
+                   conventions={**conventions, "float32_hypers": ()}, condition=condition,
+                   edges=(*TRAJECTORY_EDGES, *edges)))
 
 
 _trajectory("sgd_step", sgd, {}, {})
 _trajectory("momentum_step", sgd_momentum,
             {"momentum": Float(0.1, 0.99, edges=(0.9, 0.99)), "dampening": Float(0.0, 0.9, edges=(0.0, 0.5)),
              "nesterov": Choice(False, True)},
-            {"decay_form": "l2", "momentum_form": "buffer"})
+            {"decay_form": "l2", "momentum_form": "buffer"},
+            edges=(attr_is("nesterov", True), Edge("dampening", lambda c: c.attrs["dampening"] > 0, {"dampening": 0.5})))
 ADAM_ATTRS = {"beta_1": Float(0.0, 0.99, edges=(0.9, 0.0)), "beta_2": Float(0.5, 0.999, edges=(0.999, 0.9)),
               "eps": Float(1e-10, 1e-3, edges=(1e-8, 1e-7, 0.0))}
-_trajectory("adam_step", adam, ADAM_ATTRS, {"decay_form": "l2", "eps_form": "corrected"}, cancellation)
-_trajectory("adamw_step", adamw, ADAM_ATTRS, {"eps_form": "corrected"}, cancellation)
+ADAM_EDGES = (EPS_0, Edge("beta_1_0", lambda c: c.attrs["beta_1"] == 0, {"beta_1": 0.0}))
+_trajectory("adam_step", adam, ADAM_ATTRS, {"decay_form": "l2", "eps_form": "corrected"}, cancellation, ADAM_EDGES)
+_trajectory("adamw_step", adamw, ADAM_ATTRS, {"eps_form": "corrected"}, cancellation, ADAM_EDGES)
 _trajectory("rmsprop_step", rmsprop,
             {"alpha": Float(0.9, 0.999, edges=(0.99, 0.9)), "eps": Float(1e-10, 1e-3, edges=(1e-8, 1e-7, 0.0)),
              "momentum": Float(0.0, 0.99, edges=(0.0, 0.9)), "centered": Choice(False, True)},
-            {"decay_form": "l2", "eps_form": "outside", "momentum_form": "buffer"}, cancellation)
+            {"decay_form": "l2", "eps_form": "outside", "momentum_form": "buffer"}, cancellation,
+            (EPS_0, attr_is("centered", True), Edge("momentum", lambda c: c.attrs["momentum"] > 0, {"momentum": 0.9})))
 _trajectory("adagrad_step", adagrad,
             {"eps": Float(1e-10, 1e-3, edges=(1e-10, 1e-7, 0.0)),
              "initial_accumulator_value": Float(0.0, 1.0, edges=(0.0, 0.1))},
-            {"decay_form": "l2", "eps_form": "outside"}, cancellation)
+            {"decay_form": "l2", "eps_form": "outside"}, cancellation,
+            (EPS_0, Edge("no_initial_accumulator", lambda c: c.attrs["initial_accumulator_value"] == 0,
+                         {"initial_accumulator_value": 0.0})))
 

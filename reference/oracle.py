@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .case import DTYPES, Case
+from .case import DTYPES, Case, as_float64
 from .catalogue import LAYERS
 from .spec import Convention, Labels, Layer, Lengths, attr_type_error, require
 
@@ -58,10 +58,6 @@ def differentiable(case: Case) -> list[str]:
     if layer.vjp is None:
         return []
     return [n for n, spec in layer.arrays.items() if spec.differentiable and n in case.arrays]
-
-
-def _as_float64(case: Case) -> dict:
-    return {k: (v if np.issubdtype(v.dtype, np.integer) else v.astype(np.float64)) for k, v in case.arrays.items()}
 
 
 def _check_array(field: str, arr, dtype: str, *, finite: bool = True) -> None:
@@ -138,7 +134,7 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
     chosen = {**layer.conventions, **(conventions or {})}
     unknown = set(chosen) - set(layer.conventions)
     require(not unknown, "conventions", f"{case.layer} has no convention {', '.join(sorted(unknown))}")
-    arrays = _as_float64(case)
+    arrays = as_float64(case.arrays)
     with ieee():
         out, res = layer.forward(**arrays, **case.attrs, **chosen)
     outs = _named_outputs(layer, out)
@@ -176,6 +172,11 @@ def with_flow(case: Case, outputs: dict) -> dict:
     if g.size == 0:  # a batch of 0: no gradient reaches any step
         return {**outputs, FLOW: {name: np.zeros(g.shape[1])}}
     return {**outputs, FLOW: {name: np.sqrt(np.square(np.moveaxis(g, 1, 0)).reshape(g.shape[1], -1).sum(axis=1))}}
+
+
+def reached_edges(case: Case) -> list[str]:
+    """The names of the layer's declared edges (``Layer.edges``) that the case reaches."""
+    return [edge.name for edge in layer_of(case).edges if edge.reached(case)]
 
 
 def condition(case: Case) -> float:

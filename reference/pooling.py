@@ -19,8 +19,8 @@ import numpy as np
 from .conv import (BATCHED, PAD_MODE, PADDINGS, col2im, crop_spatial, explicit_pad, in_size, pad_spatial,
                    padding_mode, resolve_padding, windows)
 from .batching import batch_axis, unbatched
-from .catalogue import S, of_dim, registrar
-from .spec import Array, Choice, Drawn, Int, Layer, Real, require
+from .catalogue import NONFINITE, SUBNORMAL, UNBATCHED, S, attr_is, batch_of, of_dim, registrar
+from .spec import Array, Choice, Drawn, Edge, Int, Layer, Real, require
 
 TIES = ("first", "last", "split")
 NAN_ROUTES = ("first", "last")
@@ -255,6 +255,48 @@ POOL_ATTRS = {"batched": BATCHED, "kernel_h": of_dim("kH"), "kernel_w": of_dim("
                                  else Choice(True, False))}
 
 
+def _pool_windows(case):
+    """The windows of a pooling case as the oracle reads them: (N, C, OH, OW, kH, kW), padding -inf."""
+    a, x = case.attrs, case.arrays["x"].astype(float)
+    x = x if a["batched"] else x[np.newaxis]
+    kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
+    dilation = (a.get("dilation_h", 1), a.get("dilation_w", 1))
+    pads, _ = pool_pads(x, kernel, stride, dilation, a["padding"], a["pad_h"], a["pad_w"], a["ceil_mode"])
+    return windows(pad_spatial(x, pads, -np.inf), kernel, stride, dilation)
+
+
+def _out(case):
+    return case.attrs["output_h"], case.attrs["output_w"]
+
+
+def _tied_maximum(case):
+    """Some window holds its maximum twice (where a tie convention routes the gradient)."""
+    if case.arrays["x"].size == 0:
+        return False
+    w = _pool_windows(case)
+    top = w.max(axis=(-2, -1), keepdims=True)
+    return bool(np.any(((w == top) & np.isfinite(top)).sum(axis=(-2, -1)) > 1))
+
+
+def _stride_over_kernel(case):
+    a = case.attrs
+    return a["stride_h"] > a["kernel_h"] or a["stride_w"] > a["kernel_w"]
+
+
+def _same_asymmetric(case):
+    a, x = case.attrs, case.arrays["x"]
+    pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), tuple(x.shape[-2:]),
+                           (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"]),
+                           (a.get("dilation_h", 1), a.get("dilation_w", 1)))
+    return a["padding"] == "same" and any(before != after for before, after in pads)
+
+
+POOL_EDGES = (batch_of(1), batch_of(0), UNBATCHED, Edge("stride_over_kernel", _stride_over_kernel),
+              Edge("ceil_mode", lambda c: c.attrs["ceil_mode"], {"ceil_mode": True, "pad_mode": Choice(0, 2)}),
+              Edge("same_asymmetric", _same_asymmetric, {"pad_mode": 1}),
+              Edge("explicit_padding", lambda c: c.attrs["pad_h"] + c.attrs["pad_w"] > 0, {"pad_mode": 2}))
+
+
 def _pooled(values):
     def side(out, slack, kernel, stride, dilation, pad, a):
         if a["ceil_mode"] and stride > 1:  # spare rows short of a full stride: ceil_mode's partial window
@@ -269,18 +311,25 @@ def _pooled(values):
 
 register(Layer(
     "max_pool2d", *unbatched(max_pool2d, max_pool2d_vjp), dims=POOL_DIMS, empty=True, nonfinite=("x",),
+    edges=(*POOL_EDGES, Edge("tied_maximum", _tied_maximum),
+           Edge("dilated", lambda c: max(c.attrs["dilation_h"], c.attrs["dilation_w"]) > 1), NONFINITE, SUBNORMAL),
     attrs={**POOL_ATTRS, "dilation_h": Int(1, 3), "dilation_w": Int(1, 3)},
     arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first", "nan_route": "first"},
 ))
 
 register(Layer(
     "avg_pool2d", *unbatched(avg_pool2d, avg_pool2d_vjp), dims=POOL_DIMS, empty=True, nonfinite=("x",),
+    edges=(*POOL_EDGES, Edge("padding_not_counted", lambda c: not c.attrs["count_include_pad"]
+                             and (c.attrs["padding"] != "valid" or c.attrs["ceil_mode"]), {"count_include_pad": False}),
+           attr_is("divisor_override", 1), NONFINITE, SUBNORMAL),
     attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": Choice(None, 1)},
     arrays={"x": _pooled(Real())},
 ))
 
 register(Layer(
     "global_avg_pool2d", global_avg_pool2d, global_avg_pool2d_vjp, empty=True, nonfinite=("x",),
+    edges=(batch_of(1), batch_of(0), Edge("one_pixel", lambda c: c.arrays["x"].shape[2:] == (1, 1), {"H": 1, "W": 1}),
+           NONFINITE, SUBNORMAL),
     dims={"N": Int(1, 3, edges=(0,)), "C": Int(1, 4), "H": Int(1, 5), "W": Int(1, 5, like="H")},
     arrays={"x": Array(S("N", "C", "H", "W"))},
 ))
@@ -290,6 +339,11 @@ register(Layer(
 register(Layer(
     "adaptive_avg_pool2d", *unbatched(adaptive_avg_pool2d, adaptive_avg_pool2d_vjp), empty=True,
     nonfinite=("x",),
+    edges=(batch_of(0), UNBATCHED,
+           Edge("overlapping", lambda c: any(n % o for n, o in zip(c.arrays["x"].shape[-2:], _out(c)))),
+           Edge("upsampling", lambda c: any(o > n for n, o in zip(c.arrays["x"].shape[-2:], _out(c)))),
+           Edge("identity", lambda c: tuple(c.arrays["x"].shape[-2:]) == _out(c)),
+           Edge("global", lambda c: _out(c) == (1, 1), {"OH": 1, "OW": 1}), NONFINITE, SUBNORMAL),
     dims={"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "H": Int(1, 6), "W": Int(1, 6, like="H"),
           "OH": Int(1, 5, like="H"), "OW": Int(1, 5, like="OH")},
     attrs={"batched": BATCHED, "output_h": of_dim("OH"), "output_w": of_dim("OW")},

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import mpmath
 import numpy as np
 
-from .case import Case
+from .case import Case, as_float64
 from .oracle import GRAD, OUT, layer_of
 
 PRECISIONS = (192, 384)
@@ -281,7 +281,7 @@ COVERS = {"cross_entropy": _a_mean_over_something}
 
 def _evaluate(case: Case, conventions: dict, bits: int) -> dict:
     layer = layer_of(case)
-    arrays = {k: v if v.dtype.kind in "iub" else v.astype(np.float64) for k, v in case.arrays.items()}
+    arrays = as_float64(case.arrays)
     with mpmath.workprec(bits):
         m = {k: _mpf(v) for k, v in arrays.items() if v.dtype.kind == "f"}
         g = {k: _mpf(v.astype(np.float64)) for k, v in case.cotangents.items()}

@@ -52,9 +52,9 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import _sigmoid
-from .catalogue import S, registrar
+from .catalogue import SUBNORMAL, S, attr_is, batch_of, registrar
 from .sensitivity import through_time
-from .spec import Array, Choice, Int, Layer, Lengths, Real, require
+from .spec import Array, Choice, Edge, Int, Layer, Lengths, Real, require
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -457,9 +457,17 @@ stacked_lstm_vjp = stacked_gru_vjp = bidirectional_lstm_vjp = bidirectional_gru_
 # ---- variable-length sequences ----------------------------------------------------
 
 PADDED_OUTPUTS = ("zeros", "repeat")
+# How Keras is given the lengths: a boolean mask= argument, or a keras.layers.Masking
+# layer in front (PyTorch has one way, packed sequences). The math is the same.
+MASK_ROUTES = ("mask", "masking_layer")
 
 
-def _masked(kind, x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, **cell):
+def _check_route(route):
+    require(route in MASK_ROUTES, "route", f"expected one of {MASK_ROUTES}, got {route!r}")
+
+
+def _masked(kind, x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, route, **cell):
+    _check_route(route)
     require(padded_output in PADDED_OUTPUTS, "padded_output", f"expected 'zeros' or 'repeat', got {padded_output!r}")
     require(return_sequences in (True, False), "return_sequences", f"expected True or False, got {return_sequences!r}")
     _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0)
@@ -481,14 +489,14 @@ def _masked_vjp(residuals, g):
     return _scan_vjp(res, gy, g["h_n"], g.get("c_n"))
 
 
-def masked_rnn(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity, padded_output, return_sequences):
+def masked_rnn(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity, padded_output, return_sequences, route):
     """``rnn`` over a batch of variable-length sequences, as ``masked_lstm``."""
     require(nonlinearity in ("tanh", "relu"), "nonlinearity", f"expected 'tanh' or 'relu', got {nonlinearity!r}")
     return _masked("rnn", x, lengths, h0, None, W_ih, W_hh, b_ih, b_hh, nonlinearity=nonlinearity,
-                   padded_output=padded_output, return_sequences=return_sequences)
+                   padded_output=padded_output, return_sequences=return_sequences, route=route)
 
 
-def masked_lstm(x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences):
+def masked_lstm(x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, route):
     """``lstm`` over a batch of variable-length sequences: sequence n is x[n, :lengths[n]],
     padded to T (the values of x past its length are ignored).
 
@@ -502,21 +510,22 @@ def masked_lstm(x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, re
     Shapes: x (N, T, I), lengths (N,) integers in [1, T], the rest as ``lstm``.
     Gradients: as ``lstm``, where a padded step passes dL/dh_t, dL/dc_t on to t - 1
     unchanged (plus g_y[:, t] under "repeat") and contributes nothing else; gx = 0 there.
+    ``route``: how Keras is given the lengths (``MASK_ROUTES``); it changes nothing here.
     """
     return _masked("lstm", x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, padded_output=padded_output,
-                   return_sequences=return_sequences)
+                   return_sequences=return_sequences, route=route)
 
 
-def masked_gru(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences):
+def masked_gru(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, route):
     """``gru`` (reset_after=True) over a batch of variable-length sequences, as ``masked_lstm``."""
     return _masked("gru", x, lengths, h0, None, W_ih, W_hh, b_ih, b_hh, padded_output=padded_output,
-                   return_sequences=return_sequences, reset_after=True)
+                   return_sequences=return_sequences, route=route, reset_after=True)
 
 
 masked_rnn_vjp = masked_lstm_vjp = masked_gru_vjp = _masked_vjp
 
 
-def masked_bidirectional_lstm(x, lengths, h0, c0, **params):
+def masked_bidirectional_lstm(x, lengths, h0, c0, *, route, **params):
     """``bidirectional_lstm`` over a batch of variable-length sequences: the reverse
     direction runs on each sequence's valid part reversed, x[n, lengths[n]-1 .. 0]
     (PyTorch's packed sequences; Keras' go_backwards over a mask, whose padded steps
@@ -524,13 +533,16 @@ def masked_bidirectional_lstm(x, lengths, h0, c0, **params):
     Padded steps keep the state, get no gradient, and y is 0 there in both halves
     (pad_packed_sequence; keras Bidirectional forces zero_output_for_mask when it
     returns sequences). h_n, c_n (2, N, H): forward after step lengths[n] - 1, reverse
-    after step 0. Shapes as ``bidirectional_lstm`` plus lengths (N,) in [1, T].
+    after step 0. Shapes as ``bidirectional_lstm`` plus lengths (N,) in [1, T]; ``route`` as
+    ``masked_lstm``.
     """
+    _check_route(route)
     return _deep("lstm", x, h0, c0, params, layers=1, directions=2, lengths=lengths)
 
 
-def masked_bidirectional_gru(x, lengths, h0, **params):
+def masked_bidirectional_gru(x, lengths, h0, *, route, **params):
     """``bidirectional_gru`` over a batch of variable-length sequences, as ``masked_bidirectional_lstm``."""
+    _check_route(route)
     return _deep("gru", x, h0, None, params, layers=1, directions=2, lengths=lengths, reset_after=True)
 
 
@@ -561,6 +573,15 @@ def _through_time(forward, vjp):
     return {"flow": "x", "condition": through_time(forward, vjp), "empty": True}
 
 
+# Through time: one step, a long sequence (where gradients vanish or explode), a
+# loss on the last state only (the gradient reaches early steps through time alone).
+ONE_STEP = Edge("one_step", lambda c: c.arrays["x"].shape[1] == 1, {"T": 1})
+LONG = Edge("long_sequence", lambda c: c.arrays["x"].shape[1] >= 50, {"T": 50})
+LAST_STATE_ONLY = Edge("loss_on_last_state_only", lambda c: not np.any(c.cotangents["y"])
+                       and any(np.any(g) for n, g in c.cotangents.items() if n != "y"))
+TIME = (ONE_STEP, batch_of(1), batch_of(0), LAST_STATE_ONLY, SUBNORMAL)
+
+
 def _recurrent_arrays(gates, states=("h0",)):
     return {
         "x": Array(S("N", "T", "I"), RECURRENT_X),
@@ -574,20 +595,20 @@ def _recurrent_arrays(gates, states=("h0",)):
 
 register(Layer(
     "rnn", rnn, rnn_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
-    **_through_time(rnn, rnn_vjp),
+    **_through_time(rnn, rnn_vjp), edges=(*TIME, LONG, attr_is("nonlinearity", "relu")),
     attrs={"nonlinearity": Choice("tanh", "relu")},
     arrays=_recurrent_arrays(1),
 ))
 
 register(Layer(
     "lstm", lstm, lstm_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
-    **_through_time(lstm, lstm_vjp),
+    **_through_time(lstm, lstm_vjp), edges=(*TIME, LONG),
     arrays=_recurrent_arrays(4, ("h0", "c0")),
 ))
 
 register(Layer(
     "gru", gru, gru_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
-    **_through_time(gru, gru_vjp),
+    **_through_time(gru, gru_vjp), edges=(*TIME, LONG, attr_is("reset_after", False)),
     attrs={"reset_after": Choice(True, False)},
     arrays=_recurrent_arrays(3),
 ))
@@ -619,13 +640,28 @@ for _name, _fwd, _gates, _layers, _directions in (
     register(Layer(
         _name, _fwd, _deep_vjp, dims=DEEP_DIMS,
         outputs=("y", "h_n", "c_n") if _lstm else ("y", "h_n"),
-        **_through_time(_fwd, _deep_vjp),
+        **_through_time(_fwd, _deep_vjp), edges=TIME,
         arrays=_deep_arrays(_gates, _layers, _directions, ("h0", "c0") if _lstm else ("h0",)),
     ))
 
 # Variable-length sequences: lengths in [1, T] (all full and all 1 drawn on purpose);
-# what y holds at a padded step and whether y is the whole sequence are attributes.
-MASKED_ATTRS = {"padded_output": Choice(*PADDED_OUTPUTS), "return_sequences": Choice(True, False)}
+# what y holds at a padded step, whether y is the whole sequence, and how Keras is
+# given the lengths are attributes (cases saved before ``route`` existed used mask=
+# or a Masking layer by a hash of x; they replay through mask=).
+ROUTE = Choice(*MASK_ROUTES, default="mask")
+MASKED_ATTRS = {"padded_output": Choice(*PADDED_OUTPUTS), "return_sequences": Choice(True, False), "route": ROUTE}
+
+
+def _lengths(test):
+    return lambda c: c.arrays["lengths"].size > 0 and bool(test(c.arrays["lengths"], c.arrays["x"].shape[1]))
+
+
+# Variable lengths: all full, all of one step in a longer batch, mixed; a Masking layer.
+LENGTH_EDGES = (Edge("all_full", _lengths(lambda n, T: np.all(n == T))),
+                Edge("all_one_step", _lengths(lambda n, T: T > 1 and np.all(n == 1))),
+                Edge("mixed_lengths", _lengths(lambda n, T: len(np.unique(n)) > 1)),
+                attr_is("route", "masking_layer"), batch_of(0), SUBNORMAL)
+MASKED_EDGES = (*LENGTH_EDGES, attr_is("padded_output", "repeat"), attr_is("return_sequences", False))
 
 
 def _masked_arrays(gates, states=("h0",)):
@@ -635,19 +671,19 @@ def _masked_arrays(gates, states=("h0",)):
 
 register(Layer(
     "masked_rnn", masked_rnn, masked_rnn_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
-    **_through_time(masked_rnn, masked_rnn_vjp),
+    **_through_time(masked_rnn, masked_rnn_vjp), edges=(*MASKED_EDGES, attr_is("nonlinearity", "relu")),
     attrs={"nonlinearity": Choice("tanh", "relu"), **MASKED_ATTRS}, arrays=_masked_arrays(1),
 ))
 
 register(Layer(
     "masked_lstm", masked_lstm, masked_lstm_vjp, dims=DEEP_DIMS, outputs=("y", "h_n", "c_n"),
-    **_through_time(masked_lstm, masked_lstm_vjp),
+    **_through_time(masked_lstm, masked_lstm_vjp), edges=MASKED_EDGES,
     attrs=MASKED_ATTRS, arrays=_masked_arrays(4, ("h0", "c0")),
 ))
 
 register(Layer(
     "masked_gru", masked_gru, masked_gru_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
-    **_through_time(masked_gru, masked_gru_vjp),
+    **_through_time(masked_gru, masked_gru_vjp), edges=MASKED_EDGES,
     attrs=MASKED_ATTRS, arrays=_masked_arrays(3),
 ))
 
@@ -658,7 +694,7 @@ for _name, _fwd, _gates in (("masked_bidirectional_lstm", masked_bidirectional_l
     register(Layer(
         _name, _fwd, _deep_vjp, dims=DEEP_DIMS,
         outputs=("y", "h_n", "c_n") if _gates == 4 else ("y", "h_n"),
-        **_through_time(_fwd, _deep_vjp),
+        **_through_time(_fwd, _deep_vjp), attrs={"route": ROUTE}, edges=LENGTH_EDGES,
         arrays={"x": _arrays.pop("x"), "lengths": Array(S("N"), Lengths("T")), **_arrays},
     ))
 

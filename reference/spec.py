@@ -221,6 +221,8 @@ class Layer:
     mean over nothing); validation rejects an empty array for any other layer.
     ``family``: the family the report shows it under ("convolution", ...; set by
     the family module that registers it, "other" for a user's own layer).
+    ``edges``: the named corners its cases must reach (``Edge``): the ci profile
+    draws one case for each edge a framework can run, and the report counts them.
     """
 
     name: str
@@ -237,6 +239,7 @@ class Layer:
     nonfinite: tuple = ()
     empty: bool = False
     family: str = "other"
+    edges: tuple = ()
 
     @property
     def output_names(self) -> tuple | None:
@@ -250,6 +253,25 @@ class Layer:
     def summary(self) -> str:
         doc = (self.forward.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else self.name
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A named corner of a layer's cases, where gradients go wrong if anywhere: a batch
+    of 1, an even kernel, depthwise groups, an exact tie, a NaN.
+
+    ``reached(case) -> bool`` says whether a case is in it (read from the case's
+    attributes, shapes and values: the report counts every case that reaches it).
+    ``force``: dims and attributes a draw sets to land in it (a value, or a tuple
+    to choose among), and ``"special"``: the kind of special value to draw
+    (``"nonfinite"``, ``"subnormal"``, ``"tiny"``); whatever ``force`` cannot set
+    (an exact tie, a kink) is drawn with edge values made frequent, until
+    ``reached`` holds.
+    """
+
+    name: str
+    reached: Callable[[Any], bool]
+    force: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

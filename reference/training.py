@@ -31,7 +31,7 @@ from . import losses as ls
 from . import optimizers as op
 from .clipping import _scale
 from .catalogue import S, registrar
-from .spec import Array, Choice, Drawn, Float, Int, Labels, Layer, Real, require
+from .spec import Array, Choice, Drawn, Edge, Float, Int, Labels, Layer, Real, require
 
 PARAMS = ("W1", "b1", "W2", "b2")
 
@@ -110,6 +110,11 @@ def _for(opt, spec):
 
 register(Layer(
     "train_step", train_step, None,
+    edges=(Edge("adam", lambda c: c.attrs["optimizer"] == "adam", {"opt": 1}),
+           Edge("sgd_momentum", lambda c: c.attrs["optimizer"] == "sgd_momentum", {"opt": 0}),
+           Edge("clipped", lambda c: np.isfinite(c.attrs["max_norm"])),
+           Edge("not_clipped", lambda c: np.isinf(c.attrs["max_norm"]), {"max_norm": float("inf")}),
+           Edge("one_step", lambda c: c.arrays["x"].shape[0] == 1, {"S": 1})),
     dims={"S": Int(1, 5), "N": Int(1, 4), "D": Int(1, 4), "H": Int(1, 5), "K": Int(2, 4), "opt": Int(0, 1)},
     attrs={"optimizer": Drawn(str, lambda d: Choice(OPTIMIZERS[d.opt])), "lr": Float(1e-3, 0.5, edges=(0.1,)),
            "momentum": _for("sgd_momentum", Float(0.5, 0.95, edges=(0.9,))),

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv[:1])  # prints usage (and exits 2) for a missing or unknown command
     command, rest = argv[0], argv[1:]
     if command == "merge":
-        from .__main__ import main as merge
+        from .merge import main as merge
 
         return merge(rest, prog="gradparity merge")
     if command == "drift":

@@ -19,7 +19,7 @@ import traceback
 import numpy as np
 
 from ..adapters.base import NotApplicable
-from ..reference import FLOW, GRAD, LAYERS, OUT, Case, Oracle, evaluate, with_flow
+from ..reference import FLOW, GRAD, LAYERS, OUT, Case, Oracle, evaluate, reached_edges, with_flow
 from ..reference import precise
 from .rows import COLUMNS
 from .divergences import KNOWN_DIVERGENCES, known_divergences
@@ -83,13 +83,15 @@ def _flushed(expected: np.ndarray, actual: np.ndarray, dtype: str) -> str:
     return f"{int((actual[subnormal] == 0).sum())} of {int(subnormal.sum())}"
 
 
-def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype: str, rtol: float,
+def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype: str, tol: Tolerance | float,
                   condition: float = 1.0) -> dict:
     """Errors of one array, NaN-aware: a non-finite value agrees only with the same
     non-finite value at the same position (NaN with NaN, +Inf with +Inf). Passes when
     every position agrees so and the max error over the positions finite in both is
-    <= rtol * condition * scale. ``nonfinite`` says what each side held where either
-    held a non-finite value; ``flushed`` how many subnormal exact values came back as 0."""
+    <= tol.allowed(condition) * scale (a bare number is an rtol that the condition
+    multiplies). ``nonfinite`` says what each side held where either held a
+    non-finite value; ``flushed`` how many subnormal exact values came back as 0."""
+    allowed = tol.allowed(condition) if isinstance(tol, Tolerance) else tol * condition
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -102,8 +104,8 @@ def tensor_errors(expected: np.ndarray, actual: np.ndarray, floor: float, dtype:
     # Under tiny / eps a result's own rounding error is subnormal, where TensorFlow's
     # CPU kernels flush to zero (and squares of the inputs underflow): the scale never
     # lets atol fall below that.
-    scale = max(scale_of(expected, floor), UNDERFLOW[dtype] / (rtol * condition))
-    atol = rtol * condition * scale
+    scale = max(scale_of(expected, floor), UNDERFLOW[dtype] / allowed)
+    atol = allowed * scale
     rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
     detail = ""
     if bad.any():
@@ -316,7 +318,10 @@ def _tolerance(case: Case, reference, candidate) -> Tolerance:
     if isinstance(reference, Oracle):
         return tol
     other = tolerance_for(case.layer, reference.name, case.dtype)
-    return Tolerance(tol.rtol + other.rtol, f"{candidate.name}: {tol.reason}; {reference.name}: {other.reason}")
+    rounding = None if tol.rounding is None and other.rounding is None else (
+        (tol.rounding or tol.rtol) + (other.rounding or other.rtol))
+    return Tolerance(tol.rtol + other.rtol, f"{candidate.name}: {tol.reason}; {reference.name}: {other.reason}",
+                     rounding, min(tol.ceiling, other.ceiling))
 
 
 def _run(runner, case: Case):
@@ -340,16 +345,17 @@ def check(case: Case, reference, candidate) -> list[dict]:
     truth = evaluate(case, conv)  # validates: ValueError here, before any framework runs
     tol = _tolerance(case, reference, candidate)
     special = special_values(case)
-    family = LAYERS[case.layer].family
+    family, edges = LAYERS[case.layer].family, ", ".join(reached_edges(case))
     rows = [{**dict.fromkeys(COLUMNS, ""), **{
         "family": family, "layer": case.layer, "framework": candidate.name, "framework_version": _version(candidate),
         "reference": reference.name, "dtype": case.dtype, "case": case.id, "kind": kind, "name": name,
         "shape": str(tuple(value.shape)), "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan,
         "scale": np.nan, "condition": truth.condition, "atol": np.nan, "rtol": step_tol.rtol, "status": "pass",
         "convention": _text(conv), "tolerance_reason": step_tol.reason, "attrs": case.describe(),
-        "max_ulp_err": np.nan, "precision": "not measured", "special": special}}
+        "max_ulp_err": np.nan, "precision": "not measured", "special": special, "edges": edges}}
         for kind, named in truth.outputs.items() for name, value in named.items()
         for step_tol in (at_step(tol, case.layer, name),)]
+    tols = {(r["kind"], r["name"]): at_step(tol, case.layer, r["name"]) for r in rows}
 
     actual, failed = _run(candidate, case)
     if actual is not None:
@@ -385,14 +391,15 @@ def check(case: Case, reference, candidate) -> list[dict]:
         if missing:
             r.update(status="error", detail=f"{' and '.join(missing)} returned no {kind} {name}")
             continue
-        spread = _spread(case, kind, name)
+        row_tol, spread = tols[(kind, name)], _spread(case, kind, name)
         if spread != 1.0:
-            r.update(rtol=r["rtol"] * spread, tolerance_reason=f"{r['tolerance_reason']}; x sqrt({round(spread ** 2)}): "
-                                                                 f"a norm over {round(spread ** 2)} gradient elements")
+            m = round(spread ** 2)
+            row_tol = row_tol.scaled(spread, f"x sqrt({m}): a norm over {m} gradient elements")
+            r.update(rtol=row_tol.rtol, tolerance_reason=row_tol.reason)
         if kind == FLOW:
             r["profile"] = _profile(expected[kind][name], actual[kind][name])
         m = tensor_errors(expected[kind][name], actual[kind][name], floors.get(kind, 0.0), case.dtype,
-                          r["rtol"], truth.condition)
+                          row_tol, truth.condition)
         ok = m.pop("ok")
         r.update(m, status="pass" if ok else "fail")
     _precision(rows, case, conv, actual, expected if isinstance(reference, Oracle) else truth.outputs)

@@ -172,16 +172,6 @@ def empty_reduced_loss(case, ev) -> bool:
 
 # ---- convolution and pooling
 
-def conv_transpose_dilated(case, ev) -> bool:
-    return case.attrs["dilation_h"] > 1 or case.attrs["dilation_w"] > 1
-
-
-def xla_conv1d_heap_corruption(case, ev) -> bool:
-    from ..adapters.tensorflow.conv import xla_conv1d_heap_corruption as corrupts
-
-    return corrupts(case.dtype, case.arrays["x"].shape, case.arrays["W"].shape, case.attrs)
-
-
 def nonfinite_x_with_cropping(case, ev) -> bool:
     """x holds NaN or Inf, and conv_transpose2d's padding crops the full output."""
     return NONFINITE_X(case, ev) and (case.attrs["pad_h"] > 0 or case.attrs["pad_w"] > 0)
@@ -264,12 +254,9 @@ def gradient_overflows_through_time(case, ev) -> bool:
 
 
 def masking_layer_ignored(case, ev) -> bool:
-    """A masked recurrent case the TensorFlow adapter runs through a Masking layer
-    (with initial_state), where some sequence is shorter than T."""
-    from ..adapters.tensorflow.recurrent import masking_route
-
-    x = case.arrays["x"]
-    return masking_route(x) and bool(np.any(case.arrays["lengths"] < x.shape[1]))
+    """A masked recurrent case given to Keras through a Masking layer (with initial_state),
+    where some sequence is shorter than T."""
+    return case.attrs["route"] == "masking_layer" and bool(np.any(case.arrays["lengths"] < case.arrays["x"].shape[1]))
 
 
 # ---- attention

@@ -15,7 +15,6 @@ import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import conditions as c
 
@@ -132,8 +131,6 @@ KNOWN_DIVERGENCES: list[Divergence] = [
       positions=True),
     D("torch-conv-transpose-weight-grad-reads-padding", {("conv_transpose2d",): c.nonfinite_x_with_cropping}, TORCH,
       positions=True),
-    D("tf-conv-transpose-float64-dilation", {("conv_transpose2d",): c.conv_transpose_dilated}, TENSORFLOW, F64),
-    D("tf-xla-conv1d-float64-heap-corruption", {("conv1d",): c.xla_conv1d_heap_corruption}, TENSORFLOW, F64),
     D("tf-conv-float32-empty-batch-shape", {("conv1d", "conv2d", "conv_transpose2d"): c.empty_batch_changes_shape},
       TENSORFLOW, F32),
     D("tf-max-pool-skips-nan", {("max_pool2d",): c.NONFINITE_X}, TENSORFLOW),

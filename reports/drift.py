@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .render import (COLOURS, SORT_SCRIPT, STYLE, ReportError, _by_family, _csv, _write_atomically,
-                     directories_command, frame, read_rows, report_dirs, summarize)
+from .files import ReportError, csv_text, directories_command, frame, read_rows, report_dirs, write_atomically
+from .html import COLOURS, SORT_SCRIPT, STYLE
 from .rows import GROUP_KEY, ROW_KEY
+from .tables import by_family, layer_families, summarize
 
 FACTOR = 4.0
 ERR_FLOOR = 1.0  # err_eps below this counts as this
@@ -149,7 +150,8 @@ def compare(frames: list[pd.DataFrame], labels: list[str]) -> tuple[pd.DataFrame
     table, changed = table.reset_index(), changed.reset_index(drop=True)
     for k in GROUP_KEY:
         changed.insert(GROUP_KEY.index(k), k, False)
-    order = _by_family(table.assign(_i=range(len(table))), "framework", "dtype")
+    families = {k: v for df in frames for k, v in layer_families(df).items()}  # the last input's, should two differ
+    order = by_family(table.assign(_i=range(len(table))), families, "framework", "dtype")
     first = order.assign(_c=order["changes"] == "").sort_values("_c", kind="stable")  # changed groups first
     table = first.drop(columns=["_c", "_i"]).reset_index(drop=True)
     changed = changed.iloc[first["_i"].to_numpy()].reset_index(drop=True)
@@ -235,11 +237,11 @@ def drift(inputs: list[Path], out: Path) -> Drift:
     labels = _labels(inputs)
     frames = [frame(read_rows(d)) for d in inputs]
     table, changed = compare(frames, labels)
-    files = {"drift.csv": _csv(table), "drift.html": _page(table, changed, labels, inputs)}
+    files = {"drift.csv": csv_text(table), "drift.html": _page(table, changed, labels, inputs)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        _write_atomically(out / name, text)
+        write_atomically(out / name, text)
     moved = int((table["changes"] != "").sum())
     warnings = [f"{label} ({d}) is a partial report: groups it did not finish read as absent"
                 for label, d in zip(labels, inputs) if _partial(d)]

@@ -27,6 +27,7 @@ a wider tolerance.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,13 +40,40 @@ EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.
 
 @dataclass(frozen=True)
 class Tolerance:
+    """``rtol``: the error allowed, relative to the scale, where rounding is as usual.
+    ``rounding``: what rounding alone costs a short sum in the dtype (None: rtol); a
+    case's condition number kappa multiplies it, so a check allows max(rtol, kappa x
+    rounding). ``ceiling``: what no condition number may allow."""
+
     rtol: float
     reason: str
+    rounding: float | None = None
+    ceiling: float = math.inf
 
+    def allowed(self, condition: float = 1.0) -> float:
+        """The relative error a check of condition number ``condition`` may have."""
+        rounding = self.rtol if self.rounding is None else self.rounding
+        return min(max(self.rtol, condition * rounding), self.ceiling)
+
+    def scaled(self, factor: float, why: str) -> Tolerance:
+        """The tolerance of a quantity built from ``factor`` of these (a norm over m elements, t steps)."""
+        return Tolerance(self.rtol * factor, f"{self.reason}; {why}",
+                         None if self.rounding is None else self.rounding * factor, self.ceiling)
+
+
+# Float32 resolution, the most a float64 check may ever allow: a float64 result off by
+# that much has a float32 step inside (a constant, a scale rounded to float32), which is
+# the bug class a float64 check exists to catch; it is a known divergence, or it fails.
+FLOAT32_RESOLUTION = 2.0**-24
 
 DEFAULT = {
-    "float32": Tolerance(32 * EPS["float32"], "float32 default: 32 eps of the gradient's scale (a short sum of rounded products)"),
-    "float64": Tolerance(1e-10, "float64 default: far above float64 rounding, far below any formula error"),
+    "float32": Tolerance(32 * EPS["float32"], "float32 default: 32 eps of the gradient's scale (a short sum of "
+                                              "rounded products), times the case's condition number"),
+    "float64": Tolerance(1e-10, "float64 default: 1e-10 of the scale, far above float64 rounding and far below any "
+                                "formula error; a condition number kappa widens it only where kappa x 32 eps is "
+                                "larger, and never past 2^-24 (float32's resolution: a float32 step inside a float64 "
+                                "computation is a known divergence, or it fails)",
+                         rounding=32 * EPS["float64"], ceiling=FLOAT32_RESOLUTION),
 }
 
 # Element-wise precision (the ``max_ulp_err`` column, the report's Precision section):
@@ -105,4 +133,4 @@ def at_step(tol: Tolerance, layer: str, name: str, growth: dict | None = None) -
     t = step_of(name)
     if g is None or t is None:
         return tol
-    return Tolerance(tol.rtol * g.factor(t), f"{tol.reason}; step {t}: {g.reason}")
+    return tol.scaled(g.factor(t), f"step {t}: {g.reason}")

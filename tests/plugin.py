@@ -13,8 +13,10 @@ pipeline:
   existing report (it goes to ``DIR/partial/`` then).
 
 Loaded in every pytest session of an environment where gradparity is
-installed, it does nothing unless gradparity's tests run: importing it imports
-no framework, and its hypothesis profiles have their own names.
+installed, it stays out of the way, as hypothesis' own plugin does: until a
+gradparity option is given or a gradparity test is collected it imports
+nothing of gradparity (no catalogue, no framework, no user plugin from the
+``gradparity.plugins`` entry points) and changes nothing in the session.
 """
 
 from __future__ import annotations
@@ -24,25 +26,50 @@ import importlib.metadata
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-PROFILES = {
-    "dev": dict(max_examples=8),
-    "ci": dict(max_examples=25, derandomize=True, print_blob=True),
-    "thorough": dict(max_examples=250, print_blob=True),
-}
+
+@dataclass(frozen=True)
+class Profile:
+    """How much a run checks. ``plan``: planned cases per layer x framework x dtype
+    (every runnable edge first); ``examples``: hypothesis examples per test (the
+    exploration, the canary, the oracle's finite differences); ``explore``: whether
+    hypothesis draws beyond the plan; ``floors``: the coverage each group must
+    reach (real cases, distinct configurations), or None."""
+
+    name: str
+    plan: int
+    examples: int
+    derandomize: bool
+    explore: bool
+    floors: dict | None
+
+
+PROFILES = {p.name: p for p in (
+    Profile("dev", plan=8, examples=8, derandomize=False, explore=False, floors=None),
+    Profile("ci", plan=25, examples=25, derandomize=True, explore=False, floors={"cases": 20, "configurations": 15}),
+    Profile("thorough", plan=25, examples=250, derandomize=False, explore=True,
+            floors={"cases": 20, "configurations": 15}),
+)}
 _active_profile = "ci"
 
 
+def active_profile() -> Profile:
+    """The profile chosen with ``--gradparity-profile`` (``ci`` outside pytest)."""
+    return PROFILES[_active_profile]
+
+
 def profile():
-    """The hypothesis settings of the profile chosen with ``--gradparity-profile``
-    (``ci`` outside pytest): gradparity's tests decorate with ``@settings(profile())``."""
+    """The hypothesis settings of the active profile: gradparity's hypothesis tests
+    decorate with ``@settings(profile())``."""
     from hypothesis import HealthCheck, settings
 
+    p = active_profile()
     return settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-                    **PROFILES[_active_profile])
+                    max_examples=p.examples, derandomize=p.derandomize, print_blob=p.name != "dev")
 
 
 def pytest_addoption(parser):
@@ -53,8 +80,9 @@ def pytest_addoption(parser):
                     help="frameworks to check (default: every registered one)")
     group.addoption("--dtypes", default=None, metavar="A,B", help="dtypes to check (default: float32,float64)")
     group.addoption("--gradparity-profile", default="ci", choices=sorted(PROFILES),
-                    help="hypothesis profile of gradparity's tests: dev (8 examples), ci (25, derandomized; "
-                         "the default), thorough (250, random)")
+                    help="how much to check: dev (8 planned cases per layer x framework x dtype), ci (25: every "
+                         "runnable edge, then new configurations; the default), thorough (the 25, then 250 drawn "
+                         "by hypothesis)")
     group.addoption("--gradparity-shard", default=None, metavar="K/N",
                     help="run only part K of N of the collected tests (by a hash of each test id: the same "
                          "parts on every machine); gradparity merge joins the reports")
@@ -143,6 +171,12 @@ class Recorder:
         self._inflight.truncate()
         self._inflight.flush()
 
+    def census(self, entry: dict) -> None:
+        """A group's plan (its edges, and what its framework refused), for the report."""
+        if self.shard is not None:
+            with self.shard.with_suffix(".census").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
     def close(self) -> None:
         if self._inflight is not None:
             self._inflight.close()
@@ -177,48 +211,69 @@ def _plain(row: dict) -> dict:
 
 
 class _State:
-    """What the plugin knows about this session (kept in the config's stash)."""
+    """What the plugin knows about this session (kept in the config's stash). Nothing of
+    gradparity is loaded until ``activate()``: a gradparity option, or a gradparity test."""
 
-    def __init__(self):
+    def __init__(self, config):
+        self.config = config
+        self.active = False
         self.frameworks: list[str] = []
         self.dtypes: list[str] = []
         self.report_dir: Path | None = None
-        self.run = ""
+        worker = getattr(config, "workerinput", None)
+        self.run = worker["gradparity_run"] if worker and "gradparity_run" in worker else uuid.uuid4().hex[:12]
         self.recorder: Recorder | None = None
         self.collected: list[str] = []
         self.finished: set[str] = set()
         self.crashed: list[str] = []
         self.written = None
 
+    def activate(self) -> _State:
+        """Load the user's plugins, check the options and prepare the report directory (once)."""
+        if self.active:
+            return self
+        self.active = True
+        config = self.config
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        _load_user_plugins()
+        from gradparity.adapters import ADAPTERS
+        from gradparity.reference import DTYPES
+
+        self.frameworks = _listed(config, "--frameworks", list(ADAPTERS), "framework")
+        self.dtypes = _listed(config, "--dtypes", list(DTYPES), "dtype")
+        raw = config.getoption("--report-dir")
+        self.report_dir = _usable_report_dir(raw) if raw else None
+        worker = getattr(config, "workerinput", None)
+        if worker:
+            _threads_per_worker()
+        if self.report_dir:
+            case_dir = self.report_dir / "cases"
+        else:
+            cache = getattr(config, "cache", None)
+            case_dir = Path(str(cache.mkdir("gradparity-cases"))) if cache else Path(".gradparity-cases")
+        self.recorder = Recorder(self.report_dir, case_dir, self.run, worker["workerid"] if worker else "main",
+                                 strict_precision=config.getoption("--strict-precision"))
+        return self
+
 
 _STATE = pytest.StashKey[_State]()
+# Options whose use makes a session gradparity's (their defaults say nothing).
+_OPTIONS = ("--report-dir", "--frameworks", "--dtypes", "--gradparity-shard", "--strict-precision")
+
+
+def _state(config) -> _State:
+    """The session's state, activated: what a gradparity test or hook needs."""
+    return config.stash[_STATE].activate()
 
 
 def pytest_configure(config):
     global _active_profile
     config.addinivalue_line("markers", "gradparity_matrix: parametrize layer, framework, dtype from the catalogue")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    config.addinivalue_line("markers", "gradparity_explore: hypothesis draws beyond the plan (profiles that explore)")
     _active_profile = config.getoption("--gradparity-profile")
-    state = config.stash[_STATE] = _State()
-    _load_user_plugins()
-    from gradparity.adapters import ADAPTERS
-    from gradparity.reference import DTYPES
-
-    state.frameworks = _listed(config, "--frameworks", list(ADAPTERS), "framework")
-    state.dtypes = _listed(config, "--dtypes", list(DTYPES), "dtype")
-    raw = config.getoption("--report-dir")
-    state.report_dir = _usable_report_dir(raw) if raw else None
-    worker = getattr(config, "workerinput", None)
-    if worker:
-        _threads_per_worker()
-    state.run = worker["gradparity_run"] if worker and "gradparity_run" in worker else uuid.uuid4().hex[:12]
-    if state.report_dir:
-        case_dir = state.report_dir / "cases"
-    else:
-        cache = getattr(config, "cache", None)
-        case_dir = Path(str(cache.mkdir("gradparity-cases"))) if cache else Path(".gradparity-cases")
-    state.recorder = Recorder(state.report_dir, case_dir, state.run, worker["workerid"] if worker else "main",
-                              strict_precision=config.getoption("--strict-precision"))
+    state = config.stash[_STATE] = _State(config)
+    if any(config.getoption(o) for o in _OPTIONS) or _active_profile != "ci":
+        state.activate()  # checked now: a bad option is one line before anything runs
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -229,9 +284,9 @@ def pytest_configure_node(node):  # xdist controller: workers write shards of th
 def pytest_generate_tests(metafunc):
     if metafunc.definition.get_closest_marker("gradparity_matrix") is None:
         return
+    state = _state(metafunc.config)
     from gradparity.reference import LAYERS
 
-    state = metafunc.config.stash[_STATE]
     metafunc.parametrize("layer, framework, dtype", [
         pytest.param(layer, fw, dt, id=f"{layer}-{fw}-{dt}")
         for layer in LAYERS for fw in state.frameworks for dt in state.dtypes])
@@ -241,7 +296,10 @@ def pytest_collection_modifyitems(config, items):
     """Each framework's tests together, in registration order (torch, the cheaper
     import, first): with work stealing, a worker that only meets one framework
     never imports the other."""
-    rank = {fw: i for i, fw in enumerate(config.stash[_STATE].frameworks)}
+    state = config.stash[_STATE]
+    if not state.active:
+        return  # nothing of gradparity's in this session
+    rank = {fw: i for i, fw in enumerate(state.frameworks)}
 
     def framework(item):  # other tests keep their place before gradparity's
         if item.get_closest_marker("gradparity_matrix") is None:
@@ -249,6 +307,11 @@ def pytest_collection_modifyitems(config, items):
         return rank.get(item.callspec.params.get("framework"), -1)
 
     items[:] = sorted(items, key=framework)
+    if not active_profile().explore:
+        exploring = [item for item in items if item.get_closest_marker("gradparity_explore") is not None]
+        if exploring:
+            config.hook.pytest_deselected(items=exploring)
+            items[:] = [item for item in items if item.get_closest_marker("gradparity_explore") is None]
     shard = config.getoption("--gradparity-shard")
     if shard:
         k, n = _shard(shard)
@@ -273,9 +336,24 @@ def _shard_of(nodeid: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(nodeid.encode()).digest()[:8], "little") % n
 
 
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item):
+    """Hypothesis seeds a parametrized test by its node id, which changes with the
+    rootdir and the way the suite was started: gradparity's hypothesis tests are
+    keyed by their name alone (set after hypothesis' own plugin sets the node id),
+    so pytest and ``gradparity run`` draw the same examples."""
+    inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)
+    if inner is not None and getattr(item.module, "__name__", "").split(".")[-1] in _OWN_MODULES:
+        inner._hypothesis_internal_add_digest = f"gradparity:{item.name}".encode()
+    return (yield)
+
+
+_OWN_MODULES = ("test_gradients", "test_canary", "test_reference")
+
+
 @pytest.fixture(scope="session")
 def recorder(request) -> Recorder:
-    return request.config.stash[_STATE].recorder
+    return _state(request.config).recorder
 
 
 @pytest.fixture(scope="session")
@@ -363,6 +441,20 @@ def _shard_rows(report_dir: Path, run: str) -> list[dict]:
     return rows
 
 
+def _census(report_dir: Path, run: str) -> list[dict]:
+    """The groups' plans this run recorded (one entry per layer x framework x dtype)."""
+    found = {}
+    for path in sorted((report_dir / ".rows").glob(f"{run}-*.census")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the last line of a worker that died mid-write
+            found[(entry["layer"], entry["framework"], entry["dtype"])] = entry
+        path.unlink()
+    return list(found.values())
+
+
 def _notes(rows: list[dict], strict_precision: bool = False) -> dict:
     from gradparity.adapters import ADAPTERS
     from gradparity.reports.divergences import divergence_notes
@@ -377,9 +469,7 @@ def _notes(rows: list[dict], strict_precision: bool = False) -> dict:
                                 "reason": c.reason})
     notes = {"conventions": conventions, "divergences": divergence_notes(),
              "precision": {"ulps": PRECISION.ulps, "reason": PRECISION.reason, "strict": strict_precision}}
-    from gradparity.reports.render import family
-
-    if any(family(r["layer"]) == "training step" for r in rows):  # the defaults table, as this run's code knows it
+    if any(r.get("family") == "training step" for r in rows):  # the defaults table, as this run's code knows it
         from gradparity.reports import defaults
 
         notes["training"] = {"defaults": defaults.DEFAULTS, "gaps": defaults.summary().to_dict("records")}
@@ -412,7 +502,7 @@ def _unfinished_cases(state) -> list[str]:
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     state = config.stash.get(_STATE, None)
-    if state is None or state.recorder is None:
+    if state is None or not state.active:
         return
     if hasattr(config, "workerinput") or state.report_dir is None:
         state.recorder.close()  # a worker that got here finished its last case
@@ -427,7 +517,9 @@ def pytest_sessionfinish(session, exitstatus):
     run = _run_status(session, exitstatus, state)
     if unfinished:
         run = {**run, "partial": True, "why": "; ".join([run["why"], *unfinished]).strip("; ")}
-    state.written = write_report(rows, state.report_dir, notes=_notes(rows, state.recorder.strict_precision), run=run)
+    notes = {**_notes(rows, state.recorder.strict_precision), "census": _census(state.report_dir, state.run),
+             "profile": active_profile().name, "floors": active_profile().floors}
+    state.written = write_report(rows, state.report_dir, notes=notes, run=run)
     for shard in (state.report_dir / ".rows").glob(f"{state.run}-*.jsonl"):
         shard.unlink()
 

@@ -1,57 +1,98 @@
-"""Hypothesis strategies built from the catalogue.
+"""Drawing cases from the catalogue: one routine, two sources of choices.
 
-``cases(name, dtype)`` draws a whole Case for a layer: dims first, then
-attributes, then arrays and the cotangent. ``edges=True`` (the default) mixes
-in the catalogue's edge values (kinks, saturation, ties, pred == target) on
+``draw_case(source, layer, dtype)`` draws a whole Case: dims first, then
+attributes, then (unless the runner refuses the configuration) arrays and the
+cotangents. Every structural choice (a size, an attribute, which array holds a
+NaN) goes through a small ``Source``:
+
+* ``Hypothesis(draw)``: hypothesis' own choices, so it can explore and shrink
+  (the ``cases`` strategy: the thorough profile, the canary, the oracle's
+  finite-difference check);
+* ``Seeded(seed)``: a NumPy generator, for the planned cases of the ci profile
+  (``plan.py``): the same cases on every machine and from every entry point.
+
+Array values come from a NumPy generator seeded by the source in both, mixing in
+the catalogue's edge values (kinks, saturation, ties, pred == target) on
 purpose; ``edges=False`` draws values in general position, which is what the
 finite-difference check of the oracle needs (a central difference across a
-kink measures nothing).
+kink measures nothing). ``force`` sets dims and attributes (and the kind of
+special value) a draw must have: how a plan lands on a declared ``Edge``;
+``lean=True`` makes the edge values of the specs frequent (of arrays and
+of float attributes; sizes keep their odds: a batch of 0 is an edge of its own),
+for the edges ``force`` cannot set (an exact tie, a kink).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
+from hypothesis import reject
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from gradparity.reference import LAYERS, Case
+from gradparity.reference.case import as_float64
 from gradparity.reference.oracle import _named_outputs, ieee
 from gradparity.reference.spec import Choice, Drawn, Float, Int, Labels, Lengths, Mask, Real, Shape
 
-
-def attribute(spec, *, edges: bool = True) -> st.SearchStrategy:
-    """A strategy for one attribute declared as ``Int``, ``Float`` or ``Choice``
-    (a ``Drawn`` attribute is resolved against the dims first)."""
-    if isinstance(spec, Choice):
-        return st.sampled_from(spec.values)
-    if isinstance(spec, Int):
-        return st.integers(spec.lo, spec.hi)
-    if isinstance(spec, Float):
-        values = st.floats(spec.lo, spec.hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
-        if edges and spec.edges:
-            values = st.one_of(st.sampled_from(spec.edges), values)
-        return values
-    raise TypeError(f"unknown attribute spec {spec!r}")
+SPECIAL = ("nonfinite", "subnormal", "tiny")  # the kinds of special value a case may hold
+SPECIAL_ODDS = 5  # one case in SPECIAL_ODDS holds one kind
+EDGE_SIZE_ODDS = 10  # one size in EDGE_SIZE_ODDS is one of its declared edge sizes
+EMPTY_ODDS = 10  # one shape in EMPTY_ODDS has a side of 0, where the spec allows it
+ATTEMPTS = 32  # configurations a strategy draws before giving up on finding one the runner can express
 
 
-def _size(draw, spec, dims):
-    if isinstance(spec, Shape):
-        shape = draw(hnp.array_shapes(min_dims=spec.min_dims, max_dims=spec.max_dims,
-                                      min_side=max(spec.min_side, 1), max_side=spec.max_side))
-        if spec.min_side == 0 and shape and draw(st.integers(0, 9)) == 0:  # a zero-size array on purpose
-            at = draw(st.integers(0, len(shape) - 1))
-            shape = tuple(0 if i == at else s for i, s in enumerate(shape))
-        return shape
-    value = draw(st.integers(spec.lo, spec.hi))
-    if spec.edges and draw(st.integers(0, 9)) == 0:  # one case in ten on an edge size
-        value = draw(st.sampled_from(spec.edges))
-    other = dims.get(spec.like)
-    if other is not None and spec.lo <= other <= spec.hi and draw(st.booleans()):
-        value = other  # equal widths on purpose: square weights
-    return value
+# ---- sources of choices
 
+class Hypothesis:
+    """Choices drawn by hypothesis (explored and shrunk by it)."""
+
+    def __init__(self, draw):
+        self._draw = draw
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self._draw(st.integers(lo, hi))
+
+    def choice(self, values):
+        return self._draw(st.sampled_from(list(values)))
+
+    def floating(self, lo: float, hi: float) -> float:
+        return self._draw(st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False))
+
+    def seed(self) -> int:
+        return self._draw(st.integers(0, 2**32 - 1))
+
+
+class Seeded:
+    """Choices from a NumPy generator: the same seed gives the same case everywhere.
+    Wide positive ranges (a learning rate, an eps) are drawn log-uniformly."""
+
+    def __init__(self, seed: int):
+        self._rng = np.random.default_rng(seed)
+
+    def integer(self, lo: int, hi: int) -> int:
+        return int(self._rng.integers(lo, hi + 1))
+
+    def choice(self, values):
+        values = list(values)
+        return values[int(self._rng.integers(len(values)))]
+
+    def floating(self, lo: float, hi: float) -> float:
+        if lo > 0 and hi / lo > 100:
+            return float(math.exp(self._rng.uniform(math.log(lo), math.log(hi))))
+        return float(self._rng.uniform(lo, hi))
+
+    def seed(self) -> int:
+        return int(self._rng.integers(2**32))
+
+
+def one_in(source, n: int) -> bool:
+    return source.integer(0, n - 1) == 0
+
+
+# ---- rounding to the case dtype
 
 def _round(a: np.ndarray, dtype: str) -> np.ndarray:
     """Round to the case dtype. Subnormals become 0 here: TensorFlow flushes them to
@@ -66,29 +107,67 @@ def _round_attr(value, spec, dtype: str):
     return float(_round(np.asarray(value, dtype=np.float64), dtype)) if isinstance(spec, Float) else value
 
 
-def _real(draw, spec: Real, shape, arrays, *, edges: bool) -> np.ndarray:
+# ---- sizes and attributes
+
+def _size(source, spec, dims):
+    if isinstance(spec, Shape):
+        ndim = source.integer(spec.min_dims, spec.max_dims)
+        shape = tuple(source.integer(max(spec.min_side, 1), spec.max_side) for _ in range(ndim))
+        if spec.min_side == 0 and shape and one_in(source, EMPTY_ODDS):  # a zero-size array
+            at = source.integer(0, len(shape) - 1)
+            shape = tuple(0 if i == at else s for i, s in enumerate(shape))
+        return shape
+    value = source.integer(spec.lo, spec.hi)
+    if spec.edges and one_in(source, EDGE_SIZE_ODDS):  # an edge size on purpose
+        value = source.choice(spec.edges)
+    other = dims.get(spec.like)
+    if other is not None and spec.lo <= other <= spec.hi and source.integer(0, 1):
+        value = other  # equal widths on purpose: square weights
+    return value
+
+
+def attribute(source, spec, *, edges: bool = True, lean: bool = False):
+    """One attribute declared as ``Int``, ``Float`` or ``Choice`` (a ``Drawn`` one is
+    resolved against the dims first)."""
+    if isinstance(spec, Choice):
+        return source.choice(spec.values)
+    if isinstance(spec, Int):
+        return source.integer(spec.lo, spec.hi)
+    if isinstance(spec, Float):
+        if edges and spec.edges and (lean or source.integer(0, 1)):
+            return source.choice(spec.edges)
+        return source.floating(spec.lo, spec.hi)
+    raise TypeError(f"unknown attribute spec {spec!r}")
+
+
+def _forced(source, value):
+    """A forced dim or attribute: a value, or one of a ``Choice``'s."""
+    return source.choice(value.values) if isinstance(value, Choice) else value
+
+
+# ---- array values (one NumPy generator per array)
+
+def _real(rng, spec: Real, shape, arrays, *, edges: bool, lean: bool) -> np.ndarray:
+    a = rng.uniform(spec.lo, spec.hi, size=shape)
     if not edges:
-        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-        return _sum_to_one(draw, spec, rng.uniform(spec.lo, spec.hi, size=shape))
-    elements = st.floats(spec.lo, spec.hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+        return _sum_to_one(rng, spec, a)
     special = [e for e in spec.edges if spec.lo <= e <= spec.hi]
-    if special:
-        elements = st.one_of(st.sampled_from(special), elements)
-    if spec.ties:  # a coarse grid: equal values inside one window or reduction
-        elements = st.one_of(elements, st.integers(int(np.ceil(spec.lo)), int(spec.hi)).map(float))
-    a = draw(hnp.arrays(np.float64, shape, elements=elements))
-    if spec.spread and draw(st.booleans()):  # (nearly) constant: a tiny variance on purpose
-        a = _nearly_constant(spec, draw(st.sampled_from(spec.spread)), draw(elements),
-                             np.random.default_rng(draw(st.integers(0, 2**32 - 1))), shape)
-    if spec.like is not None and spec.like in arrays and draw(st.booleans()):
-        mask = draw(hnp.arrays(np.bool_, shape))
-        a = np.where(mask, arrays[spec.like].astype(np.float64), a)
-    return _sum_to_one(draw, spec, a)
+    pick = rng.random(shape)
+    if special:  # edge values on purpose (a third of the elements; most of them when lean)
+        a = np.where(pick < (0.7 if lean else 0.35), rng.choice(special, size=shape), a)
+    if spec.ties and rng.integers(2):  # a coarse grid: equal values inside one window or reduction
+        grid = rng.integers(int(np.ceil(spec.lo)), int(spec.hi) + 1, size=shape).astype(np.float64)
+        a = np.where(rng.random(shape) < 0.5, grid, a)
+    if spec.spread and rng.integers(2):  # (nearly) constant: a tiny variance on purpose
+        a = _nearly_constant(spec, float(rng.choice(spec.spread)), float(a.flat[0]) if a.size else 0.0, rng, shape)
+    if spec.like is not None and spec.like in arrays and rng.integers(2):  # equal to another array here and there
+        a = np.where(rng.random(shape) < 0.5, arrays[spec.like].astype(np.float64), a)
+    return _sum_to_one(rng, spec, a)
 
 
-def _sum_to_one(draw, spec: Real, a: np.ndarray) -> np.ndarray:
+def _sum_to_one(rng, spec: Real, a: np.ndarray) -> np.ndarray:
     """Now and then, ``a`` divided by its sums along ``spec.sum_to_one`` (where they are not 0)."""
-    if spec.sum_to_one is None or not draw(st.booleans()):
+    if spec.sum_to_one is None or not rng.integers(2):
         return a
     total = a.sum(axis=spec.sum_to_one, keepdims=True)
     return np.where(total > 0, a / np.where(total > 0, total, 1.0), a)
@@ -100,18 +179,22 @@ def _nearly_constant(spec: Real, spread: float, center: float, rng, shape) -> np
     return np.clip(center + offsets, spec.lo, spec.hi)
 
 
-def _mask(draw, spec: Mask, shape, attrs, *, edges: bool) -> np.ndarray:
+def _rate(spec: Mask, attrs: dict) -> float:
+    return attrs[spec.rate] if isinstance(spec.rate, str) else spec.rate
+
+
+def _mask(rng, spec: Mask, shape, attrs, *, edges: bool) -> np.ndarray:
     """0/1 keep-mask: all kept when the rate is 0; else each element kept with
-    probability 1 - rate, plus all-kept and all-dropped masks on purpose."""
+    probability 1 - rate, plus all-kept and all-dropped masks on purpose, and
+    (``lines``) masks with whole lines along the last axis dropped."""
     rate = _rate(spec, attrs)
     if rate == 0:
         return np.ones(shape)
     pick = "random"
     if edges:
-        pick = draw(st.sampled_from(["random", "random", "kept", "dropped"] + ["lines"] * spec.lines))
+        pick = ["random", "random", "kept", "dropped", "lines"][int(rng.integers(4 + spec.lines))]
         if pick in ("kept", "dropped"):
             return np.full(shape, 1.0 if pick == "kept" else 0.0)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     mask = (rng.random(shape) >= rate).astype(np.float64)
     if pick == "lines":  # whole lines along the last axis dropped, at least one
         lines = np.asarray(rng.random(shape[:-1]) < 0.5)
@@ -120,79 +203,45 @@ def _mask(draw, spec: Mask, shape, attrs, *, edges: bool) -> np.ndarray:
     return mask
 
 
-def _rate(spec: Mask, attrs: dict) -> float:
-    return attrs[spec.rate] if isinstance(spec.rate, str) else spec.rate
-
-
-def _lengths(draw, steps: int, shape, *, edges: bool) -> np.ndarray:
+def _lengths(rng, steps: int, shape, *, edges: bool) -> np.ndarray:
     """Lengths in [1, steps]; all full and all 1 on purpose, and 1 and full mixed in."""
     if edges:
-        pick = draw(st.sampled_from(["random", "random", "full", "one"]))
+        pick = ["random", "random", "full", "one"][int(rng.integers(4))]
         if pick != "random":
             return np.full(shape, steps if pick == "full" else 1, dtype=np.int64)
-        return draw(hnp.arrays(np.int64, shape, elements=st.one_of(st.sampled_from([1, steps]),
-                                                                    st.integers(1, steps))))
-    return np.random.default_rng(draw(st.integers(0, 2**32 - 1))).integers(1, steps + 1, size=shape)
+        mixed = rng.integers(1, steps + 1, size=shape)
+        ends = rng.choice([1, steps], size=shape)
+        return np.where(rng.random(shape) < 0.5, ends, mixed).astype(np.int64)
+    return rng.integers(1, steps + 1, size=shape).astype(np.int64)
 
 
-@st.composite
-def cases(draw, name: str, dtype: str, *, edges: bool = True) -> Case:
-    """Draw a valid Case for catalogue layer ``name`` computed in ``dtype``."""
-    layer = LAYERS[name]
-    dims: dict = {}
-    for dim, spec in layer.dims.items():
-        dims[dim] = _size(draw, spec, dims)
-    d = SimpleNamespace(**dims)
-    specs = {a: spec.range(d) if isinstance(spec, Drawn) else spec for a, spec in layer.attrs.items()}
-    # A float attribute is rounded to the dtype too: a float32 kernel compares and
-    # multiplies with the float32 value (softplus' threshold, a slope).
-    attrs = {a: _round_attr(draw(attribute(spec, edges=edges)), spec, dtype) for a, spec in specs.items()}
-    arrays: dict = {}
-    for arr_name, spec in layer.arrays.items():
-        if not _present(spec, attrs) or spec.when is None and spec.optional and not draw(st.booleans()):
-            continue
-        shape = spec.shape(d, attrs)
-        if isinstance(spec.values, Labels):
-            k = getattr(d, spec.values.classes)
-            arrays[arr_name] = draw(hnp.arrays(np.int64, shape, elements=st.integers(0, k - 1)))
-        elif isinstance(spec.values, Lengths):
-            arrays[arr_name] = _lengths(draw, getattr(d, spec.values.steps), shape, edges=edges)
-        elif isinstance(spec.values, Mask):
-            arrays[arr_name] = _round(_mask(draw, spec.values, shape, attrs, edges=edges), dtype)
-        else:
-            arrays[arr_name] = _round(_real(draw, spec.values, shape, arrays, edges=edges), dtype)
-    if edges:
-        arrays = _special(draw, layer, arrays, dtype)
-    return _with_cotangent(name, dtype, attrs, arrays, np.random.default_rng(draw(st.integers(0, 2**32 - 1))))
-
-
-SPECIAL = ("nonfinite", "subnormal", "tiny")  # the kinds of special value a case may hold
-SPECIAL_ODDS = 5  # one case in SPECIAL_ODDS holds one kind
-
-
-def _special(draw, layer, arrays: dict, dtype: str) -> dict:
-    """Now and then, special values at a few drawn positions of one array: NaN,
-    +Inf and -Inf in an input where the layer declares them meaningful
-    (``Layer.nonfinite``); subnormals of the case dtype (kept, not flushed as
-    ``_round`` does elsewhere) or magnitudes near sqrt(tiny), whose products are
-    subnormal (an intermediate result a framework may flush to zero), in those
-    inputs or, for every other layer with a gradient, in any differentiable array."""
+def _special(source, layer, arrays: dict, dtype: str, kind: str | None) -> dict:
+    """Now and then (always for a forced ``kind``), special values at a few drawn
+    positions of one array: NaN, +Inf and -Inf in an input where the layer declares
+    them meaningful (``Layer.nonfinite``); subnormals of the case dtype (kept, not
+    flushed as ``_round`` does elsewhere) or magnitudes near sqrt(tiny), whose
+    products are subnormal (an intermediate result a framework may flush to zero),
+    in those inputs or, for every other layer with a gradient, in any
+    differentiable array."""
     names, kinds = list(layer.nonfinite), SPECIAL
     if not names and layer.vjp is not None:  # optimizer trajectories: not yet (README, "Special values")
         names = [n for n, spec in layer.arrays.items() if spec.differentiable]
         kinds = tuple(k for k in SPECIAL if k != "nonfinite")
     names = [n for n in names if n in arrays and arrays[n].size]
-    if not names or draw(st.integers(0, SPECIAL_ODDS - 1)):
+    if kind is None and (not names or not one_in(source, SPECIAL_ODDS)):
         return arrays
-    kind, name = draw(st.sampled_from(kinds)), draw(st.sampled_from(names))
+    if not names or (kind is not None and kind not in kinds):
+        return arrays  # the layer takes no such value: a plan's edge that cannot be drawn says so
+    kind = kind or source.choice(kinds)
+    name = source.choice(names)
+    rng = np.random.default_rng(source.seed())
     a = arrays[name].copy()
-    at = np.array(draw(st.lists(st.integers(0, a.size - 1), min_size=1, max_size=min(3, a.size), unique=True)))
+    at = rng.choice(a.size, size=min(int(rng.integers(1, 4)), a.size), replace=False)
     if kind == "nonfinite":
-        a.flat[at] = draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), min_size=len(at), max_size=len(at)))
+        a.flat[at] = rng.choice([np.nan, np.inf, -np.inf], size=len(at))
         return {**arrays, name: a}
-    if draw(st.booleans()):  # the whole array that small: sums of subnormal products
+    if rng.integers(2):  # the whole array that small: sums of subnormal products
         at = np.arange(a.size)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     tiny = float(np.finfo(dtype).tiny)
     size = tiny if kind == "subnormal" else np.sqrt(tiny)
     a.flat[at] = (rng.choice([-1.0, 1.0], len(at)) * size * 2.0 ** -rng.uniform(0, 20, len(at))).astype(dtype)
@@ -204,16 +253,88 @@ def _present(spec, attrs) -> bool:
     return spec.when is None or bool(spec.when(attrs))
 
 
+def _placeholder(spec, shape, dtype: str) -> np.ndarray:
+    """An array of the right shape and kind, for a runner to judge the configuration by."""
+    if isinstance(spec.values, (Labels, Lengths)):
+        return np.ones(shape, dtype=np.int64)
+    return np.ones(shape, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A configuration the runner cannot express, and its reason."""
+
+    reason: str
+
+
+def refusal(runner, case: Case) -> str | None:
+    """Why ``runner`` cannot express the case's configuration (None: it can); a runner
+    without ``refusal`` is asked nothing."""
+    ask = getattr(runner, "refusal", None)
+    return ask(case) if ask is not None else None
+
+
+def draw_case(source, name: str, dtype: str, *, runner=None, force: dict | None = None, edges: bool = True,
+              lean: bool = False, every_optional: bool = False) -> Case | Refused:
+    """Draw a valid Case for catalogue layer ``name`` computed in ``dtype``, or ``Refused``
+    when ``runner`` cannot express the configuration drawn (judged before any value is drawn).
+    An optional array (a bias) is in half the cases, or in all with ``every_optional``."""
+    layer, force = LAYERS[name], dict(force or {})
+    dims: dict = {}
+    for dim, spec in layer.dims.items():
+        dims[dim] = _forced(source, force[dim]) if dim in force else _size(source, spec, dims)
+    d = SimpleNamespace(**dims)
+    specs = {a: spec.range(d) if isinstance(spec, Drawn) else spec for a, spec in layer.attrs.items()}
+    # A float attribute is rounded to the dtype too: a float32 kernel compares and
+    # multiplies with the float32 value (softplus' threshold, a slope).
+    attrs = {a: _round_attr(_forced(source, force[a]) if a in force else
+                            attribute(source, spec, edges=edges, lean=lean), spec, dtype) for a, spec in specs.items()}
+    present = {n: spec for n, spec in layer.arrays.items()
+               if _present(spec, attrs) and (spec.when is not None or not spec.optional or every_optional
+                                             or source.integer(0, 1))}
+    shapes = {n: spec.shape(d, attrs) for n, spec in present.items()}
+    if runner is not None:
+        placeholders = {n: _placeholder(spec, shapes[n], dtype) for n, spec in present.items()}
+        why = refusal(runner, Case(name, dtype, attrs, placeholders, {}))
+        if why is not None:
+            return Refused(why)
+    arrays: dict = {}
+    for arr_name, spec in present.items():
+        shape, rng = shapes[arr_name], np.random.default_rng(source.seed())
+        if isinstance(spec.values, Labels):
+            arrays[arr_name] = rng.integers(0, getattr(d, spec.values.classes), size=shape).astype(np.int64)
+        elif isinstance(spec.values, Lengths):
+            arrays[arr_name] = _lengths(rng, getattr(d, spec.values.steps), shape, edges=edges)
+        elif isinstance(spec.values, Mask):
+            arrays[arr_name] = _round(_mask(rng, spec.values, shape, attrs, edges=edges), dtype)
+        else:
+            arrays[arr_name] = _round(_real(rng, spec.values, shape, arrays, edges=edges, lean=lean), dtype)
+    if edges:
+        arrays = _special(source, layer, arrays, dtype, force.get("special"))
+    return _with_cotangent(name, dtype, attrs, arrays, np.random.default_rng(source.seed()))
+
+
+@st.composite
+def cases(draw, name: str, dtype: str, *, runner=None, edges: bool = True) -> Case:
+    """A hypothesis strategy: a valid Case for catalogue layer ``name`` in ``dtype`` that
+    ``runner`` (if given) can express; configurations it refuses are drawn again."""
+    source = Hypothesis(draw)
+    for _ in range(ATTEMPTS):
+        case = draw_case(source, name, dtype, runner=runner, edges=edges)
+        if isinstance(case, Case):
+            return case
+    reject()
+
+
 def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
     """Complete a case with one cotangent per output: random and generic, never
     all-ones (ones through softmax give a zero gradient), now and then zero for
     all outputs but one; 1 for a loss, whose own gradient is checked."""
     layer = LAYERS[name]
-    as64 = {k: v if v.dtype.kind == "i" else v.astype(np.float64) for k, v in arrays.items()}
     if layer.vjp is None:  # forward-only: nothing to differentiate
         return Case(name, dtype, attrs, arrays, {})
     with ieee():
-        outs = _named_outputs(layer, layer.forward(**as64, **attrs)[0])
+        outs = _named_outputs(layer, layer.forward(**as_float64(arrays), **attrs)[0])
     cotangents = {n: np.array(1.0) if layer.loss and out.ndim == 0 else rng.standard_normal(out.shape)
                   for n, out in outs.items()}
     if len(outs) > 1 and rng.random() < 0.25:
@@ -227,20 +348,4 @@ def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
 def fixed_case(name: str, dtype: str, dims: dict, attrs: dict, *, seed: int = 0) -> Case:
     """A case of chosen sizes and attributes with values in general position, for
     benchmarks and examples: no hypothesis, just a seeded generator."""
-    layer = LAYERS[name]
-    d = SimpleNamespace(**dims)
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for arr_name, spec in layer.arrays.items():
-        if not _present(spec, attrs):
-            continue
-        shape = spec.shape(d, attrs)
-        if isinstance(spec.values, Labels):
-            arrays[arr_name] = rng.integers(0, getattr(d, spec.values.classes), size=shape)
-        elif isinstance(spec.values, Lengths):
-            arrays[arr_name] = rng.integers(1, getattr(d, spec.values.steps) + 1, size=shape)
-        elif isinstance(spec.values, Mask):
-            arrays[arr_name] = _round((rng.random(shape) >= _rate(spec.values, attrs)).astype(np.float64), dtype)
-        else:
-            arrays[arr_name] = _round(rng.uniform(spec.values.lo, spec.values.hi, size=shape), dtype)
-    return _with_cotangent(name, dtype, attrs, arrays, rng)
+    return draw_case(Seeded(seed), name, dtype, force={**dims, **attrs}, edges=False, every_optional=True)

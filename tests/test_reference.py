@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gradparity.reference import GRAD, LAYERS, evaluate
 from gradparity.reference.numdiff import directional_derivative, numerical_gradients, rounding_bound
 from gradparity.reports.tolerances import NUMERICAL
+from gradparity.tests import plugin
 from gradparity.tests.plugin import profile
 from gradparity.tests.strategies import cases
 
@@ -20,7 +21,9 @@ H = 1e-5
 FULL_JACOBIAN_MAX_ELEMENTS = 40
 
 
-def pytest_generate_tests(metafunc):  # every layer with a vjp, the user's own included (registered by then)
+def pytest_generate_tests(metafunc):
+    """Every layer with a vjp, the user's own included (activating the plugin loads them)."""
+    plugin._state(metafunc.config)
     metafunc.parametrize("layer", [name for name, layer in LAYERS.items() if layer.vjp is not None])
 
 

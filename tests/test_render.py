@@ -11,12 +11,16 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from gradparity.reports import render
-from gradparity.reports.__main__ import main as merge_main
-from gradparity.reports.__main__ import merge
-from gradparity.reports.rows import COLUMNS, NUMERIC, STATUSES
+from gradparity.reference import LAYERS
+from gradparity.reports import files
+from gradparity.reports.files import frame, read_rows
+from gradparity.reports.html import COLOURS, SORT_SCRIPT
+from gradparity.reports.merge import main as merge_main
+from gradparity.reports.merge import merge
 from gradparity.reports.plots import gradient_flow
-from gradparity.reports.render import PARTLY_NA, frame, read_rows, write_report
+from gradparity.reports.render import write_report
+from gradparity.reports.rows import COLUMNS, NUMERIC, STATUSES
+from gradparity.reports.tables import PARTLY_NA, step_table
 
 FILES = {"gradients.csv", "summary.csv", "report.html", "meta.json"}
 PLOT_FILES = {"plots/errors.png"}  # written when some check has a finite error
@@ -27,15 +31,18 @@ NOTES = {"conventions": [{"layer": "relu", "framework": "torch", "convention": "
 
 
 def row(**overrides):
-    """A passing gradient check with every column; override what a test is about."""
-    base = {"layer": "relu", "framework": "torch", "framework_version": "9.9", "reference": "oracle",
+    """A passing gradient check with every column; override what a test is about. Its family is its layer's
+    in the catalogue, "other" for a layer not there (as compare.check records it)."""
+    layer = overrides.get("layer", "relu")
+    base = {"family": LAYERS[layer].family if layer in LAYERS else "other",
+            "layer": "relu", "framework": "torch", "framework_version": "9.9", "reference": "oracle",
             "dtype": "float64", "case": "a", "kind": "grad", "name": "x", "shape": "(2,)",
             "max_abs_err": 1e-12, "max_rel_err": 1e-12, "err_eps": 4.5e3, "scale": 1.0, "condition": 1.0,
             "atol": 1e-10, "rtol": 1e-10, "status": "pass", "detail": "", "convention": "", "divergence": "",
             "tolerance_reason": "default", "attrs": "relu[float64](x(2,))", "reproduce": "", "profile": "",
             "max_ulp_err": 0.5, "ulp_where": "at (0,), x=1, got 0.5, exact 0.5", "precision": "ok",
             "ulp_oracle": "mpmath at 128 and 256 bits; measured 2 of 2", "ulp_lost": "", "special": "",
-            "nonfinite": "", "flushed": ""}
+            "nonfinite": "", "flushed": "", "edges": ""}
     assert set(base) == set(COLUMNS)
     return {**base, **overrides}
 
@@ -155,11 +162,14 @@ def test_merge_of_a_partial_input_is_partial(tmp_path):
     assert run["partial"] and run["missing"] == ["t[dense-torch]"] and "a worker crashed" in run["why"]
 
 
-def test_render_reads_no_current_tables():
-    """A report must show what its run recorded, so render never imports the live tables."""
-    code = ("import sys, gradparity.reports.render, gradparity.reports.__main__; "
-            "print([m for m in sys.modules if m.startswith(('gradparity.adapters', 'gradparity.reports.tolerances', "
-            "'gradparity.reports.compare'))])")
+def test_render_reads_no_current_tables(tmp_path):
+    """A report must show what its run recorded, so the report's modules never import the live tables: the
+    catalogue, adapters, tolerances, divergences or compare (not even to write a report of current rows)."""
+    code = ("import sys, gradparity.reports.render, gradparity.reports.merge, gradparity.reports.html, "
+            "gradparity.reports.tables, gradparity.reports.files, gradparity.reports.__main__; "
+            f"gradparity.reports.render.write_report([{row()!r}], {str(tmp_path)!r}); "
+            "print([m for m in sys.modules if m.startswith(('gradparity.reference', 'gradparity.adapters', "
+            "'gradparity.reports.tolerances', 'gradparity.reports.divergences', 'gradparity.reports.compare'))])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
 
@@ -169,14 +179,15 @@ def test_every_string_from_the_data_is_escaped(tmp_path):
     notes = {"conventions": [{"layer": script, "framework": "torch", "convention": bold, "reason": script}],
              "divergences": [{"key": bold, "layer": script, "framework": "torch", "dtype": "float64",
                               "reason": script, "measured": bold, "bound": "any error"}]}
-    rows = [row(layer=script, attrs=bold, detail=script, framework_version=bold),
-            row(layer=script, framework=bold, case="b", status="fail", detail=bold, reproduce=script),
-            row(layer=script, case="c", name="W", status="not_applicable", detail=script),
-            row(layer=script, case="d", status="known_divergence", divergence=bold, convention=script)]
+    hostile = {"layer": script, "family": '">' + bold}  # a family that would close an attribute
+    rows = [row(**hostile, attrs=bold, detail=script, framework_version=bold),
+            row(**hostile, framework=bold, case="b", status="fail", detail=bold, reproduce=script),
+            row(**hostile, case="c", name="W", status="not_applicable", detail=script),
+            row(**hostile, case="d", status="known_divergence", divergence=bold, convention=script)]
     write_report(rows, tmp_path, notes=notes, run={"partial": True, "missing": [script], "why": bold})
     raw = (tmp_path / "report.html").read_text()
     page = Page(raw)
-    assert page.tags.count("script") == 1 and page.scripts == [render.SORT_SCRIPT]  # the page's own, only
+    assert page.tags.count("script") == 1 and page.scripts == [SORT_SCRIPT]  # the page's own, only
     assert "b" not in page.tags
     text = "".join(page.text)
     assert script in text and bold in text and "&lt;script&gt;" in raw
@@ -204,7 +215,7 @@ def test_csv_cells_are_neutralized_and_read_back_exactly(tmp_path):
 
 def test_files_are_replaced_atomically(tmp_path, monkeypatch):
     replaced, real_replace = [], os.replace
-    monkeypatch.setattr(render.os, "replace", lambda src, dst: (replaced.append((src, dst)), real_replace(src, dst)))
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (replaced.append((src, dst)), real_replace(src, dst)))
     write_report([row()], tmp_path)
     assert sorted(os.path.basename(dst) for _, dst in replaced) == sorted(FILES | {"errors.png"})
     assert all(os.path.dirname(src) == os.path.dirname(dst) for src, dst in replaced)
@@ -220,7 +231,7 @@ def test_files_are_replaced_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_report([row(case="new")], tmp_path)
     monkeypatch.undo()
-    monkeypatch.setattr(render.os, "replace", fail)  # the rename fails, after a temp file was written
+    monkeypatch.setattr(files.os, "replace", fail)  # the rename fails, after a temp file was written
     with pytest.raises(OSError):
         write_report([row(case="new")], tmp_path)
     assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
@@ -260,7 +271,7 @@ def test_groups_with_not_applicable_checks_do_not_read_as_pass(tmp_path):
     na = "".join(Page(section(page, "Checks that were not applicable")).text)
     assert "relu has no W" in na and "random mask" in na
     assert "relu has no W" not in section(page, "Every check that did not pass")
-    assert render.COLOURS[PARTLY_NA] != render.COLOURS["pass"]
+    assert COLOURS[PARTLY_NA] != COLOURS["pass"]
 
 
 def test_flow_rows_draw_the_gradient_flow_plot_and_old_reports_without_profiles_do_not(tmp_path):
@@ -279,7 +290,7 @@ def test_training_rows_get_errors_per_step_and_the_recorded_defaults_which_a_mer
              for t in (1, 2, 3) for c, size in (("a", 1.0), ("b", 0.5)) for n in ("w", "m")]
     notes = {"training": {"defaults": [{"item": "sgd_step", "setting": "lr", "torch": "1e-3", "keras": "0.01"}],
                           "gaps": [{"layer": "sgd_step", "convention": "defaults", "|g|~1: step 1": 0.022}]}}
-    table = render.step_table(frame([row(), *steps]))  # the worst over cases and outputs, per step
+    table = step_table(frame([row(), *steps]))  # the worst over cases and outputs, per step
     assert list(table.columns) == ["layer", "framework", "dtype", "step 1", "step 2", "step 3"]
     assert table.iloc[0, 3:].tolist() == ["0.1", "0.2", "0.3"] and len(table) == 1
     write_report([row(), *steps], tmp_path / "one", notes=notes)

@@ -14,14 +14,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradparity.reports import cli, plots, render
+from gradparity.reference import LAYERS
+from gradparity.reports import cli, plots
 from gradparity.reports.drift import FACTOR, compare, drift
-from gradparity.reports.render import COLOURS, FAMILY_ORDER, family, frame, write_report
+from gradparity.reports.files import frame
+from gradparity.reports.html import COLOURS, SORT_SCRIPT
+from gradparity.reports.render import write_report
+from gradparity.reports.tables import FAMILY_ORDER, layer_families
 
 from .test_render import row
 
-SECTIONS = ["glance", "plots", "summary", "precision", "special", "training", "conventions", "divergences", "not-applicable", "not-passing",
-            "worst-passing"]
+SECTIONS = ["glance", "plots", "summary", "precision", "special", "training", "conventions", "divergences",
+            "not-applicable", "not-passing", "worst-passing"]
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)><b>'
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "nav", "strong", "ol",
              "li", "a", "table", "thead", "tbody", "tr", "th", "td", "details", "summary", "figure", "img",
@@ -163,7 +167,7 @@ def test_status_and_verdict_cells_are_coloured(report):
 def test_no_markup_from_the_data_and_nothing_from_outside(report):
     _, raw, page = report
     assert {tag for tag, _ in page.tags} <= PAGE_TAGS
-    assert page.scripts == [render.SORT_SCRIPT] and [t for t, _ in page.tags].count("script") == 1
+    assert page.scripts == [SORT_SCRIPT] and [t for t, _ in page.tags].count("script") == 1
     assert not any(k.startswith("on") for _, attrs in page.tags for k in attrs)
     assert [a.get("src", "")[:22] for t, a in page.tags if t == "img"] == ["data:image/png;base64,"]
     assert not any(v and re.match(r"(https?:)?//", v) for _, a in page.tags for k, v in a.items()
@@ -202,14 +206,28 @@ def test_long_tables_wrap_and_sort(report):
     detail = page.table("not-passing", "detail (worst)")
     col = detail[0].index("detail (worst)")
     assert all("long" in r[col]["class"].split() for r in detail[1])
-    assert "click" in render.SORT_SCRIPT and "sortable" in render.SORT_SCRIPT
+    assert "click" in SORT_SCRIPT and "sortable" in SORT_SCRIPT
 
 
-def test_every_catalogue_layer_has_a_family():
-    from gradparity.reference.catalogue import LAYERS
+def test_the_report_groups_layers_by_the_family_their_rows_name(tmp_path):
+    """The family is the rows': a family FAMILY_ORDER does not name comes after the ones it does, alphabetically,
+    and before "other"; rows from before the family column get their layer's family in the catalogue."""
+    rows = [row(layer="relu"), row(layer="dense", family="activations", case="b"),  # the row's family, not the layer's
+            row(layer="mine", family="my family", case="c"), row(layer="zeta", family="another", case="d"),
+            row(layer="theirs", family="other", case="e")]
+    write_report(rows, tmp_path)
+    page = Page((tmp_path / "report.html").read_text(encoding="utf-8"))
+    assert [h for h in page.h3 if h.startswith("summary-")] == [
+        "summary-activations", "summary-another", "summary-my-family", "summary-other"]
+    grid = next(t for t in page.tables if t["under"] == "glance")
+    heads = [r[0] for r in grid["rows"] if r and {"row_heading", "level0"} <= set(r[0]["class"].split())]
+    assert [h["text"] for h in heads] == ["activations", "another", "my family", "other"]
+    assert set(page.links) <= page.ids
 
-    assert {name: family(name) for name in LAYERS if family(name) == "other"} == {}
-    assert family("a_users_own_layer") == "other" and set(render.FAMILIES) | {"other"} == set(FAMILY_ORDER)
+    old = pd.DataFrame([row(layer="lstm"), row(layer="a_users_own_layer", case="b")]).drop(columns="family")
+    assert dict(zip(frame(old)["layer"], frame(old)["family"])) == {"lstm": "recurrent", "a_users_own_layer": "other"}
+    assert frame([row(layer="lstm", family="")])["family"].tolist() == ["recurrent"]
+    assert {layer.family for layer in LAYERS.values()} <= set(FAMILY_ORDER)  # every built-in family has its place
 
 
 def test_the_plot_leaves_out_nan_errors_and_marks_the_pass_line():
@@ -224,7 +242,7 @@ def test_the_plot_leaves_out_nan_errors_and_marks_the_pass_line():
     assert any(list(line.get_xdata()) == [1.0, 1.0] for line in ax.lines)
     assert plots.errors_against_tolerance(frame([row(max_abs_err=float("nan"))])) is None
     two = frame([row(layer="dense"), row(layer="relu", case="b"), row(layer="lstm", case="c")])
-    fig = plots.errors_against_tolerance(two, ["dense", "relu", "lstm"], family)
+    fig = plots.errors_against_tolerance(two, ["dense", "relu", "lstm"], layer_families(two).get)
     assert [t.get_text() for t in fig.axes[0].texts if t.get_text() in FAMILY_ORDER] == [
         "dense", "activations", "recurrent"]
 
@@ -292,7 +310,7 @@ def test_drift_highlights_verdict_and_error_changes_only(tmp_path):
     colour_of = page.background()
     verdicts = [c for r in body for h, c in zip(head, r) if h.endswith(" verdict")]
     assert verdicts and all(colour_of.get(c["id"]) == COLOURS[c["text"].split(" (")[0]] for c in verdicts)
-    assert {tag for tag, _ in page.tags} <= PAGE_TAGS and page.scripts == [render.SORT_SCRIPT]
+    assert {tag for tag, _ in page.tags} <= PAGE_TAGS and page.scripts == [SORT_SCRIPT]
     assert "&lt;script&gt;" in raw and set(page.links) <= page.ids
 
 
@@ -331,7 +349,7 @@ def test_a_huge_error_neither_stretches_the_plot_nor_loses_the_report(tmp_path):
     cannot be drawn costs only itself."""
 
     rows = [row(case="a", max_abs_err=2.77, atol=1e-292, status="known_divergence"), row(case="b")]
-    written = render.write_report(rows, tmp_path)
+    written = write_report(rows, tmp_path)
     assert (tmp_path / "plots" / "errors.png").stat().st_size > 0 and written is not None
 
     def broken(*args):
@@ -340,7 +358,7 @@ def test_a_huge_error_neither_stretches_the_plot_nor_loses_the_report(tmp_path):
     original = plots.PLOTS["errors"]
     plots.PLOTS["errors"] = (original[0], broken)
     try:
-        render.write_report(rows, tmp_path / "again")
+        write_report(rows, tmp_path / "again")
     finally:
         plots.PLOTS["errors"] = original
     page = (tmp_path / "again" / "report.html").read_text()

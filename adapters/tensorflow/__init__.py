@@ -12,7 +12,7 @@ defaults differ between frameworks.
 
 from __future__ import annotations
 
-from ..base import FrameworkAdapter, NotApplicable
+from ..base import FrameworkAdapter
 from . import activations, attention, clipping, conv, dense, dropout, embedding, losses, norm  # noqa: F401
 from . import optimizers, pooling, recurrent, training  # noqa: F401
 from .core import builder, keras, tf
@@ -31,12 +31,11 @@ class TensorFlowAdapter(FrameworkAdapter):
     def version(self):
         return f"{tf().__version__} (keras {keras().__version__})"
 
-    def run(self, case):
+    def refusal(self, case):
         if case.attrs.get("batched") is False:
-            raise NotApplicable("Keras layers take a batch axis: an input without one is refused (Conv2D: "
-                                "ValueError 'expected min_ndim=4, found ndim=3'; MaxPooling2D: 'expected ndim=4'); "
-                                "unbatched inputs are PyTorch's")
-        return super().run(case)
+            return ("Keras layers take a batch axis: an input without one is refused (Conv2D: ValueError 'expected "
+                    "min_ndim=4, found ndim=3'; MaxPooling2D: 'expected ndim=4'); unbatched inputs are PyTorch's")
+        return super().refusal(case)
 
     def tensor(self, array, dtype, watch):
         return tf().constant(array)

@@ -1,7 +1,7 @@
 """Keras builders: the losses, as Keras loss classes (tf.nn for pos_weight), every reduction."""
 
 from ...reference import Convention
-from ..base import NotApplicable, stateless
+from ..base import stateless
 from .core import builder, keras, tf
 
 # Keras reduces per-sample losses, each the mean over the last axis (see _per_element).
@@ -37,7 +37,18 @@ def _channels_last(v):
     return v if rank == 2 else tf().transpose(v, [0, *range(2, rank), 1])
 
 
-@builder("cross_entropy", convention=Convention(
+def _class_weights_refusal(case):
+    if "weight" not in case.arrays:
+        return None
+    if case.attrs["target_type"] == "probabilities":
+        return ("Keras' CategoricalCrossentropy has no class weights: a sample weight scales a sample's whole loss, "
+                "not each class's term of a probability target")
+    if case.attrs["label_smoothing"] > 0:
+        return ("with label smoothing PyTorch weighs each class's term of the smoothed target by its own weight w_k; "
+                "a Keras sample weight scales the whole loss by w[y]")
+
+
+@builder("cross_entropy", refuses=_class_weights_refusal, convention=Convention(
     {"empty_mean": "zero"}, "a mean over no label (every label equal to ignore_class, or sample weights summing to "
                             "0) divides with divide_no_nan: loss 0, gradient 0 (PyTorch: NaN); measured with keras "
                             "3.15.1"))
@@ -51,18 +62,12 @@ def cross_entropy(t, a, dtype):
     logits, eps, weighted = _channels_last(t["logits"]), a["label_smoothing"], "weight" in t
     reduction = _REDUCTION[a["reduction"]]
     if a["target_type"] == "probabilities":
-        if weighted:
-            raise NotApplicable("Keras' CategoricalCrossentropy has no class weights: a sample weight scales a "
-                                "sample's whole loss, not each class's term of a probability target")
         return _loss(losses.CategoricalCrossentropy, _channels_last(t["probs"]), logits, dtype, from_logits=True,
                      label_smoothing=eps, reduction=reduction)
     labels, ignore = t["labels"], a["ignore_index"]
     if eps == 0 and not weighted:  # what a Keras user writes for integer labels
         return _loss(losses.SparseCategoricalCrossentropy, labels, logits, dtype, from_logits=True,
                      ignore_class=None if ignore == -100 else ignore, reduction=reduction)
-    if eps > 0 and weighted:
-        raise NotApplicable("with label smoothing PyTorch weighs each class's term of the smoothed target by its "
-                            "own weight w_k; a Keras sample weight scales the whole loss by w[y]")
     keep = tf().not_equal(labels, ignore)
     sample_weight = tf().cast(keep, dtype)
     if weighted:

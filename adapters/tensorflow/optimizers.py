@@ -5,7 +5,7 @@ slot variables read after each step. Every argument is passed, clipping and EMA 
 import numpy as np
 
 from ...reference import Convention
-from ..base import Built, NotApplicable
+from ..base import Built
 from .core import KERAS_LR, NO_CLIPPING, builder, keras, tf
 
 def _trajectory(t, dtype, opt, states=()):
@@ -32,13 +32,16 @@ def sgd_step(t, a, dtype):
         learning_rate=a["lr"], momentum=0.0, nesterov=False, weight_decay=a["weight_decay"], **NO_CLIPPING))
 
 
-@builder("momentum_step", convention=Convention(
+def _dampened(case):
+    if case.attrs["dampening"] != 0:
+        return "keras.optimizers.SGD has no dampening"
+
+
+@builder("momentum_step", refuses=_dampened, convention=Convention(
     {"decay_form": "decoupled", "momentum_form": "velocity", "float32_hypers": ("lr", "weight_decay", "momentum")},
     "weight_decay shrinks w - w wd lr before the step (base_optimizer._apply_weight_decay); m = mu m - lr "
     "g; w += m, nesterov w += mu m - lr g; no dampening. " + KERAS_LR))
 def momentum_step(t, a, dtype):
-    if a["dampening"] != 0:
-        raise NotApplicable("keras.optimizers.SGD has no dampening")
     return _trajectory(t, dtype, keras().optimizers.SGD(
         learning_rate=a["lr"], momentum=a["momentum"], nesterov=a["nesterov"], weight_decay=a["weight_decay"],
         **NO_CLIPPING), (("m", "momentums"),))

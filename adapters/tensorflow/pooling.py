@@ -7,15 +7,16 @@ import numpy as np
 from ...reference import Convention
 from ...reference.conv import same_pads  # the oracle's rule for 'same': one formula
 from ...reference.pooling import pool_pads  # the oracle's padding and ceil_mode rule: one formula
-from ..base import Built, NotApplicable
+from ..base import Built
 from .core import NCHW, NHWC, builder, keras, tf
 
-def _pool_setup(t, a):
+
+def _pool_setup(x_shape, a):
     """kernel, stride, dilation; the padding of each side including ceil_mode's
     overhang (the oracle's rule); the part of it the window count may include."""
     kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
     dilation = (a.get("dilation_h", 1), a.get("dilation_w", 1))
-    x = np.zeros((1, 1) + tuple(t["x"].shape[2:]))
+    x = np.zeros((1, 1) + tuple(x_shape[2:]))
     pads, counted = pool_pads(x, kernel, stride, dilation, a["padding"], a["pad_h"], a["pad_w"], a["ceil_mode"])
     return kernel, stride, dilation, pads, counted
 
@@ -41,7 +42,7 @@ def max_pool2d(t, a, dtype):
     tf.nn.pool has (dilations), for strides of 1 only; a stride s is then the
     stride-1 dilated pooling subsampled every s-th window (the same windows,
     as the Conv adapter does for Keras' dilated convolutions)."""
-    kernel, stride, dilation, pads, _ = _pool_setup(t, a)
+    kernel, stride, dilation, pads, _ = _pool_setup(t["x"].shape, a)
     mode, pad = a["padding"], (lambda x: x)
     dilated = max(dilation) > 1
     if mode == "explicit" or a["ceil_mode"] or dilated:
@@ -58,37 +59,45 @@ def max_pool2d(t, a, dtype):
                                                data_format="channels_last", dtype=dtype), pad)
 
 
-@builder("avg_pool2d")
-def avg_pool2d(t, a, dtype):
-    """AveragePooling2D('same') leaves padded cells out of the count; counting them
-    is ZeroPadding2D then 'valid' pooling (the zeros are cells). ceil_mode's partial
-    window, averaged over the cells it covers, is 'same' pooling where TensorFlow's
-    'same' padding happens to be exactly that overhang (all at the bottom/right)."""
+def _avg_pool_form(x_shape, a):
+    """How AveragePooling2D runs a case: (its padding mode, the counted padding
+    ZeroPadding2D adds first or None), or the reason it cannot. It leaves padded
+    cells out of the count only as 'same' padding; counting them is ZeroPadding2D
+    then 'valid' pooling (the zeros are cells). ceil_mode's partial window,
+    averaged over the cells it covers, is 'same' pooling where TensorFlow's 'same'
+    padding happens to be exactly that overhang (all at the bottom/right)."""
     if a["divisor_override"] is not None:
-        raise NotApplicable("keras.layers.AveragePooling2D has no divisor_override: it always divides by the "
-                            "cells it counts")
-    kernel, stride, _, pads, counted = _pool_setup(t, a)
-    sizes = tuple(t["x"].shape[2:])
+        return "keras.layers.AveragePooling2D has no divisor_override: it always divides by the cells it counts"
+    kernel, stride, _, pads, counted = _pool_setup(x_shape, a)
+    sizes = tuple(x_shape[2:])
     if not any(sum(p) for p in pads):
-        mode, pad = "valid", (lambda x: x)
-    elif a["count_include_pad"]:
-        pad = (keras().layers.ZeroPadding2D(counted, data_format="channels_last", dtype=dtype)
-               if any(sum(p) for p in counted) else (lambda x: x))
+        return "valid", None
+    if a["count_include_pad"]:
         overhang = tuple((0, a_ - c) for (_, a_), (_, c) in zip(pads, counted))
         padded = tuple(n + sum(c) for n, c in zip(sizes, counted))
         if not any(sum(p) for p in overhang):
-            mode = "valid"
-        elif _tf_same(padded, kernel, stride) == overhang:
-            mode = "same"
-        else:
-            raise NotApplicable(f"AveragePooling2D has no ceil_mode: the partial window {overhang} past the counted "
-                                f"padding is not the 'same' padding {_tf_same(padded, kernel, stride)}")
-    elif pads == _tf_same(sizes, kernel, stride):
-        mode, pad = "same", (lambda x: x)
-    else:
-        raise NotApplicable(f"AveragePooling2D leaves padding out of the count only as 'same' padding "
-                            f"{_tf_same(sizes, kernel, stride)}; padding {pads} (with ceil_mode's overhang) has no "
-                            "Keras form")
+            return "valid", counted
+        if _tf_same(padded, kernel, stride) == overhang:
+            return "same", counted
+        return (f"AveragePooling2D has no ceil_mode: the partial window {overhang} past the counted padding is not "
+                f"the 'same' padding {_tf_same(padded, kernel, stride)}")
+    if pads == _tf_same(sizes, kernel, stride):
+        return "same", None
+    return (f"AveragePooling2D leaves padding out of the count only as 'same' padding "
+            f"{_tf_same(sizes, kernel, stride)}; padding {pads} (with ceil_mode's overhang) has no Keras form")
+
+
+def _avg_pool_refusal(case):
+    form = _avg_pool_form(case.arrays["x"].shape, case.attrs)
+    return form if isinstance(form, str) else None
+
+
+@builder("avg_pool2d", refuses=_avg_pool_refusal)
+def avg_pool2d(t, a, dtype):
+    mode, counted = _avg_pool_form(t["x"].shape, a)
+    pad = (keras().layers.ZeroPadding2D(counted, data_format="channels_last", dtype=dtype)
+           if counted is not None and any(sum(p) for p in counted) else (lambda x: x))
+    kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
     return _pooled(keras().layers.AveragePooling2D(pool_size=kernel, strides=stride, padding=mode,
                                                    data_format="channels_last", dtype=dtype), pad)
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ...reference import Convention
-from ..base import Built, Param, param, seed_of
+from ..base import Built, Param, param
 from .core import builder, keras, tf
 
 # Keras stores the kernel (I, G H) and recurrent kernel (H, G H) in the canonical
@@ -130,13 +130,13 @@ def _stacked(make, bias, reorder, t, dtype, states):
     return Built(apply, params)
 
 
-def _bidirectional(make, bias, reorder, t, dtype, states):
+def _bidirectional(make, bias, reorder, t, a, dtype, states):
     options = {"zero_output_for_mask": True} if "lengths" in t else {}  # forced by Bidirectional anyway
     layer = keras().layers.Bidirectional(make(t, dtype, "_l0", **options), merge_mode="concat", dtype=dtype)
     layer.build(tuple(t["x"].shape))
     params = (_load(layer.forward_layer, t, None, bias, reorder, "_l0")
               + _load(layer.backward_layer, t, None, bias, reorder, "_l0_reverse"))
-    call = _masked_call(layer, t, dtype) if "lengths" in t else (lambda t, init: layer(t["x"], initial_state=init))
+    call = _masked_call(layer, t, a, dtype) if "lengths" in t else (lambda t, init: layer(t["x"], initial_state=init))
     k = len(states)
 
     def apply(t):
@@ -158,30 +158,23 @@ def stacked_gru(t, a, dtype):
 
 @builder("bidirectional_lstm")
 def bidirectional_lstm(t, a, dtype):
-    return _bidirectional(_keras_lstm, _summed_bias(t), _same, t, dtype, ("h0", "c0"))
+    return _bidirectional(_keras_lstm, _summed_bias(t), _same, t, a, dtype, ("h0", "c0"))
 
 
 @builder("bidirectional_gru")
 def bidirectional_gru(t, a, dtype):
-    return _bidirectional(_keras_gru, _two_biases(t), _GRU_ORDER, t, dtype, ("h0",))
+    return _bidirectional(_keras_gru, _two_biases(t), _GRU_ORDER, t, a, dtype, ("h0",))
 
 
 # Variable-length sequences as Keras users give them: a boolean mask (N, T) passed as
 # mask=, or a keras.layers.Masking layer in front, which masks the steps whose
 # features all equal mask_value (the padded steps of x are set to it first; 0.0
-# unless some valid step is all zeros, then an integer above every |x|). Both
-# routes are run, alternately, chosen by the case's numbers (``masking_route``:
-# a replay takes the same). zero_output_for_mask=True is padded_output "zeros",
+# unless some valid step is all zeros, then an integer above every |x|): the
+# case's ``route``. zero_output_for_mask=True is padded_output "zeros",
 # False (Keras' default) "repeat"; return_sequences=False returns the last step's
 # output. Keras 3 hands a Masking layer's mask on only to a layer called with one
 # tensor argument: with initial_state (the case's h0, c0, always passed: their
 # gradients are checked) the mask is dropped (see the known divergence).
-
-def masking_route(x: np.ndarray) -> bool:
-    """Whether the TensorFlow adapter masks this case with a keras.layers.Masking
-    layer (else with mask=): half the cases each, by the case's numbers."""
-    return seed_of(x) % 2 == 1
-
 
 def _masking_value(x, valid):
     # TensorFlow reads subnormals as 0 (denormals-are-zero): Masking(0) would drop a
@@ -190,25 +183,25 @@ def _masking_value(x, valid):
     zero_steps = np.all(np.abs(x) < np.finfo(x.dtype).tiny, axis=-1) & valid
     return 0.0 if not zero_steps.any() else float(np.ceil(np.abs(x).max())) + 1.0
 
+
 MASKED = Convention(
-    {}, "a mask (mask= or a Masking layer, alternately) keeps the state and passes no gradient at a padded step; y "
+    {}, "a mask (mask= or a Masking layer: the case's route) keeps the state and passes no gradient at a padded step; y "
         "there is the previous output repeated by default (zero_output_for_mask=False: padded_output 'repeat', the "
         "state after the last valid step) or 0 (zero_output_for_mask=True: 'zeros'); return_sequences=False returns "
         "the last step's output, so 0 for a short sequence under zero_output_for_mask=True; measured")
 MASKED_BIDIRECTIONAL = Convention(
-    {}, "Bidirectional(merge_mode='concat') over a mask (mask= or a Masking layer, alternately): the backward layer "
+    {}, "Bidirectional(merge_mode='concat') over a mask (mask= or a Masking layer: the case's route): the backward layer "
         "(go_backwards) reads the whole padded sequence reversed, so its masked steps come first and keep the "
         "initial state: the valid part is processed reversed, as PyTorch's packed sequences do; Bidirectional forces "
         "zero_output_for_mask when it returns sequences, so y is 0 at padded steps; measured")
 
 
-
-def _masked_call(layer, t, dtype):
-    """``call(t, initial_state)``: the layer on x masked by the case's lengths, by one
-    of the two routes (``masking_route``)."""
+def _masked_call(layer, t, a, dtype):
+    """``call(t, initial_state)``: the layer on x masked by the case's lengths, by the
+    case's route (mask=, or a Masking layer)."""
     x, lengths = t["x"].numpy(), t["lengths"].numpy()
     valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
-    if masking_route(x):
+    if a["route"] == "masking_layer":
         value = _masking_value(x, valid)
         masking = keras().layers.Masking(mask_value=value, dtype=dtype)
 
@@ -223,7 +216,7 @@ def _masked(make, bias, reorder, t, a, dtype, states):
     layer = make(t, dtype, return_sequences=a["return_sequences"],
                  zero_output_for_mask=a["padded_output"] == "zeros")
     params = _load(layer, t, t["x"].shape, bias, reorder)
-    call = _masked_call(layer, t, dtype)
+    call = _masked_call(layer, t, a, dtype)
 
     def apply(t):
         y, *last = call(t, [t[s] for s in states])

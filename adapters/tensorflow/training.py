@@ -14,7 +14,8 @@ def train_step(t, a, dtype):
     """Dense -> ReLU -> Dense and SparseCategoricalCrossentropy(from_logits=True); per
     batch a GradientTape, the gradients read, then optimizer.apply_gradients with the
     optimizer's own global_clipnorm (None when max_norm is inf)."""
-    first, second = dense_layer(t["W1"].shape[1], t["W1"], t["b1"], dtype), dense_layer(t["W2"].shape[1], t["W2"], t["b2"], dtype)
+    first = dense_layer(t["W1"].shape[1], t["W1"], t["b1"], dtype)
+    second = dense_layer(t["W2"].shape[1], t["W2"], t["b2"], dtype)
     relu = keras().layers.ReLU(dtype=dtype)
     loss_fn = keras().losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum_over_batch_size",
                                                            dtype=dtype)

@@ -1,4 +1,4 @@
-"""PyTorch: leaf tensors with ``requires_grad``, the nn modules users use, autograd.
+"""PyTorch: leaf tensors with ``requires_grad``, the nn modules users use, ``loss.backward()``.
 
 Builders, one per catalogue layer and grouped by family like the oracle
 (``dense.py``, ``conv.py``, ...), take the case's arrays as tensors (``t``), its
@@ -39,13 +39,17 @@ class TorchAdapter(FrameworkAdapter):
         return T.tensor(array, dtype=getattr(T, dtype), requires_grad=watch)
 
     def forward_backward(self, forward, tensors, cotangents, sources, dtype):
+        """The user's own call: ``loss.backward()``, then each leaf's ``.grad`` (through
+        AccumulateGrad and any hook on the parameters, as in a training loop). Every
+        module and tensor is new for the case, so each ``.grad`` starts empty; a leaf
+        the loss does not reach keeps ``.grad`` None: its gradient is zero."""
         T = torch()
         outs = forward(tensors)
         loss = sum((outs[n] * T.as_tensor(g, dtype=getattr(T, dtype))).sum() for n, g in cotangents.items())
-        grads = (T.autograd.grad(loss, sources, allow_unused=True) if sources and loss.requires_grad
-                 else [None] * len(sources))
+        if sources and loss.requires_grad:
+            loss.backward()
         return ({n: out.detach().numpy() for n, out in outs.items()},
-                [T.zeros_like(s).numpy() if g is None else g.detach().numpy() for s, g in zip(sources, grads)])
+                [T.zeros_like(s).numpy() if s.grad is None else s.grad.detach().numpy() for s in sources])
 
 
 ADAPTER = TorchAdapter(builder)

@@ -1,7 +1,7 @@
 """PyTorch builders: gradient clipping, as clip_grad_value_ / clip_grad_norm_ act on .grad of parameters."""
 
 from ...reference import Convention
-from ..base import Built, NotApplicable
+from ..base import Built
 from .core import builder, nn, torch
 
 
@@ -14,15 +14,14 @@ def _with_grads(*grads):
     return params
 
 
-def _function_route(a):
-    if a["route"] != "function":
-        raise NotApplicable("torch.optim optimizers take no clipping argument: PyTorch clips with "
-                            "nn.utils.clip_grad_value_ / clip_grad_norm_ (the function route)")
+def _optimizer_route(case):
+    if case.attrs["route"] != "function":
+        return ("torch.optim optimizers take no clipping argument: PyTorch clips with nn.utils.clip_grad_value_ / "
+                "clip_grad_norm_ (the function route)")
 
 
-@builder("clip_by_value")
+@builder("clip_by_value", refuses=_optimizer_route)
 def clip_by_value(t, a, dtype):
-    _function_route(a)
     def apply(t):
         (p,) = _with_grads(t["g"])
         nn().utils.clip_grad_value_([p], clip_value=a["clip_value"], foreach=False)
@@ -30,11 +29,10 @@ def clip_by_value(t, a, dtype):
     return Built(apply)
 
 
-@builder("clip_by_norm", convention=Convention(
+@builder("clip_by_norm", refuses=_optimizer_route, convention=Convention(
     {"norm_eps": 1e-6}, "clip_grad_norm_: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1; a norm exactly at "
                         "the threshold is scaled by c / (c + 1e-6)"))
 def clip_by_norm(t, a, dtype):
-    _function_route(a)
     def apply(t):
         (p,) = _with_grads(t["g"])
         nn().utils.clip_grad_norm_([p], max_norm=a["max_norm"], norm_type=2.0,
@@ -43,11 +41,10 @@ def clip_by_norm(t, a, dtype):
     return Built(apply)
 
 
-@builder("clip_by_global_norm", convention=Convention(
+@builder("clip_by_global_norm", refuses=_optimizer_route, convention=Convention(
     {"norm_eps": 1e-6}, "clip_grad_norm_ over all tensors: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1; "
                         "returns the norm before clipping"))
 def clip_by_global_norm(t, a, dtype):
-    _function_route(a)
     names = [n for n in ("g1", "g2") if n in t]
 
     def apply(t):

@@ -1,7 +1,7 @@
 """PyTorch builders: batch, layer, RMS and group normalization."""
 
 from ...reference import Convention
-from ..base import Built, NotApplicable, param
+from ..base import Built, param
 from .core import builder, nn, set_, torch
 
 
@@ -57,10 +57,13 @@ def layer_norm(t, a, dtype):
     return Built(lambda t: ln(t["x"]), _affine(ln, t))
 
 
-@builder("rms_norm")
+def _keras_route(case):
+    if case.attrs["route"] != "rms_normalization":
+        return f"route {case.attrs['route']} is a Keras way to RMS normalization; PyTorch has one, nn.RMSNorm"
+
+
+@builder("rms_norm", refuses=_keras_route)
 def rms_norm(t, a, dtype):
-    if a["route"] != "rms_normalization":
-        raise NotApplicable(f"route {a['route']} is a Keras way to RMS normalization; PyTorch has one, nn.RMSNorm")
     x = t["x"]
     rn = nn().RMSNorm(tuple(x.shape[x.ndim - a["axes"]:]), eps=a["eps"], elementwise_affine="gamma" in t, dtype=dtype)
     if "gamma" not in t:

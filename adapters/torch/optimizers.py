@@ -4,7 +4,7 @@ the state are read after each. foreach/fused are off (the single-tensor path, th
 same on every machine)."""
 
 from ...reference import Convention
-from ..base import Built, NotApplicable
+from ..base import Built
 from .core import builder, nn, torch
 
 
@@ -35,13 +35,16 @@ def sgd_step(t, a, dtype):
         maximize=False, foreach=False, differentiable=False, fused=False))
 
 
-@builder("momentum_step", convention=Convention(
+def _nesterov_dampened(case):
+    if case.attrs["nesterov"] and case.attrs["dampening"] != 0:
+        return "torch.optim.SGD refuses nesterov with dampening != 0 (ValueError)"
+
+
+@builder("momentum_step", refuses=_nesterov_dampened, convention=Convention(
     {"decay_form": "l2", "momentum_form": "buffer", "float32_hypers": ()},
     "L2 decay grad + wd p; buf = d on the first step, then buf.mul_(mu).add_(d, alpha=1 - dampening); nesterov steps "
     "with d + mu buf; param.add_(., alpha=-lr)"))
 def momentum_step(t, a, dtype):
-    if a["nesterov"] and a["dampening"] != 0:
-        raise NotApplicable("torch.optim.SGD refuses nesterov with dampening != 0 (ValueError)")
     return _trajectory(t, lambda p: torch().optim.SGD(
         p, lr=a["lr"], momentum=a["momentum"], dampening=a["dampening"], weight_decay=a["weight_decay"],
         nesterov=a["nesterov"], maximize=False, foreach=False, differentiable=False, fused=False),

@@ -4,14 +4,14 @@ before max pooling, nn.ZeroPad2d before counted average pooling."""
 
 from ...reference import Convention
 from ...reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
-from ..base import Built, NotApplicable
+from ..base import Built
 from .core import builder, nn, torch
 
 
-def _pool_pads(t, a):
+def _pool_pads(x_shape, a):
     kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
     dilation = (a.get("dilation_h", 1), a.get("dilation_w", 1))
-    pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), tuple(t["x"].shape[-2:]),
+    pads = resolve_padding(a["padding"], ((a["pad_h"],) * 2, (a["pad_w"],) * 2), tuple(x_shape[-2:]),
                            kernel, stride, dilation)
     return kernel, stride, dilation, pads, all(before == after for before, after in pads)
 
@@ -24,7 +24,7 @@ def _pool_pads(t, a):
     "isnan(val)): a window holding NaN gives NaN and its LAST NaN gets the gradient ([[1, nan], [nan, 2]] routes to "
     "(1, 0))"))
 def max_pool2d(t, a, dtype):
-    kernel, stride, dilation, pads, symmetric = _pool_pads(t, a)
+    kernel, stride, dilation, pads, symmetric = _pool_pads(t["x"].shape, a)
     padding, pad = (pads[0][0], pads[1][0]), (lambda x: x)
     if not symmetric or any(2 * b > k for (b, _), k in zip(pads, kernel)):
         # 'same' with one pixel more at the bottom/right, or more than MaxPool2d takes (half the
@@ -36,14 +36,19 @@ def max_pool2d(t, a, dtype):
     return Built(lambda t: pool(pad(t["x"])))
 
 
-@builder("avg_pool2d")
+def _uncounted_asymmetric(case):
+    a = case.attrs
+    *_, pads, symmetric = _pool_pads(case.arrays["x"].shape, a)
+    if not symmetric and not a["count_include_pad"] and a["divisor_override"] is None:
+        return (f"AvgPool2d pads symmetrically; the asymmetric 'same' padding {pads} left out of the count has no "
+                "PyTorch form")
+
+
+@builder("avg_pool2d", refuses=_uncounted_asymmetric)
 def avg_pool2d(t, a, dtype):
-    kernel, stride, _, pads, symmetric = _pool_pads(t, a)
+    kernel, stride, _, pads, symmetric = _pool_pads(t["x"].shape, a)
     padding, pad = (pads[0][0], pads[1][0]), (lambda x: x)
-    if not symmetric:
-        if not a["count_include_pad"] and a["divisor_override"] is None:
-            raise NotApplicable(f"AvgPool2d pads symmetrically; the asymmetric 'same' padding {pads} "
-                                "left out of the count has no PyTorch form")
+    if not symmetric:  # counted (or divided by divisor_override): the zeros padded first are cells
         padding, pad = 0, nn().ZeroPad2d((*pads[1], *pads[0]))
     pool = nn().AvgPool2d(kernel, stride, padding=padding, ceil_mode=a["ceil_mode"],
                           count_include_pad=a["count_include_pad"], divisor_override=a["divisor_override"])

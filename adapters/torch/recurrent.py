@@ -8,7 +8,7 @@ they are. The modules take and return states with a leading num_layers axis.
 
 from ...reference import Convention
 from ...reference.recurrent import param_names
-from ..base import Built, NotApplicable, param, same
+from ..base import Built, param, same
 from .core import builder, nn, set_, transpose
 
 
@@ -45,11 +45,14 @@ def lstm(t, a, dtype):
     return _recurrent(nn().LSTM(**_recurrent_sizes(t), proj_size=0, dtype=dtype), t, ("h0", "c0"))
 
 
-@builder("gru")
+def _reset_before(case):
+    if not case.attrs["reset_after"]:
+        return ("torch.nn.GRU only implements reset_after=True (the reset gate multiplies h W_hn + b_hn); "
+                "reset_after=False (r h_{t-1} before the matmul) has no PyTorch module")
+
+
+@builder("gru", refuses=_reset_before)
 def gru(t, a, dtype):
-    if not a["reset_after"]:
-        raise NotApplicable("torch.nn.GRU only implements reset_after=True (the reset gate multiplies "
-                            "h W_hn + b_hn); reset_after=False (r h_{t-1} before the matmul) has no PyTorch module")
     return _recurrent(nn().GRU(**_recurrent_sizes(t), dtype=dtype), t)
 
 
@@ -116,9 +119,6 @@ def _packed(module_cls, t, a, dtype, states=("h0",), **options):
     """A one-layer module run the way PyTorch users run a padded batch: pack_padded_sequence
     (enforce_sorted=False: the module sorts by length and unsorts states and outputs),
     the module on the packed sequence, pad_packed_sequence back to T with zeros."""
-    if a["padded_output"] != "zeros":
-        raise NotApplicable("pad_packed_sequence fills padded steps with one constant (padding_value); "
-                            "y repeating the last valid output (Keras' zero_output_for_mask=False) has no PyTorch form")
     rnn_utils = nn().utils.rnn
     built = _recurrent(module_cls(**_recurrent_sizes(t), dtype=dtype, **options), t, states)
     T = t["x"].shape[1]
@@ -132,26 +132,39 @@ def _packed(module_cls, t, a, dtype, states=("h0",), **options):
     return Built(apply, built.params)
 
 
-@builder("masked_rnn", convention=MASKED)
+def _keras_masking(case):
+    if case.attrs["route"] != "mask":
+        return ("a keras.layers.Masking layer is Keras' way to give the lengths; PyTorch has one, packed sequences "
+                "(pack_padded_sequence), run under route 'mask'")
+
+
+def _repeated_output(case):
+    if case.attrs["padded_output"] != "zeros":
+        return ("pad_packed_sequence fills padded steps with one constant (padding_value); y repeating the last "
+                "valid output (Keras' zero_output_for_mask=False) has no PyTorch form")
+    return _keras_masking(case)
+
+
+@builder("masked_rnn", convention=MASKED, refuses=_repeated_output)
 def masked_rnn(t, a, dtype):
     return _packed(nn().RNN, t, a, dtype, nonlinearity=a["nonlinearity"])
 
 
-@builder("masked_lstm", convention=MASKED)
+@builder("masked_lstm", convention=MASKED, refuses=_repeated_output)
 def masked_lstm(t, a, dtype):
     return _packed(nn().LSTM, t, a, dtype, ("h0", "c0"), proj_size=0)
 
 
-@builder("masked_gru", convention=MASKED)
+@builder("masked_gru", convention=MASKED, refuses=_repeated_output)
 def masked_gru(t, a, dtype):
     return _packed(nn().GRU, t, a, dtype)
 
 
-@builder("masked_bidirectional_lstm", convention=MASKED)
+@builder("masked_bidirectional_lstm", convention=MASKED, refuses=_keras_masking)
 def masked_bidirectional_lstm(t, a, dtype):
     return _deep(nn().LSTM, t, 1, 2, ("h0", "c0"), proj_size=0, dtype=dtype)
 
 
-@builder("masked_bidirectional_gru", convention=MASKED)
+@builder("masked_bidirectional_gru", convention=MASKED, refuses=_keras_masking)
 def masked_bidirectional_gru(t, a, dtype):
     return _deep(nn().GRU, t, 1, 2, dtype=dtype)
