@@ -220,6 +220,7 @@ def conv1d(x, W, b=None, *, stride, dilation, groups, padding, pad_left, pad_rig
     """
     require(x.ndim == 3, "x", f"expected (N, C, L), got shape {x.shape}")
     require(W.ndim == 3, "W", f"expected (O, C/groups, k), got shape {W.shape}")
+    _check_positive(stride=stride, dilation=dilation)  # before conv2d, which names its own (stride_w)
     y, res = conv2d(x[:, :, None, :], W[:, :, None, :], b, stride_h=1, stride_w=stride, dilation_h=1,
                     dilation_w=dilation, groups=groups, padding=padding, pad_top=0, pad_bottom=0,
                     pad_left=pad_left, pad_right=pad_right)

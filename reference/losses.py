@@ -85,7 +85,8 @@ def huber(pred, target, delta, reduction):
     Gradients: gpred = clip(d, -delta, delta) g_l,  gtarget = -gpred. h is C^1:
     at |d| = delta both pieces give slope +-delta.
     """
-    require(delta > 0, "delta", f"must be > 0, got {delta}")
+    require(bool(np.isfinite(delta)) and delta > 0, "delta", f"must be a positive finite number, got {delta} "
+            "(an infinite delta is 0.5 * mse: use mse)")
     d = _pair(pred, target)
     a = np.abs(d)
     h = np.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))

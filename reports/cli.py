@@ -1,4 +1,4 @@
-"""The ``gradparity`` command.
+"""gradparity: gradients of PyTorch and TensorFlow layers against a NumPy oracle.
 
     gradparity run [-k EXPR] [--frameworks A,B] [--dtypes A,B] [--profile ci|dev|thorough]
                    [--report-dir DIR] [-n N] [--shard K/N] [-p MODULE] [--strict-precision]
@@ -24,11 +24,20 @@ from pathlib import Path
 SUITE = ["gradparity.tests.test_gradients", "gradparity.tests.test_reference"]
 
 
-def _shard(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)/(\d+)", text)
+def parse_shard(text: str) -> tuple[int, int]:
+    """K/N with 1 <= K <= N (this machine's part of N); ValueError saying so otherwise (``gradparity run
+    --shard`` and pytest's ``--gradparity-shard`` both read it here)."""
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
     if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N (this machine's part of N), got {text!r}")
+        raise ValueError(f"expected K/N with 1 <= K <= N (this machine's part of N, e.g. 1/4), got {text!r}")
     return int(m.group(1)), int(m.group(2))
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _workers(text: str) -> str:
@@ -68,12 +77,12 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
 
     # rootdir at the installed tests: node ids read test_gradients.py::test_...[dense-torch-float32]
     out = ["--pyargs", *SUITE, "-o", "addopts=", "--import-mode=importlib", "-p", "no:cacheprovider",
-           f"--rootdir={Path(tests.__file__).parent}", f"--gradparity-profile={args.profile}"]
+           "-p", "no:benchmark", f"--rootdir={Path(tests.__file__).parent}", f"--gradparity-profile={args.profile}"]
     for plugin in args.plugins:
         out += ["-p", plugin]
     for option, value in (("-k", args.k), ("--frameworks", args.frameworks), ("--dtypes", args.dtypes),
                           ("--report-dir", args.report_dir)):
-        if value:
+        if value is not None:  # given empty, it is pytest's to refuse (--frameworks '' names no framework)
             out += [option, value]
     if args.strict_precision:
         out.append("--strict-precision")

@@ -28,16 +28,27 @@ class ReportError(Exception):
 
 @dataclass
 class Written:
+    """What ``write_report`` wrote: a one-line account, warnings, the directory (``out_dir/partial``
+    for a partial report), and the summary and rows it wrote (for a terminal summary)."""
+
     text: str
     warnings: list = field(default_factory=list)
-    path: Path | None = None  # the directory actually written (``out_dir/partial`` when diverted)
+    path: Path | None = None
+    summary: pd.DataFrame | None = None
+    frame: pd.DataFrame | None = None
 
 
 def report_dirs(inputs) -> list[Path]:
     """The inputs as paths, each a directory holding gradients.csv; else ReportError naming every bad one."""
     inputs = [Path(d) for d in inputs]
-    bad = [f"{d} (no such directory)" if not d.is_dir() else f"{d} (no gradients.csv)"
-           for d in inputs if not (d / "gradients.csv").is_file()]
+    def why(d: Path) -> str:
+        if not d.is_dir():
+            return f"{d} (no such directory)"
+        if (d / "partial" / "gradients.csv").is_file():
+            return f"{d} (no gradients.csv; its partial report is in {d / 'partial'})"
+        return f"{d} (no gradients.csv)"
+
+    bad = [why(d) for d in inputs if not (d / "gradients.csv").is_file()]
     if bad:
         raise ReportError("not a report directory: " + ", ".join(bad))
     return inputs
@@ -148,3 +159,72 @@ def write_atomically(path: Path, text: str | bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# ---- the files a report directory holds that gradparity wrote
+
+MANIFEST = ".gradparity-files"  # in a report directory: every file its report consists of, one path a line
+# What a report directory written before the manifest existed holds of gradparity's.
+_LEGACY = ("gradients.csv", "summary.csv", "meta.json", "report.html", "plots/errors.png", "plots/gradient_flow.png")
+
+
+def owned(directory: Path) -> set[str]:
+    """The files (relative paths) of the report in ``directory``: its manifest, or the fixed
+    names of a report from before manifests. Anything else there is somebody else's."""
+    manifest = Path(directory) / MANIFEST
+    if manifest.is_file():
+        return {line for line in manifest.read_text(encoding="utf-8").splitlines() if line}
+    return {name for name in _LEGACY if (Path(directory) / name).is_file()}
+
+
+def publish(directory: Path, contents: dict, *, moves: dict | None = None, copies: dict | None = None) -> None:
+    """Make ``directory`` hold exactly this report among the files gradparity owns there:
+    ``contents`` ({relative path: text or bytes}) written atomically, ``moves`` and
+    ``copies`` ({relative path: source file}) brought in, then every file of the
+    previous report that this one does not have removed, and the manifest written.
+    A file gradparity did not write is never touched. gradients.csv, whose presence
+    means "a report is here", is written last."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    before = owned(directory)
+    moves, copies = moves or {}, copies or {}
+    for rel, source in moves.items():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, directory / rel)
+    for rel, source in copies.items():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(directory / rel, Path(source).read_bytes())
+    for rel in sorted(contents, key=lambda r: r == "gradients.csv"):
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(directory / rel, contents[rel])
+    now = set(contents) | set(moves) | set(copies)
+    for rel in before - now:
+        (directory / rel).unlink(missing_ok=True)
+    write_atomically(directory / MANIFEST, "".join(f"{rel}\n" for rel in sorted(now)))
+    _prune(directory, before - now)
+
+
+def retire(directory: Path) -> None:
+    """Remove the report in ``directory`` (its own files only), and the directory if nothing else is left."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    gone = owned(directory)
+    for rel in gone:
+        (directory / rel).unlink(missing_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    _prune(directory, gone)
+    try:
+        directory.rmdir()
+    except OSError:
+        pass  # somebody else's files are there
+
+
+def _prune(directory: Path, removed) -> None:
+    """Remove the subdirectories the removed files were in, where they are now empty."""
+    for parent in sorted({(directory / rel).parent for rel in removed}, key=lambda p: -len(p.parts)):
+        if parent != directory:
+            try:
+                parent.rmdir()
+            except OSError:
+                pass

@@ -21,6 +21,9 @@ FLOOR = 1e-6
 CEILING = 1e15  # and a ratio above it at CEILING: a float64 error of 1e308 must not stretch the axis to Inf
 MARKERS = {"float32": "o", "float64": "s", "float16": "^", "bfloat16": "v"}
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+WITHIN = "#d08000"  # the ring of a check that did not pass although its error is within atol
+# numpy has no bfloat16: its eps (8 bits of significand)
+EPS = {"bfloat16": 2.0 ** -7}
 
 
 def _figure(**kwargs):
@@ -36,16 +39,29 @@ def _label(text) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in str(text)).replace("$", r"\$")
 
 
+def rings(d: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Which checks' dots are ringed: ``over`` did not pass on its error (error > atol: right of the pass
+    line, ringed in black); ``within`` did not pass although its error is within atol (NaN or Inf landed
+    elsewhere while every finite position passed, or, under --strict-precision, digits were lost: left of
+    the line, ringed in WITHIN), so that no black ring ever sits on the passing side."""
+    failed = d["status"].to_numpy() != "pass"
+    within = (d["max_abs_err"] <= d["atol"]).to_numpy()
+    return failed & ~within, failed & within
+
+
 def errors_against_tolerance(df: pd.DataFrame, layer_order=None, family_of=None):
     """Per layer x framework x dtype, every check's max |error| / atol on a log
     axis (one row per layer, frameworks as colours, dtypes as markers), the pass
-    line at 1. NaN errors (errors, not applicable) are left out. ``family_of``
-    (layer -> family name), when given, labels and separates the families."""
+    line at 1, the checks that did not pass ringed (``rings``). NaN errors (errors,
+    not applicable) are left out. ``family_of`` (layer -> family name), when given,
+    labels and separates the families."""
+    from matplotlib.lines import Line2D  # here, as in _figure: importing plots chooses no matplotlib backend
+
     ratio = df["max_abs_err"] / df["atol"]
     d = df.assign(ratio=ratio)[np.isfinite(ratio) & (df["atol"] > 0)]
     if d.empty:
         return None
-    layers = [l for l in (layer_order or sorted(set(d["layer"]))) if l in set(d["layer"])]
+    layers = [n for n in (layer_order or sorted(set(d["layer"]))) if n in set(d["layer"])]
     row = {layer: i for i, layer in enumerate(layers)}
     combos = sorted(set(zip(d["framework"], d["dtype"])))
     frameworks = sorted(set(d["framework"]))
@@ -58,17 +74,17 @@ def errors_against_tolerance(df: pd.DataFrame, layer_order=None, family_of=None)
         y = (part["layer"].map(row).to_numpy(float) - 0.4 + band * (j + 0.5)
              + rng.uniform(-band / 3, band / 3, len(part)))
         x = np.clip(part["ratio"].to_numpy(float), FLOOR, CEILING)
-        over = part["status"].to_numpy() != "pass"
         colour = COLOURS[frameworks.index(fw) % len(COLOURS)]
         ax.scatter(x, y, s=9, marker=MARKERS.get(dt, "D"), c=colour, alpha=0.45, linewidths=0,
                    label=_label(f"{fw} {dt}"), rasterized=True)
-        if over.any():  # checks that did not pass, ringed in black
-            ax.scatter(x[over], y[over], s=22, marker=MARKERS.get(dt, "D"), facecolors="none", edgecolors="black",
-                       linewidths=0.7)
+        for ringed, edge in zip(rings(part), ("black", WITHIN)):
+            if ringed.any():
+                ax.scatter(x[ringed], y[ringed], s=22, marker=MARKERS.get(dt, "D"), facecolors="none",
+                           edgecolors=edge, linewidths=0.7)
     ax.axvline(1.0, color="black", linewidth=1.2)
     ax.text(1.0, -0.9, " pass line: error = atol", fontsize=8, va="center")
     ax.set_xscale("log")
-    ax.set_yticks(range(len(layers)), [_label(l) for l in layers], fontsize=8)
+    ax.set_yticks(range(len(layers)), [_label(n) for n in layers], fontsize=8)
     ax.set_ylim(len(layers) - 0.5, -1)
     for i in range(len(layers) + 1):
         ax.axhline(i - 0.5, color="#e4e4e4", linewidth=0.6, zorder=0)
@@ -85,6 +101,13 @@ def errors_against_tolerance(df: pd.DataFrame, layer_order=None, family_of=None)
     ax.set_xlabel(f"max |framework - reference| / atol per check (log; right of 1 fails; drawn within "
                   f"[{FLOOR:g}, {CEILING:g}])")
     ax.grid(axis="x", which="major", color="#eeeeee")
+    over, within = rings(d)
+    ringed = [Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", markeredgecolor=edge, label=text)
+              for present, edge, text in ((over, "black", "ringed: did not pass on its error (error > atol)"),
+                                          (within, WITHIN, "ringed: did not pass, error within atol (where NaN/Inf "
+                                                           "land, or lost digits)")) if present.any()]
+    if ringed:  # a legend of its own, inside; the axes' legend (above, laid out by tight_layout) is the one below
+        ax.add_artist(ax.legend(handles=ringed, loc="lower right", fontsize=8, framealpha=0.9))
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=max(len(combos), 1), fontsize=8, frameon=False,
               markerscale=1.6)
     fig.tight_layout()
@@ -117,11 +140,44 @@ def _profiles(df: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
+def flow_picks(d: pd.DataFrame) -> pd.DataFrame:
+    """The flow row to draw per layer x dtype x framework (``d``: _profiles): the same case for every
+    framework of a layer and dtype, one they all ran (the longest sequence, then the widest range, where
+    vanishing or exploding shows best), so that the panels side by side compare like with like; where no
+    case is common to them all, each framework's own such case. ``common`` says which."""
+    ranked = d.sort_values(["steps", "spread", "case"], ascending=[False, False, True], kind="stable")
+    picks = []
+    for _, g in ranked.groupby(["layer", "dtype"], sort=False):
+        everyone = g.groupby("case")["framework"].transform("nunique") == g["framework"].nunique()
+        if everyone.any():
+            case = g.loc[everyone, "case"].iloc[0]
+            picks.append(g[g["case"] == case].drop_duplicates("framework").assign(common=True))
+        else:
+            picks.append(g.drop_duplicates("framework").assign(common=False))
+    return pd.concat(picks) if picks else d.assign(common=pd.Series(dtype=bool))
+
+
+def _eps(dtype: str) -> float:
+    try:
+        return float(np.finfo(dtype).eps)
+    except TypeError:
+        return EPS.get(dtype, float(np.finfo(np.float64).eps))
+
+
+def resolved(values: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as drawn on a log axis: below ``floor`` (the profile's largest value times the dtype's eps:
+    nothing below it is resolved, and no verdict looks there) at the floor, and which those are; NaN where
+    not finite."""
+    below = ~(values >= floor) & np.isfinite(values)
+    return np.where(np.isfinite(values), np.maximum(values, floor), np.nan), below
+
+
 def gradient_flow(df: pd.DataFrame, layer_order=None, family_of=None):
     """For each layer through time (rows) and framework (columns): ||dL/dx_t|| over
-    t on a log axis, the oracle's profile as a line and the framework's as
-    markers, for the case of each dtype with the longest sequence (ties: the
-    widest range, where vanishing or exploding shows best); only layers with a
+    t on a log axis, the oracle's profile as a line and the framework's as markers,
+    per dtype for the case ``flow_picks`` chooses (one every framework ran, where
+    there is one); values under the dtype's resolution drawn at it (``resolved``:
+    the line flat, the framework's marked x, the floor dashed); only layers with a
     sequence of LONG steps or more, where there is one."""
     d = _profiles(df)
     if d.empty:
@@ -129,23 +185,29 @@ def gradient_flow(df: pd.DataFrame, layer_order=None, family_of=None):
     longest = d.groupby("layer")["steps"].max()
     if (longest >= LONG).any():  # a profile of a few steps shows little: the layers drawn long enough, if any
         d = d[d["layer"].isin(longest[longest >= LONG].index)]
-    layers = [l for l in (layer_order or sorted(set(d["layer"]))) if l in set(d["layer"])]
+    picks = flow_picks(d)
+    layers = [n for n in (layer_order or sorted(set(d["layer"]))) if n in set(d["layer"])]
     frameworks = sorted(set(d["framework"]))
     fig = _figure(figsize=(5.2 * len(frameworks), 0.6 + 2.3 * len(layers)), dpi=90)
     axes = np.atleast_2d(fig.subplots(len(layers), len(frameworks), squeeze=False))
     for i, layer in enumerate(layers):
         for j, fw in enumerate(frameworks):
             ax = axes[i, j]
-            part = d[(d["layer"] == layer) & (d["framework"] == fw)]
-            for k, (dt, rows) in enumerate(sorted(part.groupby("dtype"), key=lambda kv: kv[0])):
-                pick = rows.sort_values(["steps", "spread"], ascending=False).iloc[0]
-                t = np.arange(pick["steps"])
-                colour = COLOURS[k % len(COLOURS)]
-                ref, got = pick["ref"], pick["got"]
-                ax.plot(t, np.where(ref > 0, ref, np.nan), color=colour, linewidth=1.2,
-                        label=_label(f"oracle ({dt} case {pick['case']})"))
-                ax.scatter(t, np.where(got > 0, got, np.nan), s=10, marker=MARKERS.get(dt, "D"),
-                           facecolors="none", edgecolors=colour, linewidths=0.8, label=_label(f"{fw} {dt}"))
+            part = picks[(picks["layer"] == layer) & (picks["framework"] == fw)].sort_values("dtype")
+            for k, pick in enumerate(part.to_dict("records")):
+                dt, t, colour = pick["dtype"], np.arange(pick["steps"]), COLOURS[k % len(COLOURS)]
+                floor = float(np.nanmax(pick["ref"])) * _eps(dt)
+                ref, ref_below = resolved(pick["ref"], floor)
+                got, got_below = resolved(pick["got"], floor)
+                shared = "" if pick["common"] else ", this framework's own: no case common to all"
+                ax.plot(t, ref, color=colour, linewidth=1.2, label=_label(f"oracle ({dt} case {pick['case']}{shared})"))
+                ax.scatter(t[~got_below], got[~got_below], s=10, marker=MARKERS.get(dt, "D"), facecolors="none",
+                           edgecolors=colour, linewidths=0.8, label=_label(f"{fw} {dt}"))
+                if ref_below.any() or got_below.any():  # say where the picture stops meaning anything
+                    ax.axhline(floor, color=colour, linewidth=0.7, linestyle="--",
+                               label=_label(f"{dt} floor: max x eps = {floor:.1e} (x: below it)"))
+                if got_below.any():
+                    ax.scatter(t[got_below], got[got_below], s=14, marker="x", color=colour, linewidths=0.8)
             if not part.empty:
                 ax.set_yscale("log")
                 ax.legend(fontsize=6.5, frameon=False)
@@ -164,7 +226,8 @@ def gradient_flow(df: pd.DataFrame, layer_order=None, family_of=None):
 PLOTS = {
     "errors": ("Errors against tolerance: each check's error in units of its atol", errors_against_tolerance),
     "gradient_flow": ("Gradient flow through time: the norm of the gradient reaching each step, oracle (line) "
-                      "and framework (markers), for the longest sequence drawn per layer, framework and dtype",
+                      "and framework (markers), for one case per layer and dtype that every framework ran (the "
+                      "longest sequence); values below the dtype's resolution drawn at it (dashed line, x)",
                       gradient_flow),
 }
 

@@ -17,6 +17,8 @@ returned where either returned NaN or Inf, ``flushed`` how many subnormal exact
 values came back as 0. ``family`` is the layer's family in the catalogue (the
 report groups by it; "other" for a layer of the user's that names none).
 ``edges`` names the declared edges of the layer (``Layer.edges``) the case reaches.
+``example``: "first failing" or "minimal" for the two cases hypothesis reports of a
+failure it explored (the cases it tried in between are not rows), "" otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ COLUMNS = ["family", "layer", "framework", "framework_version", "reference", "dt
            "max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "status", "detail",
            "convention", "divergence", "tolerance_reason", "attrs", "reproduce", "profile",
            "max_ulp_err", "ulp_where", "precision", "ulp_oracle", "ulp_lost",
-           "special", "nonfinite", "flushed", "edges"]
+           "special", "nonfinite", "flushed", "edges", "example"]
 NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "max_ulp_err"]
 ROW_KEY = ["layer", "framework", "reference", "dtype", "case", "kind", "name"]
 GROUP_KEY = ["layer", "framework", "dtype"]

@@ -70,10 +70,14 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return out[SUMMARY_COLUMNS]
 
 
+STALE = "explained nothing here"  # the divergence table's column for a divergence that may no longer hold
+
+
 def divergence_table(df: pd.DataFrame, notes: dict) -> pd.DataFrame:
     """Every divergence the run recorded: how many cases fell inside its condition
-    here and how many checks it explained. A key named by rows but missing from
-    the notes (an input merged without meta.json) is listed as unrecorded."""
+    here, how many checks it explained, and (STALE) whether its condition held but
+    every check passed, so that it may no longer be true. A key named by rows but
+    missing from the notes (an input merged without meta.json) is listed as unrecorded."""
     recorded = {d["key"]: d for d in notes["divergences"]}
     keys = list(recorded) + sorted(set(df["divergence"]) - set(recorded) - {""})
     rows = []
@@ -81,12 +85,15 @@ def divergence_table(df: pd.DataFrame, notes: dict) -> pd.DataFrame:
         d = recorded.get(key, {"reason": "(not recorded: this report's notes do not describe it)"})
         # a case the framework could not express says nothing about the divergence
         inside = df[(df["divergence"] == key) & (df["status"] != "not_applicable")]
+        cases, explained = inside["case"].nunique(), int((inside["status"] == "known_divergence").sum())
+        # held but explained nothing: may no longer be true; never held: this run's cases did not reach it
+        stale = (f"its condition held in {cases} case(s) but every check passed: is it still true?"
+                 if cases and not explained else "")
         rows.append({"divergence": key, "layer": d.get("layer", ""), "framework": d.get("framework", ""),
                      "dtype": d.get("dtype", ""), "reason": d.get("reason", ""), "measured": d.get("measured", ""),
-                     "bound": d.get("bound", ""), "cases_inside": inside["case"].nunique(),
-                     "rows_explained": int((inside["status"] == "known_divergence").sum())})
+                     "bound": d.get("bound", ""), "cases_inside": cases, "rows_explained": explained, STALE: stale})
     return pd.DataFrame(rows, columns=["divergence", "layer", "framework", "dtype", "reason", "measured", "bound",
-                                       "cases_inside", "rows_explained"])
+                                       "cases_inside", "rows_explained", STALE])
 
 
 def convention_table(df: pd.DataFrame, notes: dict) -> pd.DataFrame:

@@ -21,10 +21,12 @@ nothing of gradparity (no catalogue, no framework, no user plugin from the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
-import json
 import os
+import signal
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +116,8 @@ def _usable_report_dir(raw: str) -> Path:
     if not existing.is_dir():
         raise pytest.UsageError(f"--report-dir {raw}: {existing} is a file, not a directory")
     try:
-        (path / ".rows").mkdir(parents=True, exist_ok=True)
-        probe = path / ".rows" / f".probe-{uuid.uuid4().hex}"
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe-{uuid.uuid4().hex}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -146,70 +148,6 @@ def _load_user_plugins():
             raise pytest.UsageError(f"gradparity plugin {ep.name} ({ep.value}) failed to load: {e}") from None
 
 
-class Recorder:
-    """Takes each test's rows: saves every case that did not pass (for replay)
-    and appends the rows to this process's shard file right away. The case being
-    run is kept in ``.inflight`` until its rows arrive, so a framework that kills
-    the process (an abort in a kernel) still leaves the case that did it."""
-
-    def __init__(self, report_dir: Path | None, case_dir: Path, run: str, worker: str, strict_precision: bool = False):
-        self.report_dir, self.case_dir = report_dir, case_dir
-        self.strict_precision = strict_precision
-        self.shard = report_dir / ".rows" / f"{run}-{worker}.jsonl" if report_dir else None
-        self._inflight = self.shard.with_suffix(".inflight").open("w") if self.shard else None
-
-    def running(self, case) -> None:
-        """Say which case is about to run (rewritten in place: microseconds)."""
-        if self._inflight is not None:
-            from gradparity.reference.case import to_json
-
-            self._mark(to_json(case))
-
-    def _mark(self, text: str) -> None:
-        self._inflight.seek(0)
-        self._inflight.write(text)
-        self._inflight.truncate()
-        self._inflight.flush()
-
-    def census(self, entry: dict) -> None:
-        """A group's plan (its edges, and what its framework refused), for the report."""
-        if self.shard is not None:
-            with self.shard.with_suffix(".census").open("a", encoding="utf-8") as f:
-                f.write(json.dumps(entry) + "\n")
-
-    def close(self) -> None:
-        if self._inflight is not None:
-            self._inflight.close()
-            Path(self._inflight.name).unlink(missing_ok=True)
-            self._inflight = None
-
-    def add(self, rows: list[dict], case) -> list[dict]:
-        if self._inflight is not None:
-            self._mark("")
-        if self.strict_precision:  # before the failing cases are saved: a precision failure gets its replay
-            from gradparity.reports.compare import enforce_precision
-
-            rows = enforce_precision(rows)
-        if any(r["status"] != "pass" for r in rows):
-            path = case.save(self.case_dir / f"{case.layer}-{case.id}.npz")
-            for r in rows:
-                if r["status"] != "pass":
-                    r["reproduce"] = f"gradparity replay {path} --framework {r['framework']}"
-        if self.shard is not None:
-            with self.shard.open("a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(_plain(r)) + "\n" for r in rows))
-        return rows
-
-
-def _plain(row: dict) -> dict:
-    """Builtin types only (no NumPy scalars), NaN as null: one JSON line per row."""
-    out = {}
-    for k, v in row.items():
-        v = v.item() if hasattr(v, "item") else v
-        out[k] = None if isinstance(v, float) and v != v else v
-    return out
-
-
 class _State:
     """What the plugin knows about this session (kept in the config's stash). Nothing of
     gradparity is loaded until ``activate()``: a gradparity option, or a gradparity test."""
@@ -220,9 +158,10 @@ class _State:
         self.frameworks: list[str] = []
         self.dtypes: list[str] = []
         self.report_dir: Path | None = None
+        self.run_dir: Path | None = None
         worker = getattr(config, "workerinput", None)
         self.run = worker["gradparity_run"] if worker and "gradparity_run" in worker else uuid.uuid4().hex[:12]
-        self.recorder: Recorder | None = None
+        self.recorder = None
         self.collected: list[str] = []
         self.finished: set[str] = set()
         self.crashed: list[str] = []
@@ -246,13 +185,17 @@ class _State:
         worker = getattr(config, "workerinput", None)
         if worker:
             _threads_per_worker()
+        from gradparity.reports.recording import Recorder, run_dir
+
+        strict = config.getoption("--strict-precision")
         if self.report_dir:
-            case_dir = self.report_dir / "cases"
+            self.run_dir = run_dir(self.report_dir, self.run)
+            self.recorder = Recorder(self.run_dir / "rows", worker["workerid"] if worker else "main",
+                                     self.run_dir / "cases", self.report_dir / "cases", strict)
         else:
             cache = getattr(config, "cache", None)
-            case_dir = Path(str(cache.mkdir("gradparity-cases"))) if cache else Path(".gradparity-cases")
-        self.recorder = Recorder(self.report_dir, case_dir, self.run, worker["workerid"] if worker else "main",
-                                 strict_precision=config.getoption("--strict-precision"))
+            cases = Path(str(cache.mkdir("gradparity-cases"))) if cache else Path(".gradparity-cases")
+            self.recorder = Recorder(None, "main", cases, cases, strict)
         return self
 
 
@@ -272,7 +215,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gradparity_explore: hypothesis draws beyond the plan (profiles that explore)")
     _active_profile = config.getoption("--gradparity-profile")
     state = config.stash[_STATE] = _State(config)
-    if any(config.getoption(o) for o in _OPTIONS) or _active_profile != "ci":
+    if any(config.getoption(o) not in (None, False) for o in _OPTIONS) or _active_profile != "ci":
         state.activate()  # checked now: a bad option is one line before anything runs
 
 
@@ -321,14 +264,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _shard(text: str) -> tuple[int, int]:
-    """K/N with 1 <= K <= N, or a usage error naming the option."""
+    """K/N, or a usage error naming the option."""
+    from gradparity.reports.cli import parse_shard
+
     try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        k = n = 0
-    if not 1 <= k <= n:
-        raise pytest.UsageError(f"--gradparity-shard {text}: expected K/N with 1 <= K <= N, e.g. 1/4")
-    return k, n
+        return parse_shard(text)
+    except ValueError as e:
+        raise pytest.UsageError(f"--gradparity-shard {text}: {e}") from None
 
 
 def _shard_of(nodeid: str, n: int) -> int:
@@ -352,8 +294,43 @@ _OWN_MODULES = ("test_gradients", "test_canary", "test_reference")
 
 
 @pytest.fixture(scope="session")
-def recorder(request) -> Recorder:
+def recorder(request):
+    """The process's ``recording.Recorder``: a test hands it each case's rows."""
     return _state(request.config).recorder
+
+
+class Exploration:
+    """How a hypothesis test records its rows: every example's as it comes, until one
+    fails; that first failing example is recorded ("first failing"); the examples
+    hypothesis then tries while shrinking are not rows; the last failing one, the
+    minimal example hypothesis settles on and replays, is recorded at the end
+    ("minimal"). So a group's counts are the counts of the cases drawn."""
+
+    def __init__(self, recorder):
+        self.recorder, self.failed, self.pending = recorder, None, None
+
+    def add(self, rows: list[dict], case) -> list[dict]:
+        bad = any(r["status"] in ("fail", "error") for r in rows)
+        if self.failed is None:
+            if bad:
+                self.failed = case.id
+                return self.recorder.add(rows, case, example="first failing")
+            return self.recorder.add(rows, case)
+        if bad:
+            self.pending = (rows, case)
+        return rows
+
+    def close(self) -> None:
+        if self.pending is not None and self.pending[1].id != self.failed:
+            self.recorder.add(*self.pending, example="minimal")
+
+
+@pytest.fixture
+def explored(recorder):
+    """An ``Exploration`` for one hypothesis test (function-scoped: it lasts every example)."""
+    log = Exploration(recorder)
+    yield log
+    log.close()
 
 
 @pytest.fixture(scope="session")
@@ -375,8 +352,8 @@ def failure_message(case, rows) -> str:
     lines = [f"{case.describe()} (case {case.id})"]
     for r in rows:
         lines.append(f"  {r['framework']} {r['kind']} {r['name']}{r['shape']}: {r['status']}, "
-                     f"err_eps={r['err_eps']:.3g}, atol={r['atol']:.3g}, max_ulp_err={r.get('max_ulp_err', float('nan')):.3g}: "
-                     f"{r['detail']}")
+                     f"err_eps={r['err_eps']:.3g}, atol={r['atol']:.3g}, "
+                     f"max_ulp_err={r.get('max_ulp_err', float('nan')):.3g}: {r['detail']}")
     reproduce = next((r["reproduce"] for r in rows if r["reproduce"]), "")
     if reproduce:
         lines.append(f"  reproduce: {reproduce}")
@@ -430,98 +407,57 @@ def _run_status(session, exitstatus, state) -> dict:
     return {"partial": bool(why or missing), "missing": missing, "why": "; ".join(why)}
 
 
-def _shard_rows(report_dir: Path, run: str) -> list[dict]:
-    rows = []
-    for shard in sorted((report_dir / ".rows").glob(f"{run}-*.jsonl")):
-        for line in shard.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # the last line of a shard whose worker died mid-write
-    return rows
+@contextlib.contextmanager
+def _holding_interrupts():
+    """Ctrl-C pressed again while a partial report is written waits until it is written
+    (an impatient second press would otherwise lose what the first was saving)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def _census(report_dir: Path, run: str) -> list[dict]:
-    """The groups' plans this run recorded (one entry per layer x framework x dtype)."""
-    found = {}
-    for path in sorted((report_dir / ".rows").glob(f"{run}-*.census")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the last line of a worker that died mid-write
-            found[(entry["layer"], entry["framework"], entry["dtype"])] = entry
-        path.unlink()
-    return list(found.values())
-
-
-def _notes(rows: list[dict], strict_precision: bool = False) -> dict:
-    from gradparity.adapters import ADAPTERS
-    from gradparity.reports.divergences import divergence_notes
-    from gradparity.reports.tolerances import PRECISION
-
-    conventions = []
-    for layer, fw in sorted({(r["layer"], r["framework"]) for r in rows}):
-        c = ADAPTERS[fw].convention(layer) if fw in ADAPTERS else None
-        if c is not None:
-            conventions.append({"layer": layer, "framework": fw,
-                                "convention": ", ".join(f"{k}={v}" for k, v in c.values.items()),
-                                "reason": c.reason})
-    notes = {"conventions": conventions, "divergences": divergence_notes(),
-             "precision": {"ulps": PRECISION.ulps, "reason": PRECISION.reason, "strict": strict_precision}}
-    if any(r.get("family") == "training step" for r in rows):  # the defaults table, as this run's code knows it
-        from gradparity.reports import defaults
-
-        notes["training"] = {"defaults": defaults.DEFAULTS, "gaps": defaults.summary().to_dict("records")}
-    from gradparity.reference import LAYERS
-
-    # which inputs take NaN and Inf, for the report's Special values section (it reads no catalogue)
-    special = {layer: list(LAYERS[layer].nonfinite) for layer in sorted({r["layer"] for r in rows})
-               if layer in LAYERS and LAYERS[layer].nonfinite}
-    if special:
-        notes["special"] = special
-    return notes
-
-
-def _unfinished_cases(state) -> list[str]:
-    """The cases some process was running when it stopped, saved for replay."""
-    from gradparity.reference.case import from_json
-
-    found = []
-    for marker in sorted((state.report_dir / ".rows").glob(f"{state.run}-*.inflight")):
-        text = marker.read_text(encoding="utf-8")
-        marker.unlink()
-        if text:
-            case = from_json(text)
-            path = case.save(state.recorder.case_dir / f"{case.layer}-{case.id}.npz")
-            found.append(f"{case.describe()} was running when its process stopped: gradparity replay {path}")
-    return found
-
-
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
+    """Write the report, before xdist tears its workers down: a second Ctrl-C while
+    it waits for them no longer loses the report of the first."""
     config = session.config
     state = config.stash.get(_STATE, None)
     if state is None or not state.active:
         return
     if hasattr(config, "workerinput") or state.report_dir is None:
-        state.recorder.close()  # a worker that got here finished its last case
         return
-    rows = _shard_rows(state.report_dir, state.run)
-    unfinished = _unfinished_cases(state)
-    state.recorder.close()
-    if not rows and not state.collected:
+    if not state.collected and not (state.run_dir and state.run_dir.exists()):
         return  # nothing of gradparity's ran (another project's tests, or nothing selected)
-    from gradparity.reports.render import write_report
+    from gradparity.reports.recording import finish
 
-    run = _run_status(session, exitstatus, state)
-    if unfinished:
-        run = {**run, "partial": True, "why": "; ".join([run["why"], *unfinished]).strip("; ")}
-    notes = {**_notes(rows, state.recorder.strict_precision), "census": _census(state.report_dir, state.run),
-             "profile": active_profile().name, "floors": active_profile().floors}
-    state.written = write_report(rows, state.report_dir, notes=notes, run=run)
-    for shard in (state.report_dir / ".rows").glob(f"{state.run}-*.jsonl"):
-        shard.unlink()
+    with _holding_interrupts():
+        state.written = finish(state.run_dir, state.report_dir, _run_status(session, exitstatus, state),
+                               {"profile": active_profile().name, "floors": active_profile().floors},
+                               state.recorder.strict_precision)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    state = config.stash.get(_STATE, None)
+    if state is not None and state.recorder is not None:
+        state.recorder.close()  # a process that got here finished its last case
+
+
+def pytest_report_header(config):
+    """A run that never wrote its report (its main process was killed) is said at the next run's start."""
+    state = config.stash.get(_STATE, None)
+    if state is None or state.report_dir is None:
+        return None
+    from gradparity.reports.recording import leftovers
+
+    return [f"gradparity: {state.report_dir} holds {left['rows']} rows of run {left['run']} (last write "
+            f"{left['when']}), which stopped before writing its report: gradparity merge {state.report_dir} "
+            "--recover writes them as a partial report" for left in leftovers(state.report_dir, state.run)]
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -529,7 +465,8 @@ def pytest_terminal_summary(terminalreporter, config):
     written = state.written if state else None
     if written is None:
         return
+    from gradparity.reports.terminal import summary_lines
+
     terminalreporter.write_sep("-", "gradparity report")
-    terminalreporter.write_line(written.text)
-    for message in written.warnings:
-        terminalreporter.write_line(f"WARNING: {message}", yellow=True)
+    for line, colour in summary_lines(written, verbose=config.getoption("verbose") > 0):
+        terminalreporter.write_line(line, **({colour: True} if colour else {}))

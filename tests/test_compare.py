@@ -291,7 +291,7 @@ def test_float64_checks_of_a_layer_without_a_precision_oracle_say_they_are_not_m
 
 def test_strict_precision_reaches_pytest_and_fails_lost_checks_in_the_recorder(tmp_path):
     from gradparity.reports import cli
-    from gradparity.tests.plugin import Recorder
+    from gradparity.reports.recording import Recorder
 
     args = cli.run_parser("gradparity run").parse_args(["--strict-precision", "-k", "sigmoid"])
     assert "--strict-precision" in cli.pytest_args(args)
@@ -299,8 +299,8 @@ def test_strict_precision_reaches_pytest_and_fails_lost_checks_in_the_recorder(t
 
     case = sigmoid_tail_case()
     lost = check_oracle(case, Exactly(at=0, ulps=1000.0))
-    informational = Recorder(None, tmp_path, "run", "main").add([dict(r) for r in lost], case)
+    informational = Recorder(None, "main", tmp_path, tmp_path).add([dict(r) for r in lost], case)
     assert {r["status"] for r in informational} == {"pass"}
-    strict = Recorder(None, tmp_path, "run", "main", strict_precision=True).add([dict(r) for r in lost], case)
+    strict = Recorder(None, "main", tmp_path, tmp_path, strict_precision=True).add([dict(r) for r in lost], case)
     assert {r["name"]: r["status"] for r in strict} == {"y": "pass", "x": "fail"}
     assert "gradparity replay" in next(r["reproduce"] for r in strict if r["name"] == "x")

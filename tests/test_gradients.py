@@ -10,7 +10,7 @@ draw more (the thorough profile), where it can shrink a failure.
 """
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradparity.reference import Oracle
@@ -44,11 +44,11 @@ def test_gradients_match_reference(layer, framework, dtype, runner_for, recorder
 
 @pytest.mark.gradparity_matrix
 @pytest.mark.gradparity_explore
-@settings(profile())
+@settings(profile(), suppress_health_check=[*profile().suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_gradients_explore(layer, framework, dtype, data, runner_for, recorder):
+def test_gradients_explore(layer, framework, dtype, data, runner_for, recorder, explored):
     runner = runner_for(framework)
     case = data.draw(cases(layer, dtype, runner=runner), label="case")
     recorder.running(case)
-    bad = _failing(recorder.add(check(case, Oracle(), runner), case))
+    bad = _failing(explored.add(check(case, Oracle(), runner), case))
     assert not bad, failure_message(case, bad)

@@ -13,7 +13,7 @@ import pytest
 
 from gradparity.reference import LAYERS
 from gradparity.reports import files
-from gradparity.reports.files import frame, read_rows
+from gradparity.reports.files import MANIFEST, frame, read_rows
 from gradparity.reports.html import COLOURS, SORT_SCRIPT
 from gradparity.reports.merge import main as merge_main
 from gradparity.reports.merge import merge
@@ -22,7 +22,7 @@ from gradparity.reports.render import write_report
 from gradparity.reports.rows import COLUMNS, NUMERIC, STATUSES
 from gradparity.reports.tables import PARTLY_NA, step_table
 
-FILES = {"gradients.csv", "summary.csv", "report.html", "meta.json"}
+FILES = {"gradients.csv", "summary.csv", "report.html", "checks.html", "meta.json", MANIFEST}
 PLOT_FILES = {"plots/errors.png"}  # written when some check has a finite error
 NOTES = {"conventions": [{"layer": "relu", "framework": "torch", "convention": "relu'(0)=0",
                           "reason": "recorded: torch routes the kink to 0"}],
@@ -42,7 +42,7 @@ def row(**overrides):
             "tolerance_reason": "default", "attrs": "relu[float64](x(2,))", "reproduce": "", "profile": "",
             "max_ulp_err": 0.5, "ulp_where": "at (0,), x=1, got 0.5, exact 0.5", "precision": "ok",
             "ulp_oracle": "mpmath at 128 and 256 bits; measured 2 of 2", "ulp_lost": "", "special": "",
-            "nonfinite": "", "flushed": "", "edges": ""}
+            "nonfinite": "", "flushed": "", "edges": "", "example": ""}
     assert set(base) == set(COLUMNS)
     return {**base, **overrides}
 
@@ -156,9 +156,11 @@ def test_merge_of_a_partial_input_is_partial(tmp_path):
     done, cut, out = tmp_path / "done", tmp_path / "cut", tmp_path / "out"
     write_report([row()], done)
     write_report([row(case="b")], cut, run={"partial": True, "missing": ["t[dense-torch]"], "why": "a worker crashed"})
-    written = merge([done, cut], out)
-    assert written.text.startswith("partial:") and written.path == out
-    run = json.loads((out / "meta.json").read_text())["run"]
+    with pytest.raises(files.ReportError, match="partial report is in .*cut/partial"):
+        merge([done, cut], out)
+    written = merge([done, cut / "partial"], out)
+    assert written.text.startswith("partial:") and written.path == out / "partial"
+    run = json.loads((out / "partial" / "meta.json").read_text())["run"]
     assert run["partial"] and run["missing"] == ["t[dense-torch]"] and "a worker crashed" in run["why"]
 
 
@@ -184,8 +186,8 @@ def test_every_string_from_the_data_is_escaped(tmp_path):
             row(**hostile, framework=bold, case="b", status="fail", detail=bold, reproduce=script),
             row(**hostile, case="c", name="W", status="not_applicable", detail=script),
             row(**hostile, case="d", status="known_divergence", divergence=bold, convention=script)]
-    write_report(rows, tmp_path, notes=notes, run={"partial": True, "missing": [script], "why": bold})
-    raw = (tmp_path / "report.html").read_text()
+    written = write_report(rows, tmp_path, notes=notes, run={"partial": True, "missing": [script], "why": bold})
+    raw = (written.path / "report.html").read_text()  # a partial report goes to partial/
     page = Page(raw)
     assert page.tags.count("script") == 1 and page.scripts == [SORT_SCRIPT]  # the page's own, only
     assert "b" not in page.tags
@@ -250,9 +252,15 @@ def test_a_partial_run_never_replaces_a_report(tmp_path):
     assert "(partial)" in text and "interrupted (Ctrl-C)" in text and "layer0-torch" in text
     assert "layer29-torch" not in text and "and 20 more" in text  # a long list is cut short
 
-    fresh = tmp_path / "fresh"  # nothing to protect: the partial report goes where asked, marked partial
+    # Always partial/, even with nothing to protect: where a run's report lands never depends on what was there.
+    fresh = tmp_path / "fresh"
     written = write_report([row()], fresh, run={"partial": True, "missing": [], "why": "a worker crashed"})
-    assert written.path == fresh and "partial" in (fresh / "report.html").read_text()
+    assert written.path == fresh / "partial" and "partial" in (fresh / "partial" / "report.html").read_text()
+    assert "left untouched" not in written.text
+
+    # The complete report of the next run retires partial/.
+    write_report([row()], fresh)
+    assert not (fresh / "partial").exists() and (fresh / "report.html").is_file()
 
 
 def test_groups_with_not_applicable_checks_do_not_read_as_pass(tmp_path):
@@ -267,7 +275,7 @@ def test_groups_with_not_applicable_checks_do_not_read_as_pass(tmp_path):
     assert summary.loc["relu", "not_applicable"] == 6 and summary.loc["relu", "known_divergence"] == 0
     assert summary.loc["dense", "verdict"] == "pass" and summary.loc["dropout", "verdict"] == "not_applicable"
     page = (tmp_path / "report.html").read_text()
-    assert "pass 2/8" in Page(section(page, "At a glance")).text
+    assert "pass, 2 of 8 ran" in Page(section(page, "At a glance")).text
     na = "".join(Page(section(page, "Checks that were not applicable")).text)
     assert "relu has no W" in na and "random mask" in na
     assert "relu has no W" not in section(page, "Every check that did not pass")

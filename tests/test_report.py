@@ -1,6 +1,7 @@
 """The run pipeline, end to end in subprocesses: rows reaching disk from every
-process, interrupted and crashed runs, the report directory checked first, the
-`gradparity` command from any directory, sharding, replay's errors."""
+process, interrupted, crashed and killed runs, the report directory checked first
+and holding one run, the terminal summary, the same cases from every entry point,
+the `gradparity` command from any directory, sharding, replay's errors."""
 
 import json
 import os
@@ -16,11 +17,13 @@ import pytest
 
 from gradparity.adapters import ADAPTERS
 from gradparity.reference import Case
-from gradparity.reports.render import read_rows, write_report
+from gradparity.reports.files import MANIFEST, read_rows
+from gradparity.reports.render import write_report
 
 KEY = ["layer", "framework", "dtype", "case", "kind", "name"]
 FRAMEWORK = next((name for name in ("torch", "tensorflow") if ADAPTERS[name].available()[0]), None)
-needs_framework = pytest.mark.skipif(FRAMEWORK is None, reason="no framework installed (pip install 'gradparity[torch]')")
+needs_framework = pytest.mark.skipif(FRAMEWORK is None,
+                                     reason="no framework installed (pip install 'gradparity[torch]')")
 SMALL = "relu- or tanh-"  # relu, leaky_relu and tanh: small, and quick in every framework
 
 
@@ -58,7 +61,7 @@ def test_rows_from_xdist_workers_all_arrive_once(tmp_path, whole):
     serial, parallel = whole, read_rows(tmp_path / "parallel")
     assert len(serial) > 0 and not parallel.duplicated(KEY).any()
     assert keys(parallel) == keys(serial)
-    assert not list((tmp_path / "parallel" / ".rows").glob("*.jsonl")), "shards are removed once joined"
+    assert not (tmp_path / "parallel" / ".runs").exists(), "a run's rows are removed once joined"
 
 
 @needs_framework
@@ -139,7 +142,7 @@ def test_ctrl_c_keeps_the_previous_report_and_writes_a_partial_one(tmp_path):
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:  # until some rows reached disk
-        if sum(len(s.read_text().splitlines()) for s in (report / ".rows").glob("*.jsonl")) >= 20:
+        if sum(len(s.read_text().splitlines()) for s in report.glob(".runs/*/rows/*.jsonl")) >= 20:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stdout.read()[-2000:]
@@ -177,10 +180,10 @@ def test_rows_of_a_crashed_worker_survive_and_the_report_names_the_case(tmp_path
     (tmp_path / "crash_plugin.py").write_text(CRASH.format(framework=FRAMEWORK))
     done = suite(tmp_path / "crashed", "-n", "2", "-p", "crash_plugin", cwd=tmp_path, check=False)
     assert done.returncode != 0
-    crashed = read_rows(tmp_path / "crashed")
+    crashed = read_rows(tmp_path / "crashed" / "partial")  # a run that did not finish: a partial report
     expected = keys(whole[~((whole["layer"] == "tanh") & (whole["dtype"] == "float64"))])
     assert expected and keys(crashed) == expected
-    run = json.loads((tmp_path / "crashed" / "meta.json").read_text())["run"]
+    run = json.loads((tmp_path / "crashed" / "partial" / "meta.json").read_text())["run"]
     target = f"tanh-{FRAMEWORK}-float64"
     assert run["partial"] and any(target in m for m in run["missing"])
     assert "partial" in done.stdout
@@ -221,3 +224,139 @@ def test_a_case_saved_before_an_attribute_existed_loads_with_its_default(tmp_pat
         validate(old)
     for loaded in (load(old.save(tmp_path / "old.npz")), from_json(to_json(old))):
         assert loaded.attrs["batched"] is True and validate(loaded).name == "conv2d"
+
+
+# ---- a report directory holds one run; nothing reaching disk is lost
+
+def _sigint_twice(report: Path, cwd: Path, rows: int = 20) -> str:
+    """Start a thorough run, wait for ``rows`` rows on disk, press Ctrl-C twice one second
+    apart (to the whole process group, as a terminal does); its output."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradparity.reports.cli", "run", "-k", SMALL, "--frameworks",
+                             FRAMEWORK, "--profile", "thorough", "-n", "2", "--report-dir", str(report)],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sum(len(s.read_text().splitlines()) for s in report.glob(".runs/*/rows/*.jsonl")) >= rows:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stdout.read()[-2000:]
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(1.0)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    return proc.communicate(timeout=300)[0]
+
+
+@needs_framework
+def test_ctrl_c_twice_still_writes_the_partial_report(tmp_path):
+    report = tmp_path / "D"
+    out = _sigint_twice(report, tmp_path)
+    assert len(read_rows(report / "partial")) >= 20, out[-3000:]
+    assert not (report / ".runs").exists(), "rows left behind"
+    assert not (report / "gradients.csv").exists(), "a partial run wrote outside partial/"
+
+
+@needs_framework
+def test_a_rerun_leaves_exactly_its_own_files_and_never_a_users(tmp_path):
+    report = tmp_path / "D"
+    (tmp_path / "broken_tanh.py").write_text(BROKEN.format(framework=FRAMEWORK))
+    suite(report, "-p", "broken_tanh", cwd=tmp_path, k="tanh-", check=False)  # failing cases are saved
+    first = {p.relative_to(report).as_posix() for p in report.rglob("*") if p.is_file()}
+    assert any(name.startswith("cases/tanh-") for name in first)
+    (report / "mine.txt").write_text("a user's file")
+    (report / "cases" / "mine.npz").write_bytes(b"a user's file too")
+    suite(report, cwd=tmp_path, k="dense-")
+    now = {p.relative_to(report).as_posix() for p in report.rglob("*") if p.is_file()}
+    owned = set((report / MANIFEST).read_text().split())
+    assert now == owned | {MANIFEST, "mine.txt", "cases/mine.npz"}
+    assert not any(name.startswith("cases/tanh-") for name in now), "a stale case of the earlier run"
+    assert set(read_rows(report)["layer"]) == {"dense"}
+
+
+@needs_framework
+def test_an_interrupted_run_keeps_its_cases_under_partial_and_a_complete_one_clears_it(tmp_path):
+    report = tmp_path / "D"
+    _sigint_twice(report, tmp_path)
+    partial = read_rows(report / "partial")
+    assert all(str(report / "partial" / "cases") in r for r in partial["reproduce"] if r)
+    assert not (report / "cases").exists()
+    suite(report, cwd=tmp_path, k="dense-")
+    assert not (report / "partial").exists() and len(read_rows(report)) > 0
+
+
+@needs_framework
+def test_rows_of_a_killed_run_are_offered_at_the_next_start_and_recovered(tmp_path):
+    report = tmp_path / "D"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradparity.reports.cli", "run", "-k", SMALL, "--frameworks",
+                             FRAMEWORK, "--profile", "thorough", "--report-dir", str(report)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sum(len(s.read_text().splitlines()) for s in report.glob(".runs/*/rows/*.jsonl")) >= 20:
+            break
+        time.sleep(0.05)
+    proc.kill()  # the main process itself: nothing of it writes a report
+    proc.wait()
+    left = sum(len(s.read_text().splitlines()) for s in report.glob(".runs/*/rows/*.jsonl"))
+    done = suite(report, cwd=tmp_path, k="dense-")
+    assert f"holds {left} rows of run" in done.stdout and "--recover" in done.stdout
+    assert gradparity("merge", str(report), "--recover", cwd=tmp_path).stdout.startswith("partial:")
+    assert len(read_rows(report / "partial")) == left
+    assert len(read_rows(report)) > 0 and not (report / ".runs").exists()
+    assert gradparity("merge", str(report), "--recover", cwd=tmp_path, check=False).returncode == 2
+
+
+@needs_framework
+def test_a_merged_report_brings_its_cases_with_it(tmp_path):
+    suite(tmp_path / "one", "--shard", "1/2", cwd=tmp_path, k="leaky_relu- or dense-")
+    suite(tmp_path / "two", "--shard", "2/2", cwd=tmp_path, k="leaky_relu- or dense-")
+    gradparity("merge", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "joined"),
+               cwd=tmp_path)
+    replays = [r for r in read_rows(tmp_path / "joined")["reproduce"] if r]
+    assert all(str(tmp_path / "joined" / "cases") in r and Path(r.split()[2]).is_file() for r in replays)
+
+
+BROKEN = '''
+from gradparity.adapters import ADAPTERS
+
+builders = ADAPTERS["{framework}"].builders.build
+original = builders["tanh"]
+
+
+def off_by_a_little(t, a, dtype):
+    built = original(t, a, dtype)
+    return type(built)(lambda t: built.apply(t) * 1.001, built.params, built.drawn)
+
+
+builders["tanh"] = off_by_a_little
+'''
+
+
+@needs_framework
+def test_the_terminal_says_which_group_failed_and_how_to_replay_it(tmp_path):
+    (tmp_path / "broken_tanh.py").write_text(BROKEN.format(framework=FRAMEWORK))
+    done = suite(tmp_path / "D", "-p", "broken_tanh", cwd=tmp_path, k="tanh-", check=False)
+    assert done.returncode == 1
+    summary = done.stdout.split("gradparity report")[1]
+    lines = summary.splitlines()
+    failed = [line for line in lines if line.strip().startswith(f"tanh-{FRAMEWORK}-float")]
+    assert len(failed) == 2 and all("x atol in " in line and "gradparity replay" in line for line in failed)
+    assert any(line.startswith("report: ") and line.endswith("report.html") for line in lines)
+    assert len([line for line in lines if line.strip()]) <= 30
+
+
+@needs_framework
+def test_pytest_and_gradparity_run_check_the_same_cases(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q",
+                           "--pyargs", "gradparity.tests.test_gradients", "-k", f"dense and {FRAMEWORK}",
+                           "--report-dir", str(tmp_path / "P")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    gradparity("run", "-k", "dense", "--frameworks", FRAMEWORK, "--report-dir", str(tmp_path / "G"), cwd=tmp_path)
+    by_pytest, by_command = read_rows(tmp_path / "P"), read_rows(tmp_path / "G")
+    assert len(by_pytest) > 0
+    assert set(by_pytest["case"]) == set(by_command["case"])

@@ -18,18 +18,18 @@ from gradparity.reference import LAYERS
 from gradparity.reports import cli, plots
 from gradparity.reports.drift import FACTOR, compare, drift
 from gradparity.reports.files import frame
-from gradparity.reports.html import COLOURS, SORT_SCRIPT
+from gradparity.reports.html import COLOURS, MOSTLY_NA, SORT_SCRIPT, STYLE, checks_page
 from gradparity.reports.render import write_report
-from gradparity.reports.tables import FAMILY_ORDER, layer_families
+from gradparity.reports.tables import FAMILY_ORDER, PARTLY_NA, STALE, layer_families
 
 from .test_render import row
 
-SECTIONS = ["glance", "plots", "summary", "precision", "special", "training", "conventions", "divergences",
+SECTIONS = ["glance", "plots", "summary", "coverage", "precision", "special", "training", "conventions", "divergences",
             "not-applicable", "not-passing", "worst-passing"]
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)><b>'
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "nav", "strong", "ol",
              "li", "a", "table", "thead", "tbody", "tr", "th", "td", "details", "summary", "figure", "img",
-             "figcaption", "script", "em"}
+             "figcaption", "script", "em", "span", "ul", "wbr"}
 
 
 class Page(HTMLParser):
@@ -377,3 +377,171 @@ def test_special_values_show_where_nan_lands_elsewhere_and_list_the_rest(tmp_pat
     assert [r[1]["text"] for r in table["rows"][1:]] == ["max_pool2d"]  # only where it landed elsewhere
     section = (tmp_path / "report.html").read_text().split('id="special-nonfinite"')[1].split("<h3")[0]
     assert "relu (1 of 1 framework x dtype, 1 non-finite results)" in section and "dense" not in section
+
+
+# --- coverage, honest cells, divergences that may no longer hold, rings, flow, checks.html, headings ---------------
+
+
+def raw_section(raw: str, anchor: str) -> str:
+    """The raw HTML from the h2 ``anchor`` to the next h2."""
+    start = raw.index(f'<h2 id="{anchor}"')
+    end = raw.find("<h2", start + 1)
+    return raw[start:end if end >= 0 else None]
+
+
+def test_coverage_lists_unreached_edges_in_red_and_what_cannot_run_with_its_reason(tmp_path):
+    rows = [row(case=c, edges="kink") for c in "ab"] + [row(layer="dense", case="d", edges="no_bias")]
+    census = [{"layer": "relu", "framework": "torch", "dtype": "float64", "exhausted": False, "planned": 25,
+               "edges": {"kink": "", "scalar": "", "subnormal": "torch flushes <b>it</b>"},
+               "refused": {"no such <i>form</i>": 7}},
+              {"layer": "dense", "framework": "torch", "dtype": "float64", "exhausted": False, "planned": 25,
+               "edges": {"no_bias": ""}, "refused": {}}]
+    write_report(rows, tmp_path, notes={"census": census, "floors": {"cases": 1, "configurations": 1},
+                                        "profile": "ci"})
+    raw = (tmp_path / "report.html").read_text()
+    page, cov = Page(raw), raw_section(raw, "coverage")
+    assert "coverage-activations" in page.h3 and "coverage-activations" in page.links  # a table per family
+    lines = {r[0]["text"]: {h["text"]: c for h, c in zip(t["rows"][0], r)}
+             for t in page.tables if t["under"] == "coverage" for r in t["rows"][1:]}
+    cell = lines["relu"]
+    assert cell["cases ran"]["text"] == "2" and "kink\xa02" in cell["edges reached (cases)"]["text"]
+    assert '<span class="unreached">scalar&nbsp;0</span>' in cov  # no case reached it: red
+    assert ".unreached{color:#b00000" in page.style
+    # the edge torch cannot run, with its reason (numbered under the table, escaped), and the refused draws
+    assert cell["edges it cannot run [reason]"]["text"] == "subnormal\xa0[1]"
+    assert '<li id="coverage-activations-1">torch flushes &lt;b&gt;it&lt;/b&gt;</li>' in cov
+    assert cell["configurations it cannot express ([reason] draws)"]["text"] == "[2]\xa07"
+    assert '<li id="coverage-activations-2">no such &lt;i&gt;form&lt;/i&gt;</li>' in cov
+    assert set(page.links) <= page.ids  # every reason's number lands on it
+    # the shortfall: the unreached edge, in a red cell; dense reached its only edge and falls short of nothing
+    assert "runnable edges not reached: scalar" in cell["shortfall"]["text"]
+    assert "short" in cell["shortfall"]["class"].split() and "td.short{background-color:" in page.style
+    assert lines["dense"]["shortfall"]["text"] == "" and "short" not in lines["dense"]["shortfall"]["class"].split()
+    assert "1 of 2 groups fall short" in cov
+
+    old = tmp_path / "old"  # a report from before the census: one line, no tables
+    write_report(rows, old)
+    cov = raw_section((old / "report.html").read_text(), "coverage")
+    assert "no census" in cov and "<table" not in cov and cov.count("<p>") == 1
+
+
+def test_a_mostly_not_applicable_group_does_not_get_the_pass_colour(tmp_path):
+    na = {"name": "W", "status": "not_applicable", "detail": "no W", "max_abs_err": float("nan")}
+    rows = ([row(case="a")] + [row(case=f"n{i}", **na) for i in range(67)]  # relu: 1 of 68 ran
+            + [row(layer="elu", case=f"e{i}") for i in range(7)] + [row(layer="elu", case="n", **na)]  # 7 of 8
+            + [row(layer="dense")])  # every check ran
+    write_report(rows, tmp_path)
+    raw = (tmp_path / "report.html").read_text()
+    page = Page(raw)
+    colour_of = page.background()
+    grid = next(t for t in page.tables if t["under"] == "glance")
+    cells = {c["text"]: colour_of.get(c["id"]) for r in grid["rows"] for c in r if c["tag"] == "td" and c["text"]}
+    assert cells == {"pass, 1 of 68 ran": MOSTLY_NA, "pass, 7 of 8 ran": COLOURS[PARTLY_NA], "pass": COLOURS["pass"]}
+    assert MOSTLY_NA not in (COLOURS["pass"], COLOURS[PARTLY_NA])
+    legend = raw_section(raw, "glance").split("<table")[0]  # above the grid: what each colour means
+    assert all(f"background-color:{c}" in legend for c in (COLOURS["pass"], COLOURS[PARTLY_NA], MOSTLY_NA))
+    assert "most could not run" in legend
+
+
+def test_a_divergence_that_explained_nothing_is_flagged_in_the_report(tmp_path):
+    notes = {"divergences": [{"key": "still-holds", "layer": "relu", "framework": "torch", "dtype": "*",
+                              "reason": "r1", "measured": "m1", "bound": "any error"},
+                             {"key": "gone<b>", "layer": "relu", "framework": "torch", "dtype": "*",
+                              "reason": "r2", "measured": "m2", "bound": "any error"},
+                             {"key": "not-reached", "layer": "elu", "framework": "torch", "dtype": "*",
+                              "reason": "r3", "measured": "m3", "bound": "any error"}]}
+    rows = [row(case="a", status="known_divergence", divergence="still-holds", max_abs_err=1.0),
+            row(case="b", divergence="gone<b>"), row(case="c", divergence="gone<b>")]  # held, every check passed
+    written = write_report(rows, tmp_path, notes=notes)
+    raw = (tmp_path / "report.html").read_text()
+    page = Page(raw)
+    head, body = page.table("divergences", STALE)
+    flagged = {r[0]["text"]: r[head.index(STALE)] for r in body}
+    assert flagged["gone<b>"]["text"] == "its condition held in 2 case(s) but every check passed: is it still true?"
+    assert flagged["still-holds"]["text"] == flagged["not-reached"]["text"] == ""
+    assert page.background().get(flagged["gone<b>"]["id"]) == COLOURS["known_divergence"]
+    lead = raw_section(raw, "divergences").split("<table")[0]
+    assert "1 known divergence(s) may no longer hold" in lead and "gone&lt;b&gt;" in lead and "gone<b>" not in lead
+    assert any("gone<b>" in w for w in written.warnings)  # what render.py still prints, now also on the page
+
+
+def test_a_divergence_of_positions_only_is_not_ringed_as_a_failure():
+    rows = frame([row(case="p"),
+                  row(case="k", status="known_divergence", max_abs_err=0.0,  # NaN placement only: err 0 <= atol
+                      nonfinite="expected all finite; got 1 NaN; 1 position(s) differ"),
+                  row(case="K", status="known_divergence", max_abs_err=1e-6),  # 1e4 x atol
+                  row(case="f", status="fail", max_abs_err=1e-8)])
+    over, within = plots.rings(rows)
+    assert set(rows["case"][over]) == {"K", "f"} and set(rows["case"][within]) == {"k"}
+    ax = plots.errors_against_tolerance(rows).axes[0]
+    rings = {}
+    for c in ax.collections:  # the rings: no face, one edge colour
+        if len(c.get_facecolor()) == 0 and len(c.get_offsets()):
+            rings.setdefault(tuple(np.round(c.get_edgecolor()[0][:3], 3)), []).extend(c.get_offsets()[:, 0])
+    black = rings.pop((0.0, 0.0, 0.0))
+    assert sorted(black) == pytest.approx([100.0, 1e4]) and min(black) > 1  # right of the pass line only
+    assert [pytest.approx(x) for x in sum(rings.values(), [])] == [plots.FLOOR]  # the other ring: left, at 0
+    labels = [t.get_text() for legend in ax.findobj(lambda a: type(a).__name__ == "Legend") for t in legend.texts]
+    assert any("error within atol" in t for t in labels) and any("error > atol" in t for t in labels)
+
+
+def flow(layer, framework, case, ref, got=None, dtype="float64"):
+    profile = json.dumps({"reference": list(ref), "candidate": list(ref if got is None else got)})
+    return row(layer=layer, framework=framework, case=case, dtype=dtype, kind="flow", profile=profile,
+               shape=f"({len(ref)},)")
+
+
+def test_the_flow_plot_draws_one_case_common_to_every_framework():
+    long, short = np.geomspace(1e-3, 1.0, 50), [0.1, 0.2, 0.5, 1.0]
+    rows = frame([flow("lstm", "torch", "own-torch", long), flow("lstm", "tensorflow", "own-tf", long),
+                  flow("lstm", "torch", "both", short), flow("lstm", "tensorflow", "both", short),
+                  flow("gru", "torch", "t", long), flow("gru", "tensorflow", "f", short)])  # nothing common
+    picks = plots.flow_picks(plots._profiles(rows)).set_index(["layer", "framework"])
+    assert picks.loc[("lstm", "torch"), "case"] == picks.loc[("lstm", "tensorflow"), "case"] == "both"
+    assert picks.loc[("lstm", "torch"), "common"] and not picks.loc[("gru", "torch"), "common"]
+    assert (picks.loc[("gru", "torch"), "case"], picks.loc[("gru", "tensorflow"), "case"]) == ("t", "f")
+    fig = plots.gradient_flow(rows, ["gru", "lstm"])
+    legends = {ax.get_title(): " ".join(t.get_text() for t in ax.get_legend().texts) for ax in fig.axes}
+    assert "case both" in legends["lstm: torch"] and "case both" in legends["lstm: tensorflow"]
+    assert "no case common" in legends["gru: torch"] and "no case common" not in legends["lstm: torch"]
+
+
+def test_the_flow_plot_draws_nothing_below_the_dtypes_resolution():
+    drawn, below = plots.resolved(np.array([1.0, 1e-20, 0.0, np.nan]), 1e-7)
+    assert drawn[:3].tolist() == [1.0, 1e-7, 1e-7] and np.isnan(drawn[3]) and below.tolist() == [0, 1, 1, 0]
+    ref = np.geomspace(1e-17, 1.0, 20)  # float32: the oracle far below eps, the framework further still
+    fig = plots.gradient_flow(frame([flow("lstm", "torch", "a", ref, np.where(ref < 1e-8, 1e-36, ref),
+                                          dtype="float32")]))
+    ax = fig.axes[0]
+    floor = float(np.finfo(np.float32).eps)
+    ys = np.concatenate([line.get_ydata() for line in ax.lines] + [c.get_offsets()[:, 1] for c in ax.collections])
+    assert np.nanmin(ys) == pytest.approx(floor)  # nothing drawn below max x eps
+    assert any(c.get_offsets().shape[0] and np.allclose(c.get_offsets()[:, 1], floor) for c in ax.collections)
+    assert any("floor" in t.get_text() for t in ax.get_legend().texts)  # and the panel says so
+
+
+def test_every_check_that_did_not_pass_is_on_checks_html_and_the_report_links_it(report):
+    _, raw, page = report
+    rows = frame(report_rows())
+    text = checks_page(rows, {"partial": False})
+    checks = Page(text)
+    head, body = next((h, b) for h, b in [checks.table(None, "reproduce")])
+    bad = rows[~rows["status"].isin(["pass", "not_applicable"])]
+    assert len(body) == len(bad) == 6
+    assert sorted(r[head.index("status")]["text"] for r in body) == sorted(bad["status"])
+    assert {tag for tag, _ in checks.tags} <= PAGE_TAGS and checks.scripts == [SORT_SCRIPT]
+    assert HOSTILE in "".join(c["text"] for r in body for c in r) and "&lt;script&gt;" in text
+    assert "sortable" in checks.tables[0]["class"] and "report.html#not-passing" in text
+    section = raw_section(raw, "not-passing")
+    assert '<a href="checks.html">checks.html</a>' in section and "All 6 checks" in section
+    assert "<details" not in raw  # the list is no longer embedded
+    assert not any(t["under"] == "not-passing" and t["rows"] and "reproduce" in [c["text"].strip()
+                   for c in t["rows"][0]] for t in page.tables)
+
+
+def test_headings_wrap_only_between_words(report):
+    assert "table.grid th{overflow-wrap:normal;word-break:normal" in STYLE
+    assert not re.search(r"th\{[^}]*(overflow-wrap:anywhere|word-break:break-all)", STYLE)
+    _, raw, page = report  # a name's words may part after its underscores, and only there
+    assert re.search(r"<th[^>]*>known_<wbr>divergence</th>", raw)
+    assert "known_divergence" in [c["text"] for t in page.tables for c in t["rows"][0]]

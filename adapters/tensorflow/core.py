@@ -3,8 +3,11 @@ registry, layouts, and the settings every optimizer is given."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
+import tempfile
 
 from ..base import Builders
 
@@ -16,10 +19,34 @@ _tf = None
 def tf():
     global _tf
     if _tf is None:
+        quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ  # a user who set it wants what it lets through
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-        _tf = importlib.import_module("tensorflow")
+        with _start_up_logs_held() if quiet else contextlib.nullcontext():
+            _tf = importlib.import_module("tensorflow")
     return _tf
+
+
+@contextlib.contextmanager
+def _start_up_logs_held():
+    """TensorFlow 2.21's C++ libraries log at load time, before TF_CPP_MIN_LOG_LEVEL is read
+    ("All log messages before absl::InitializeLog() is called are written to STDERR", the
+    oneDNN notice): file descriptor 2 goes to a temporary file while it loads, and what
+    was written there is shown only if the import fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def keras():

@@ -6,6 +6,8 @@ weight (I, O/G, k...)): no conversion. Padding the modules cannot say themselves
 nn.ZeroPad1d/2d: what a user writes.
 """
 
+import warnings
+
 from ...reference.conv import resolve_padding  # the oracle's rule for TensorFlow-style 'same': one formula
 from ..base import Built, param
 from .core import builder, nn, set_
@@ -39,7 +41,13 @@ def _conv(t, dtype, cls, pad_cls, stride, dilation, groups, mode, explicit):
     conv = cls(x.shape[-rank - 1], W.shape[0], kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
                bias="b" in t, padding_mode="zeros", dtype=dtype)
     pad = pad_cls(pre) if pre is not None else (lambda x: x)
-    return Built(lambda t: conv(pad(t["x"])), _conv_params(conv, t))
+
+    def apply(t):
+        with warnings.catch_warnings():  # an even kernel under 'same' is an edge drawn on purpose, not news
+            warnings.filterwarnings("ignore", message="Using padding='same' with even kernel")
+            return conv(pad(t["x"]))
+
+    return Built(apply, _conv_params(conv, t))
 
 
 @builder("conv2d")
