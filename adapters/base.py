@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..reference import GRAD, OUT, Case, Convention, differentiable
+from ..reference import COT, GRAD, OUT, Case, Convention, differentiable
 from ..reference.oracle import layer_of
 
 
@@ -46,6 +46,8 @@ class Runner(Protocol):
     # Optional: ``refusal(case) -> str | None``, why the runner cannot express the case's
     # configuration, judged from its attributes, dtype and shapes alone (never its values):
     # the strategies then draw only cases it can run. A runner without it is asked nothing.
+    # Optional too: ``refusals(case) -> tuple[str, ...]``, every reason that applies, so the
+    # coverage census can name the one an edge's draws all share.
 
 
 def same(v):
@@ -77,11 +79,17 @@ class Built:
     """A framework layer built from a case. ``apply(tensors)`` runs its forward on
     the case's arrays as framework tensors and returns the output, or
     ``{output name: tensor}`` for a layer with several; ``params`` are its
-    parameters; ``drawn()`` (after apply) returns random data the layer drew."""
+    parameters; ``drawn()`` (after apply) returns random data the layer drew.
+    A whole model also gives ``taps()`` (after apply): its layers' outputs by step
+    name, as the framework computed them inside the forward pass, whose values and
+    cotangents are compared (kinds ``out`` and ``cot``) after ``tap_to_canonical(name,
+    array)`` puts them in the oracle's layout."""
 
     apply: Callable[[dict], Any]
     params: tuple = ()
     drawn: Callable[[], dict] | None = None
+    taps: Callable[[], dict] | None = None
+    tap_to_canonical: Callable[[str, np.ndarray], np.ndarray] = lambda name, array: array
 
 
 def stateless(fn: Callable) -> Callable:
@@ -176,14 +184,20 @@ class FrameworkAdapter:
     def convention(self, layer: str) -> Convention | None:
         return self.builders.conventions.get(layer)
 
-    def refusal(self, case: Case) -> str | None:
-        """Why this framework cannot express the case's configuration (None when it can),
-        from its attributes, dtype and shapes alone: the strategies ask before drawing
-        any value, and ``run`` raises NotApplicable with the same words."""
+    def refusals(self, case: Case) -> tuple[str, ...]:
+        """Every reason this framework cannot express the case's configuration (none when it
+        can), from its attributes, dtype and shapes alone: the strategies ask before drawing
+        any value, and ``run`` raises NotApplicable with the same words. A builder's
+        ``refuses`` returns one reason, None, or a list of every reason that applies."""
         if case.layer not in self.builders.build:
-            return self.builders.inexpressible.get(case.layer, f"no {self.name} builder for {case.layer}")
+            return (self.builders.inexpressible.get(case.layer, f"no {self.name} builder for {case.layer}"),)
         refuses = self.builders.refuses.get(case.layer)
-        return refuses(case) if refuses is not None else None
+        why = refuses(case) if refuses is not None else None
+        return (why,) if isinstance(why, str) else tuple(why or ())
+
+    def refusal(self, case: Case) -> str | None:
+        """The reasons of ``refusals`` in one sentence, None when the framework can run the case."""
+        return "; and ".join(self.refusals(case)) or None
 
     def run(self, case: Case) -> dict:
         why = self.refusal(case)
@@ -201,12 +215,16 @@ class FrameworkAdapter:
         def forward(ts):
             return named_outputs(built.apply(ts), layer.output_names, self.name)
 
-        outs, grads = self.forward_backward(forward, tensors, case.cotangents, sources, case.dtype)
+        outs, grads, tapped = self.forward_backward(forward, tensors, case.cotangents, sources, case.dtype,
+                                                    built.taps)
         canonical = {}
         for p, g in zip(built.params, grads):
             canonical.update(p.to_canonical(g))
         canonical.update(zip(inputs, grads[len(built.params):]))
         result = {OUT: outs, GRAD: {n: np.asarray(canonical[n]) for n in wanted if n in canonical}}
+        if tapped:  # a whole model: each layer's output, and the cotangent arriving there
+            result[OUT].update({n: built.tap_to_canonical(n, v) for n, v in tapped[OUT].items()})
+            result[COT] = {n: built.tap_to_canonical(n, g) for n, g in tapped[COT].items()}
         if built.drawn is not None:
             result["drawn"] = built.drawn()
         return result
@@ -220,8 +238,16 @@ class FrameworkAdapter:
         """The array as a framework tensor (integers stay integers)."""
         raise NotImplementedError
 
-    def forward_backward(self, forward, tensors: dict, cotangents: dict, sources: list, dtype: str):
+    def forward_backward(self, forward, tensors: dict, cotangents: dict, sources: list, dtype: str, taps=None):
         """Run ``forward(tensors) -> {name: tensor}`` under the framework's autodiff,
         take ``loss = sum_i <out_i, g_i>`` and return (outputs as NumPy by name,
-        [d loss / d source as NumPy, zeros where unconnected])."""
+        [d loss / d source as NumPy, zeros where unconnected], and for ``taps``
+        ({"out": {name: value}, "cot": {name: d loss / d value}}, NumPy, or None))."""
         raise NotImplementedError
+
+
+# A test seam: one layer of a whole model off on purpose, to prove the localization names
+# it. {"step": "3:dense", "direction": "forward" | "backward", "scale": 1.001}: the step's
+# output (forward), or the gradient it sends back to its input (backward), scaled. None in
+# every real run; a model builder reads it when it builds.
+FAULT: dict | None = None

@@ -38,3 +38,12 @@ def batch_axis(shape):
     """An array shape rule ``shape(d, attrs)`` with the leading batch axis dropped when
     ``attrs["batched"]`` is False."""
     return lambda d, attrs: tuple(shape(d, attrs))[0 if attrs["batched"] else 1:]
+
+
+def as_batch_of_one(case):
+    """An unbatched case (attribute ``batched`` False) as the batched case it stands for: ``x``
+    with a leading axis of 1. Any other case as it is."""
+    if case.attrs.get("batched") is not False:
+        return case
+    return case.replace(attrs={**case.attrs, "batched": True},
+                        arrays={**case.arrays, "x": np.asarray(case.arrays["x"])[np.newaxis]})

@@ -414,7 +414,7 @@ def _transposed(key, test):
 register(Layer(
     "conv_transpose2d", *unbatched(conv_transpose2d, conv_transpose2d_vjp), empty=True, nonfinite=("x",),
     edges=(batch_of(1), batch_of(0), UNBATCHED, EVEN_KERNEL, Edge("strided", _transposed("stride", lambda s: s > 1)),
-           Edge("dilated", _transposed("dilation", lambda d: d > 1)),
+           Edge("dilated", _transposed("dilation", lambda d: d > 1), {"dH": 2, "sH": 1, "sW": 1}),
            Edge("grouped", lambda c: c.attrs["groups"] > 1, {"G": 2}),
            Edge("output_padding", _transposed("output_pad", lambda p: p > 0)),
            Edge("cropped", _transposed("pad", lambda p: p > 0)), without("b", "no_bias"), NONFINITE,

@@ -11,7 +11,7 @@ import numpy as np
 
 from .case import Case, as_float64
 from .catalogue import LAYERS
-from .oracle import _named_outputs, differentiable
+from .oracle import named_outputs, differentiable
 
 
 def _objective(case: Case):
@@ -20,7 +20,7 @@ def _objective(case: Case):
     gs = {n: g.astype(np.float64) for n, g in case.cotangents.items()}
 
     def outputs(arrays: dict) -> dict:
-        return _named_outputs(layer, layer.forward(**{**base, **arrays}, **case.attrs)[0])
+        return named_outputs(layer, layer.forward(**{**base, **arrays}, **case.attrs)[0])
 
     def f(arrays: dict) -> float:
         return float(sum(np.sum(out * gs[n]) for n, out in outputs(arrays).items()))

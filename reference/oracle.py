@@ -18,7 +18,7 @@ from .case import DTYPES, Case, as_float64
 from .catalogue import LAYERS
 from .spec import Convention, Labels, Layer, Lengths, attr_type_error, require
 
-OUT, GRAD, FLOW = "out", "grad", "flow"
+OUT, GRAD, FLOW, COT = "out", "grad", "flow", "cot"
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ def validate(case: Case) -> Layer:
     layer = layer_of(case)
     require(case.dtype in DTYPES, "dtype", f"unsupported dtype {case.dtype!r}; supported: {', '.join(DTYPES)}")
     require(isinstance(case.attrs, dict), "attrs", f"expected a dict, got {type(case.attrs).__name__}")
+    require(isinstance(case.arrays, dict), "arrays",
+            f"expected a dict of named NumPy arrays ({', '.join(layer.arrays)}), got {type(case.arrays).__name__}")
     missing = [a for a in layer.attrs if a not in case.attrs]
     require(not missing, "attrs", f"{case.layer} needs {', '.join(missing)}")
     unknown = [a for a in case.attrs if a not in layer.attrs]
@@ -112,7 +114,8 @@ def validate(case: Case) -> Layer:
     return layer
 
 
-def _named_outputs(layer: Layer, out) -> dict:
+def named_outputs(layer: Layer, out) -> dict:
+    """A forward's output as {output name: float64 array}."""
     names = layer.output_names
     if names is not None and len(names) == 1 and not isinstance(out, dict):
         return {names[0]: np.asarray(out, dtype=np.float64)}
@@ -137,7 +140,7 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
     arrays = as_float64(case.arrays)
     with ieee():
         out, res = layer.forward(**arrays, **case.attrs, **chosen)
-    outs = _named_outputs(layer, out)
+    outs = named_outputs(layer, out)
     for name, value in outs.items():
         if layer.vjp is None:
             continue
@@ -156,6 +159,11 @@ def evaluate(case: Case, conventions: dict | None = None) -> Evaluation:
 
     outputs = {OUT: outs,
                GRAD: {n: np.asarray(grads.get(n, np.zeros(case.arrays[n].shape)), dtype=np.float64) for n in names}}
+    if layer.trace is not None:  # a whole model: every layer's output and the cotangent arriving there
+        with ieee():
+            traced = layer.trace(res, gs if len(gs) > 1 else next(iter(gs.values())))
+        outputs = {**outputs, OUT: {**outs, **traced.get(OUT, {})},
+                   **{kind: named for kind, named in traced.items() if kind != OUT}}
     return Evaluation(with_flow(case, outputs), kappa, res)
 
 

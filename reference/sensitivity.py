@@ -12,6 +12,9 @@ in float32 included, loses that many digits.
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import dataclass
+
 import numpy as np
 
 STEP = 2.0**-26  # relative: far above float64 rounding, small enough to stay linear
@@ -42,7 +45,24 @@ def _linear_response(base: dict, big: dict, small: dict, floor: float) -> float:
     return worst / STEP
 
 
-def sensitivity(forward, vjp, residuals, cotangents, **arrays_and_attrs) -> float:
+@dataclass(frozen=True)
+class Jitter:
+    """The rounding of the results a computation keeps on the way (a model's layer outputs
+    and the cotangents arriving at them), to first order: ``jitter(name, value)`` is value
+    times (1 + s step), with signs s fixed by the seed and the name. Step 0 changes nothing."""
+
+    step: float = 0.0
+    seed: int = 0
+
+    def __call__(self, name: str, value):
+        if self.step == 0.0:
+            return value
+        value = np.asarray(value, dtype=np.float64)
+        rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+        return value * (1.0 + self.step * rng.choice((-1.0, 1.0), size=value.shape))
+
+
+def sensitivity(forward, vjp, residuals, cotangents, *, intermediates: bool = False, **arrays_and_attrs) -> float:
     """The largest change of any output (against max(its max|value|, max|inputs|))
     or gradient (against max(its max|value|, max|cotangents|)), the scales
     ``check`` judges them by, per unit STEP, when every float input is multiplied
@@ -52,13 +72,17 @@ def sensitivity(forward, vjp, residuals, cotangents, **arrays_and_attrs) -> floa
     estimation, Kenney and Laub 1994): it can fall short of the worst case by a
     small factor, not by orders of magnitude. ``residuals`` (of the unperturbed
     forward) are unused: the unperturbed answer is recomputed the same way as
-    the perturbed ones."""
+    the perturbed ones. With ``intermediates`` the forward also takes ``jitter``
+    (a ``Jitter``) and perturbs what it computes on the way with it: a model, whose
+    layers round their results in turn (a zero weight leaves a channel constant
+    under any perturbation of the inputs, not under the rounding of a mean)."""
     arrays = {k: v for k, v in arrays_and_attrs.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
     rest = {k: v for k, v in arrays_and_attrs.items() if k not in arrays}
     g = None if not cotangents else (next(iter(cotangents.values())) if len(cotangents) == 1 else cotangents)
 
-    def run(step, signs):
-        out, res = forward(**{k: v * (1.0 + step * signs[k]) for k, v in arrays.items()}, **rest)
+    def run(step, signs, seed=0):
+        jitter = {"jitter": Jitter(step, seed)} if intermediates else {}
+        out, res = forward(**{k: v * (1.0 + step * signs[k]) for k, v in arrays.items()}, **rest, **jitter)
         return {**{("out", n): o for n, o in _as_dict(out).items()},
                 **{("grad", n): d for n, d in (vjp(res, g) if g is not None else {}).items()}}
 
@@ -67,9 +91,9 @@ def sensitivity(forward, vjp, residuals, cotangents, **arrays_and_attrs) -> floa
     floors = {"out": _max_abs(arrays.values()), "grad": _max_abs((cotangents or {}).values())}
     rng = np.random.default_rng(0)
     worst = 0.0
-    for _ in range(PATTERNS):
+    for pattern in range(PATTERNS):
         signs = {k: rng.choice((-1.0, 1.0), size=v.shape) for k, v in arrays.items()}
-        big, small = run(STEP, signs), run(STEP / SHRINK, signs)
+        big, small = run(STEP, signs, pattern), run(STEP / SHRINK, signs, pattern)
         for kind, floor in floors.items():
             keys = [key for key in base if key[0] == kind]
             worst = max(worst, _linear_response({k: base[k] for k in keys}, big, small, floor))

@@ -223,6 +223,9 @@ class Layer:
     the family module that registers it, "other" for a user's own layer).
     ``edges``: the named corners its cases must reach (``Edge``): the ci profile
     draws one case for each edge a framework can run, and the report counts them.
+    ``trace(residuals, cotangents) -> {kind: {name: array}}``: for a whole model,
+    what is compared beyond its loss and gradients: each layer's output (kind
+    ``out``) and the cotangent arriving there (kind ``cot``), named after the step.
     """
 
     name: str
@@ -240,6 +243,7 @@ class Layer:
     empty: bool = False
     family: str = "other"
     edges: tuple = ()
+    trace: Callable[[Any, Any], dict] | None = None
 
     @property
     def output_names(self) -> tuple | None:

@@ -19,10 +19,11 @@ import traceback
 import numpy as np
 
 from ..adapters.base import NotApplicable
-from ..reference import FLOW, GRAD, LAYERS, OUT, Case, Oracle, evaluate, reached_edges, with_flow
+from ..reference import COT, FLOW, GRAD, LAYERS, OUT, Case, Oracle, evaluate, reached_edges, with_flow
 from ..reference import precise
 from .rows import COLUMNS
 from .divergences import KNOWN_DIVERGENCES, known_divergences
+from .localize import localize
 from .tolerances import EPS, PRECISION, Tolerance, at_step, tolerance_for
 
 UNDERFLOW = {d: float(np.finfo(d).tiny / np.finfo(d).eps) for d in ("float32", "float64")}
@@ -47,6 +48,7 @@ FLOORS = {
     OUT: lambda case: _max_abs(case.arrays.values()),
     GRAD: lambda case: _max_abs(case.cotangents.values()),
     FLOW: lambda case: _max_abs(case.cotangents.values()),
+    COT: lambda case: _max_abs(case.cotangents.values()),  # a model's: the cotangent carried back to a step
 }
 
 
@@ -403,6 +405,8 @@ def check(case: Case, reference, candidate) -> list[dict]:
         ok = m.pop("ok")
         r.update(m, status="pass" if ok else "fail")
     _precision(rows, case, conv, actual, expected if isinstance(reference, Oracle) else truth.outputs)
+    if isinstance(reference, Oracle):  # against another framework, both sides' layers are in question
+        localize(case, rows, truth, candidate.name, actual)
     return _known(rows, case, reference, candidate, truth)
 
 

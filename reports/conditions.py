@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..reference.activations import SELU_ALPHA, SELU_SCALE
+from ..reference.models import exact_kinks
 from .tolerances import DEFAULT, EPS, at_step, tolerance_for
 
 
@@ -374,3 +375,10 @@ def mlp_subnormal_pre_activation(case, ev) -> bool:
     its D + 1 terms could move it if each were flushed from subnormal to zero."""
     terms = case.arrays["W1"].shape[0] + 1
     return any(np.any((a != 0) & (np.abs(a) < terms * np.finfo(case.dtype).tiny)) for a, *_ in ev.residuals)
+
+
+def kink_inside_model(case, ev) -> bool:
+    """Some relu or max_pool2d inside the model sits exactly on its kink in the oracle's forward
+    pass, with a cotangent arriving (``reference.models.exact_kinks``): a constant channel that
+    batch norm maps to exactly beta = 0, a window of equal maxima."""
+    return bool(exact_kinks(ev.residuals, ev.outputs["cot"]))

@@ -27,6 +27,7 @@ TORCH, TENSORFLOW = ("torch",), ("tensorflow",)
 F32, F64 = ("float32",), ("float64",)
 RECURRENT = ("rnn", "lstm", "gru", "stacked_lstm", "stacked_gru", "bidirectional_lstm", "bidirectional_gru",
              "masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru")
+MODELS = ("model_mlp", "model_cnn", "model_resnet", "model_sequence", "model_transformer")
 PROSE = Path(__file__).with_name("divergences.toml")
 
 
@@ -174,6 +175,8 @@ KNOWN_DIVERGENCES: list[Divergence] = [
     D("mlp-relu-kink-by-rounding", {("train_step",): c.mlp_kink_by_rounding}),
     D("mlp-adam-normalizes-rounding-noise", {("train_step",): c.mlp_adam_gradient_at_rounding}),
     D("tf-flush-to-zero-mlp-relu", {("train_step",): c.mlp_subnormal_pre_activation}, TENSORFLOW),
+    # ---- whole models
+    D("model-kink-decided-by-rounding", {MODELS: c.kink_inside_model}),
 ]
 
 assert len({d.key for d in KNOWN_DIVERGENCES}) == len(KNOWN_DIVERGENCES), "divergence keys must be unique"

@@ -23,7 +23,7 @@ SUMMARY_COLUMNS = GROUP_KEY + ["verdict", "cases", "checks", "checked", *STATUSE
 # The order the report shows families in; a family not named here comes after them, alphabetically,
 # and "other" (a layer of the user's that names no family) last. Which family a layer is in, the rows say.
 FAMILY_ORDER = ("dense", "activations", "losses", "convolution", "pooling", "normalization", "embedding", "dropout",
-                "recurrent", "attention", "training step", "other")
+                "recurrent", "attention", "training step", "models", "other")
 
 
 def layer_families(df: pd.DataFrame) -> dict:

@@ -61,7 +61,8 @@ def config_key(case: Case) -> str:
 
 
 def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256("|".join(map(str, ("gradparity-plan", *parts))).encode()).digest()[:8], "little")
+    digest = hashlib.sha256("|".join(map(str, ("gradparity-plan", *parts))).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
 @functools.lru_cache(maxsize=None)
@@ -71,18 +72,21 @@ def _plan(layer: str, framework: str, dtype: str, size: int, runner) -> Plan:
         if len(plan.cases) >= size:
             plan.edges[edge.name] = f"not planned: the profile plans {size} cases"
             continue
-        refusals, found = Counter(), None
+        refusals, refused, found = Counter(), 0, None
         for attempt in range(ATTEMPTS):
             case = draw_case(Seeded(_seed(layer, dtype, edge.name, attempt)), layer, dtype, runner=runner,
                              force=edge.force, lean=True)
             if isinstance(case, Refused):
-                refusals[case.reason] += 1
+                refusals.update(case.reasons)
+                refused += 1
             elif edge.reached(case):
                 found = case
                 break
         if found is None:
-            refused = sum(refusals.values())
-            plan.edges[edge.name] = ("; ".join(f"{why} ({n} of {ATTEMPTS} draws)" for why, n in refusals.most_common())
+            # The edge's reason is the one every draw met; draws refused for other reasons besides do not count.
+            shared = [why for why, n in refusals.items() if n == ATTEMPTS]
+            plan.edges[edge.name] = (" and ".join(shared) if shared else
+                                     "; ".join(f"{why} ({n} of {ATTEMPTS} draws)" for why, n in refusals.most_common())
                                      if refused == ATTEMPTS else
                                      f"no draw of {ATTEMPTS} reached it ({refused} refused)")
             continue
@@ -96,7 +100,7 @@ def _plan(layer: str, framework: str, dtype: str, size: int, runner) -> Plan:
         for attempt in range(ATTEMPTS):
             case = draw_case(Seeded(_seed(layer, dtype, "free", slot, attempt)), layer, dtype, runner=runner)
             if isinstance(case, Refused):
-                plan.refused[case.reason] += 1
+                plan.refused[case.reasons[0]] += 1  # counted once, by its first reason
                 continue
             if config_key(case) not in seen:
                 break

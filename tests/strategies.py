@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from gradparity.reference import LAYERS, Case
 from gradparity.reference.case import as_float64
-from gradparity.reference.oracle import _named_outputs, ieee
+from gradparity.reference.oracle import named_outputs, ieee
 from gradparity.reference.spec import Choice, Drawn, Float, Int, Labels, Lengths, Mask, Real, Shape
 
 SPECIAL = ("nonfinite", "subnormal", "tiny")  # the kinds of special value a case may hold
@@ -262,16 +262,22 @@ def _placeholder(spec, shape, dtype: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Refused:
-    """A configuration the runner cannot express, and its reason."""
+    """A configuration the runner cannot express, and every reason that applies."""
 
-    reason: str
+    reasons: tuple
+
+    @property
+    def reason(self) -> str:
+        return "; and ".join(self.reasons)
 
 
-def refusal(runner, case: Case) -> str | None:
-    """Why ``runner`` cannot express the case's configuration (None: it can); a runner
-    without ``refusal`` is asked nothing."""
-    ask = getattr(runner, "refusal", None)
-    return ask(case) if ask is not None else None
+def refusals(runner, case: Case) -> tuple:
+    """Why ``runner`` cannot express the case's configuration (empty: it can): its
+    ``refusals``, else its ``refusal``; a runner with neither is asked nothing."""
+    if hasattr(runner, "refusals"):
+        return tuple(runner.refusals(case))
+    why = runner.refusal(case) if hasattr(runner, "refusal") else None
+    return (why,) if why is not None else ()
 
 
 def draw_case(source, name: str, dtype: str, *, runner=None, force: dict | None = None, edges: bool = True,
@@ -295,8 +301,8 @@ def draw_case(source, name: str, dtype: str, *, runner=None, force: dict | None 
     shapes = {n: spec.shape(d, attrs) for n, spec in present.items()}
     if runner is not None:
         placeholders = {n: _placeholder(spec, shapes[n], dtype) for n, spec in present.items()}
-        why = refusal(runner, Case(name, dtype, attrs, placeholders, {}))
-        if why is not None:
+        why = refusals(runner, Case(name, dtype, attrs, placeholders, {}))
+        if why:
             return Refused(why)
     arrays: dict = {}
     for arr_name, spec in present.items():
@@ -334,7 +340,7 @@ def _with_cotangent(name, dtype, attrs, arrays, rng) -> Case:
     if layer.vjp is None:  # forward-only: nothing to differentiate
         return Case(name, dtype, attrs, arrays, {})
     with ieee():
-        outs = _named_outputs(layer, layer.forward(**as_float64(arrays), **attrs)[0])
+        outs = named_outputs(layer, layer.forward(**as_float64(arrays), **attrs)[0])
     cotangents = {n: np.array(1.0) if layer.loss and out.ndim == 0 else rng.standard_normal(out.shape)
                   for n, out in outs.items()}
     if len(outs) > 1 and rng.random() < 0.25:

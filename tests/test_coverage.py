@@ -61,6 +61,19 @@ def test_an_edge_a_framework_cannot_run_says_why():
     assert torch.edges["unbatched"] == "" and not torch.refused
 
 
+@pytest.mark.parametrize("layer, framework, edge, reason", [
+    ("avg_pool2d", "tensorflow", "divisor_override_1", "no divisor_override"),
+    ("conv_transpose2d", "tensorflow", "grouped", "no groups argument"),
+    ("masked_lstm", "torch", "route_masking_layer", "keras.layers.Masking layer"),
+    ("masked_lstm", "torch", "padded_output_repeat", "zero_output_for_mask=False")])
+def test_an_edge_is_blamed_on_the_reason_all_its_draws_share(layer, framework, edge, reason):
+    """Draws for an edge may be refused for other reasons as well (unbatched, say): the edge's
+    own reason is the one every draw met, named alone."""
+    why = plan(layer, framework, "float32", 25, ADAPTERS[framework]).edges[edge]
+    assert reason in why and "draws)" not in why, why
+    assert "batch axis" not in why and ("Masking" in why) == (edge == "route_masking_layer"), why
+
+
 def test_plans_are_the_same_everywhere_and_for_every_framework_that_can_run_them():
     a = plan("dense", "torch", "float64", 25, ADAPTERS["torch"])
     b = plan("dense", "tensorflow", "float64", 25, ADAPTERS["tensorflow"])
@@ -82,7 +95,7 @@ class _WithoutRefusals:
         self.inner = ADAPTERS["tensorflow"]
 
     def __getattr__(self, attr):
-        if attr == "refusal":
+        if attr in ("refusal", "refusals"):
             raise AttributeError(attr)
         return getattr(self.inner, attr)
 

@@ -95,19 +95,20 @@ def conv1d(t, a, dtype):
 
 
 def _conv_transpose_refusal(case):
-    a = case.attrs
+    a, why = case.attrs, []
     stride, dilation = (a["stride_h"], a["stride_w"]), (a["dilation_h"], a["dilation_w"])
     if a["groups"] > 1:
-        return "keras.layers.Conv2DTranspose has no groups argument"
+        why.append("keras.layers.Conv2DTranspose has no groups argument")
     if max(stride) > 1 and max(dilation) > 1:
-        return "keras.layers.Conv2DTranspose refuses strides > 1 with dilation_rate > 1 (ValueError)"
+        why.append("keras.layers.Conv2DTranspose refuses strides > 1 with dilation_rate > 1 (ValueError)")
     if a["output_pad_h"] >= a["stride_h"] or a["output_pad_w"] >= a["stride_w"]:
-        return ("keras.layers.Conv2DTranspose requires output_padding < strides (ValueError); PyTorch takes "
-                "output_padding < max(stride, dilation)")
+        why.append("keras.layers.Conv2DTranspose requires output_padding < strides (ValueError); PyTorch takes "
+                   "output_padding < max(stride, dilation)")
     if case.dtype == "float64" and max(dilation) > 1:
-        return ("keras.layers.Conv2DTranspose in float64 runs Conv2DBackpropInput, whose CPU kernel has no dilation: "
-                "InvalidArgumentError 'Current CPU implementations do not yet support dilation rates larger than 1' "
-                "(float32 goes through oneDNN and runs; tensorflow-cpu 2.21.0)")
+        why.append("keras.layers.Conv2DTranspose in float64 runs Conv2DBackpropInput, whose CPU kernel has no "
+                   "dilation: InvalidArgumentError 'Current CPU implementations do not yet support dilation rates "
+                   "larger than 1' (float32 goes through oneDNN and runs; tensorflow-cpu 2.21.0)")
+    return why
 
 
 @builder("conv_transpose2d", refuses=_conv_transpose_refusal)

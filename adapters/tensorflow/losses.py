@@ -40,12 +40,14 @@ def _channels_last(v):
 def _class_weights_refusal(case):
     if "weight" not in case.arrays:
         return None
+    why = []
     if case.attrs["target_type"] == "probabilities":
-        return ("Keras' CategoricalCrossentropy has no class weights: a sample weight scales a sample's whole loss, "
-                "not each class's term of a probability target")
+        why.append("Keras' CategoricalCrossentropy has no class weights: a sample weight scales a sample's whole "
+                   "loss, not each class's term of a probability target")
     if case.attrs["label_smoothing"] > 0:
-        return ("with label smoothing PyTorch weighs each class's term of the smoothed target by its own weight w_k; "
-                "a Keras sample weight scales the whole loss by w[y]")
+        why.append("with label smoothing PyTorch weighs each class's term of the smoothed target by its own weight "
+                   "w_k; a Keras sample weight scales the whole loss by w[y]")
+    return why
 
 
 @builder("cross_entropy", refuses=_class_weights_refusal, convention=Convention(

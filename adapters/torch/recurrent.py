@@ -139,10 +139,10 @@ def _keras_masking(case):
 
 
 def _repeated_output(case):
-    if case.attrs["padded_output"] != "zeros":
-        return ("pad_packed_sequence fills padded steps with one constant (padding_value); y repeating the last "
-                "valid output (Keras' zero_output_for_mask=False) has no PyTorch form")
-    return _keras_masking(case)
+    repeated = (["pad_packed_sequence fills padded steps with one constant (padding_value); y repeating the last "
+                 "valid output (Keras' zero_output_for_mask=False) has no PyTorch form"]
+                if case.attrs["padded_output"] != "zeros" else [])
+    return repeated + [why for why in [_keras_masking(case)] if why]
 
 
 @builder("masked_rnn", convention=MASKED, refuses=_repeated_output)

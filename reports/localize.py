@@ -1,0 +1,119 @@
+"""Whole models: the layers where a framework computes differently, the first of them named on every row.
+
+A model's rows hold every step's output (kind ``out``, named after the step,
+"5:gelu"), the cotangent arriving at it (kind ``cot``), and the gradient of each
+step's parameters (kind ``grad``, "3:dense.W") and of the input. Once one layer
+is off, every layer after it is handed different numbers, so comparing each
+step's result with the oracle's blames them all. Instead the oracle recomputes
+every step from the framework's own values (``reference.models.local``): its
+output from the inputs the framework gave it, and what it sends back from the
+cotangent the framework gave it. A step diverges
+
+- forward, when its output differs from the oracle's for those same inputs;
+- backward, when its parameter gradients, or the cotangent it sends back (the
+  previous step's, or the input's gradient), differ from the oracle's for that
+  same cotangent;
+
+by more than the row's relative tolerance (its atol over its scale) times the
+size of what the step handles: the larger of the two results and of what the
+step was given (the output of the step before it, or the cotangent arriving at
+it). A row's own scale has the model's loss cotangent as its floor, which hides a
+1 % error in a cotangent that has shrunk to 1e-3 on its way back; the step's own
+sizes do not. NaN and Inf in only one of the two always count.
+
+Every row of the case gets ``first_divergence``: the first step diverging
+forward, else the last diverging backward (the first the backward pass reaches): "forward 5:gelu", "backward 3:rms_norm"; "not localized" when rows
+fail but no step diverges on its own (rounding grown across the whole model);
+"" when nothing fails.
+
+A known divergence of a layer carries over to the model when it explains every
+diverging step: each asked about as a case of its own layer (the inputs and
+cotangent the oracle gave it), for this framework and dtype. The failing rows
+then become ``known_divergence`` under the first step's key, their detail saying
+so. A divergence's bound is the layer's, on the layer's own output; in a model
+the difference is whatever the layers after it make of it, so it is not applied:
+a step that diverges for any other reason keeps the model's rows failing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..reference import COT, GRAD, OUT
+from ..reference.models import local, step_cases
+from .divergences import known_divergences
+
+
+def _size(a) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.abs(a[np.isfinite(a)]).max(initial=0.0))
+
+
+def _differs(mine, theirs, rtol: float, given) -> bool:
+    """Whether two arrays differ by more than ``rtol`` times the largest of their sizes and of
+    ``given``'s where both are finite, or in where (and which) NaN and Inf are."""
+    mine, theirs = np.asarray(mine, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    if mine.shape != theirs.shape:
+        return True
+    finite = np.isfinite(mine) & np.isfinite(theirs)
+    same_special = (np.isnan(mine) & np.isnan(theirs)) | (np.isinf(mine) & (mine == theirs))
+    if np.any(~finite & ~same_special):
+        return True
+    scale = max(_size(mine), _size(theirs), _size(given))
+    return bool(np.any(np.abs(mine[finite] - theirs[finite]) > rtol * scale))
+
+
+def diverging_steps(steps, recomputed: dict, actual: dict, rtol: dict, x=0.0) -> list[tuple[str, object]]:
+    """``[(direction, step)]``: the steps diverging forward, in order, then those diverging
+    backward, in the order the backward pass reaches them. ``rtol``: {(kind, name): relative
+    tolerance}; ``x``: the model's input (what the first step is given)."""
+    def off(kind, name, given):
+        return name in actual.get(kind, {}) and _differs(recomputed[kind][name], actual[kind][name],
+                                                         rtol[kind, name], given)
+
+    given = [x] + [actual[OUT].get(s.name, 0.0) for s in steps[:-1]]
+    forward = [("forward", s) for s, entering in zip(steps, given) if off(OUT, s.name, entering)]
+    backward = []
+    for i in reversed(range(len(steps))):
+        step = steps[i]
+        g = actual.get(COT, {}).get(step.name, 0.0)
+        sent = (COT, steps[i - 1].name) if i else (GRAD, "x")
+        if any(off(GRAD, step.array(p), g) for p in step.params) or off(*sent, g):
+            backward.append(("backward", step))
+    return forward + backward
+
+
+def localize(case, rows: list[dict], truth, framework: str, actual: dict) -> list[dict]:
+    """Name the first diverging step on the rows of a model case (``truth``: the oracle's Evaluation
+    of it; ``actual``: the framework's answer) and carry known divergences of the diverging steps
+    to the rows. Any other case: unchanged."""
+    residuals = truth.residuals
+    if not (isinstance(residuals, dict) and "steps" in residuals):
+        return rows
+    if not any(r["status"] == "fail" for r in rows):
+        return rows
+    steps = residuals["steps"]
+    recomputed = local(case.layer, case, actual[OUT], actual[COT])
+    rtol = {(r["kind"], r["name"]): r["atol"] / r["scale"] if r["scale"] > 0 else 0.0 for r in rows}
+    x = case.arrays["x"] if case.arrays["x"].dtype.kind == "f" else 0.0
+    found = diverging_steps(steps, recomputed, actual, rtol, x)
+    first = f"{found[0][0]} {found[0][1].name}" if found else "not localized"
+    for r in rows:
+        r["first_divergence"] = first
+    if not found:
+        return rows
+    cases = {s.name: (c, e) for s, c, e in step_cases(case, residuals, truth.outputs[COT])}
+    keys = []
+    for _, step in found:
+        known = known_divergences(*cases[step.name][:1], framework, cases[step.name][1])
+        if not known:
+            return rows  # a step diverges for a reason nobody recorded: the model's rows fail
+        keys.append((known[0].key, step.name))
+    key, where = keys[0]
+    others = "; also " + ", ".join(f"{k} of {s}" for k, s in keys[1:]) if len(keys) > 1 else ""
+    for r in rows:
+        r["divergence"] = key
+        if r["status"] == "fail":
+            r.update(status="known_divergence", detail=f"[known divergence {key} of {where}, where the model first "
+                                                        f"diverges{others}] {r['detail']}")
+    return rows
