@@ -12,6 +12,7 @@ in float32 included, loses that many digits.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -58,8 +59,15 @@ class Jitter:
         if self.step == 0.0:
             return value
         value = np.asarray(value, dtype=np.float64)
-        rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
-        return value * (1.0 + self.step * rng.choice((-1.0, 1.0), size=value.shape))
+        return value * (1.0 + self.step * _signs(self.seed, name, value.shape))
+
+
+@functools.lru_cache(maxsize=4096)
+def _signs(seed: int, name: str, shape: tuple) -> np.ndarray:
+    """The fixed signs of one named result (the same for the big and the small step)."""
+    signs = np.random.default_rng([seed, zlib.crc32(name.encode())]).choice((-1.0, 1.0), size=shape)
+    signs.flags.writeable = False
+    return signs
 
 
 def sensitivity(forward, vjp, residuals, cotangents, *, intermediates: bool = False, **arrays_and_attrs) -> float:

@@ -21,9 +21,10 @@ from pandas.io.formats.style import Styler
 
 from .coverage import coverage_table
 from .rows import STATUSES
+from .plots import MODEL_PLOTS
 from .tables import (JUDGED, PARTLY_NA, STALE, VERDICTS, by_family, checks, convention_table, keeps_and_loses,
-                     layer_families, nonfinite_table, not_applicable_table, not_passing_groups, precision_table,
-                     step_table, subnormal_table)
+                     layer_families, model_table, nonfinite_table, not_applicable_table, not_passing_groups,
+                     precision_table, step_table, subnormal_table)
 
 # Headings wrap only between words (never "framewor k"; _heading lets a name part after an underscore);
 # long cells without spaces (td.long) may break anywhere.
@@ -255,15 +256,36 @@ def _training_section(df: pd.DataFrame, notes: dict) -> str:
                        "parameters after step 1 and step 10", recorded or _table(gaps, wide=True), level=3))
 
 
-def _plots_section(plots: dict) -> str:
-    if not plots:
-        return "<p>No check had a finite error to plot.</p>"
-    figures = "".join(
+def _figures(plots: dict) -> str:
+    return "".join(
         f'<figure id="plot-{html.escape(name)}"><img alt="{html.escape(caption)}" '
         f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
         f"<figcaption>{html.escape(caption)} (also <code>plots/{html.escape(name)}.png</code>)</figcaption></figure>"
         if png else f'<figure id="plot-{html.escape(name)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
         for name, (caption, png) in plots.items())
+
+
+def _models_section(df: pd.DataFrame, plots: dict) -> str:
+    table = model_table(df)
+    if table.empty:
+        return "<p>No whole model ran.</p>"
+    return ("<p>Whole models (<code>model_*</code>): each is one forward and one backward through the framework's "
+            "own network, compared with the oracle at every layer boundary: each layer's output (kind "
+            "<code>out</code>), the gradient arriving there (<code>cot</code>) and every parameter's gradient, named "
+            "<code>3:dense.W</code> after the step. Where a case did not pass, the oracle recomputes every layer "
+            "from the framework's own inputs and cotangents, and <b>first divergence</b> names the first layer that "
+            "computes differently, forward or backward. A known divergence of that layer, asked about that layer "
+            "alone, explains the model's rows only if it explains every layer that diverges. The last column is the "
+            "gradient's health in the deepest case: the norm arriving at the first layer over the norm arriving at "
+            "the last one (far below 1: it vanishes on the way back).</p>"
+            + _table(table, wide=True) + _figures({n: plots[n] for n in MODEL_PLOTS if n in plots}))
+
+
+def _plots_section(plots: dict) -> str:
+    plots = {n: p for n, p in plots.items() if n not in MODEL_PLOTS}
+    if not plots:
+        return "<p>No check had a finite error to plot.</p>"
+    figures = _figures(plots)
     return ("<p>Errors against tolerance: one row per layer; each dot is one check: its largest absolute error "
             "divided by the atol it had to meet, on a log scale, grouped by family (names at the right). Colours are "
             "frameworks, markers dtypes (legend above). The vertical line at 1 is the pass line: a dot right of it did "
@@ -394,6 +416,8 @@ def _sections(df, summary, grouped, divergences, notes, worst, plots) -> list[tu
         ("precision", "Precision: each element against itself, in ulps", _precision_section(df, notes)),
         ("special", "Special values: NaN, Inf and subnormal inputs", _special_section(df, notes)),
         ("training", "Training step: errors per step, and what the defaults change", _training_section(df, notes)),
+        ("models", "Whole models: the first divergent layer, and gradient health through depth",
+         _models_section(df, plots)),
         ("conventions", "Conventions: what each framework does where the math leaves a choice",
          _table(convention_table(df, notes), wide=True)),
         ("divergences", "Known divergences (reason and measured behaviour, as recorded by the run)",

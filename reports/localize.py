@@ -21,10 +21,15 @@ it). A row's own scale has the model's loss cotangent as its floor, which hides 
 1 % error in a cotangent that has shrunk to 1e-3 on its way back; the step's own
 sizes do not. NaN and Inf in only one of the two always count.
 
-Every row of the case gets ``first_divergence``: the first step diverging
-forward, else the last diverging backward (the first the backward pass reaches): "forward 5:gelu", "backward 3:rms_norm"; "not localized" when rows
-fail but no step diverges on its own (rounding grown across the whole model);
-"" when nothing fails.
+Every row of the case that did not pass gets ``first_divergence``: the first
+step diverging forward, else the last diverging backward (the first the backward
+pass reaches): "5:gelu (forward)", "3:rms_norm (backward)". When no step diverges
+on its own inputs, rounding decided it: "6:relu (on its kink)" where a relu input or
+a max-pool tie sits exactly on the kink in the oracle (``exact_kinks``; each side's
+rounding picks its own branch there), else "not localized" (rounding grown across
+the whole model).
+Every row of a model case also gets the L2 norm of its tensor on both sides
+(``norm``, ``reference_norm``): the gradient's health through depth.
 
 A known divergence of a layer carries over to the model when it explains every
 diverging step: each asked about as a case of its own layer (the inputs and
@@ -40,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..reference import COT, GRAD, OUT
-from ..reference.models import local, step_cases
+from ..reference.models import exact_kinks, local, step_cases
 from .divergences import known_divergences
 
 
@@ -83,13 +88,23 @@ def diverging_steps(steps, recomputed: dict, actual: dict, rtol: dict, x=0.0) ->
     return forward + backward
 
 
+def _norm(a) -> float:
+    return float(np.sqrt(np.sum(np.square(np.asarray(a, dtype=np.float64)))))
+
+
 def localize(case, rows: list[dict], truth, framework: str, actual: dict) -> list[dict]:
-    """Name the first diverging step on the rows of a model case (``truth``: the oracle's Evaluation
-    of it; ``actual``: the framework's answer) and carry known divergences of the diverging steps
-    to the rows. Any other case: unchanged."""
+    """Record the gradient health of a model case (``norm`` and ``reference_norm``: the L2 norm of
+    each row's tensor, the framework's and the oracle's), name its first diverging step on the
+    rows that did not pass (``truth``: the oracle's Evaluation of it; ``actual``: the framework's
+    answer) and carry known divergences of the diverging steps to the rows. Any other case:
+    unchanged."""
     residuals = truth.residuals
     if not (isinstance(residuals, dict) and "steps" in residuals):
         return rows
+    for r in rows:
+        mine, theirs = actual.get(r["kind"], {}).get(r["name"]), truth.outputs.get(r["kind"], {}).get(r["name"])
+        r["norm"] = _norm(mine) if mine is not None else np.nan
+        r["reference_norm"] = _norm(theirs) if theirs is not None else np.nan
     if not any(r["status"] == "fail" for r in rows):
         return rows
     steps = residuals["steps"]
@@ -97,9 +112,14 @@ def localize(case, rows: list[dict], truth, framework: str, actual: dict) -> lis
     rtol = {(r["kind"], r["name"]): r["atol"] / r["scale"] if r["scale"] > 0 else 0.0 for r in rows}
     x = case.arrays["x"] if case.arrays["x"].dtype.kind == "f" else 0.0
     found = diverging_steps(steps, recomputed, actual, rtol, x)
-    first = f"{found[0][0]} {found[0][1].name}" if found else "not localized"
+    if found:
+        first = f"{found[0][1].name} ({found[0][0]})"
+    else:  # every layer agrees on its own inputs: the difference grew from rounding, or a kink took it
+        kinks = exact_kinks(residuals, truth.outputs[COT])
+        first = f"{kinks[0]} (on its kink)" if kinks else "not localized"
     for r in rows:
-        r["first_divergence"] = first
+        if r["status"] != "pass":
+            r["first_divergence"] = first
     if not found:
         return rows
     cases = {s.name: (c, e) for s, c, e in step_cases(case, residuals, truth.outputs[COT])}
@@ -114,6 +134,6 @@ def localize(case, rows: list[dict], truth, framework: str, actual: dict) -> lis
     for r in rows:
         r["divergence"] = key
         if r["status"] == "fail":
-            r.update(status="known_divergence", detail=f"[known divergence {key} of {where}, where the model first "
-                                                        f"diverges{others}] {r['detail']}")
+            r.update(status="known_divergence", detail=f"[known divergence {key}: explained by {key} at {where}, "
+                                                        f"where the model first diverges{others}] {r['detail']}")
     return rows

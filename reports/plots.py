@@ -14,6 +14,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from .tables import step_index
+
 # the sequence length from which a gradient-flow profile is worth a panel
 LONG = 8
 # err / atol below this is drawn at it (log scale; an exact match has no logarithm)
@@ -222,6 +224,85 @@ def gradient_flow(df: pd.DataFrame, layer_order=None, family_of=None):
     return fig
 
 
+GENERIC_EDGES = {"batch_1", "batch_0", "unbatched", "nonfinite", "subnormal"}  # say nothing about depth
+
+
+def _specific(edges: str) -> str:
+    return ", ".join(e for e in str(edges).split(", ") if e and e not in GENERIC_EDGES)
+
+
+def health_picks(df: pd.DataFrame, per_model: int = 3) -> pd.DataFrame:
+    """The cotangent rows (kind "cot") of the cases to draw per model x dtype: among the deepest
+    cases every framework ran, up to ``per_model`` that reached different edges of the model's
+    own (a deep sigmoid MLP beside a deep ReLU one and a residual one), those first."""
+    cot = df[(df["family"] == "models") & (df["kind"] == "cot")].dropna(subset=["reference_norm"])
+    picks = []
+    for _, g in cot.groupby(["layer", "dtype"], sort=True):
+        everyone = g.groupby("case")["framework"].nunique() == g["framework"].nunique()
+        depth = g.groupby("case")["name"].nunique()[everyone]
+        if depth.empty:
+            continue
+        deepest = g[g["case"].isin(depth[depth == depth.max()].index)].drop_duplicates("case")
+        deepest = deepest.assign(_own=deepest["edges"].map(_specific))
+        deepest = deepest.sort_values(["_own", "case"], key=lambda s: s if s.name == "case" else s == "",
+                                      kind="stable").drop_duplicates("_own")
+        picks.append(g[g["case"].isin(deepest["case"].head(per_model))])
+    return pd.concat(picks) if picks else cot.iloc[:0]
+
+
+def gradient_health(df: pd.DataFrame, layer_order=None, family_of=None):
+    """For each model (rows) and framework (columns): the norm of the gradient arriving at each
+    layer's output over the layers, on a log axis, the oracle's as a line and the framework's as
+    markers, for the cases ``health_picks`` chooses (float32, else the dtype there is); values
+    below the dtype's resolution (the case's largest norm times eps) drawn at it, as in the
+    gradient-flow plot."""
+    picks = health_picks(df)
+    if picks.empty:
+        return None
+    dtype = "float32" if (picks["dtype"] == "float32").any() else picks["dtype"].iloc[0]
+    picks = picks[picks["dtype"] == dtype]
+    models = [n for n in (layer_order or sorted(set(picks["layer"]))) if n in set(picks["layer"])]
+    frameworks = sorted(set(picks["framework"]))
+    fig = _figure(figsize=(5.6 * len(frameworks), 0.6 + 2.6 * len(models)), dpi=90)
+    axes = np.atleast_2d(fig.subplots(len(models), len(frameworks), squeeze=False))
+    for i, model in enumerate(models):
+        for j, fw in enumerate(frameworks):
+            ax = axes[i, j]
+            part = picks[(picks["layer"] == model) & (picks["framework"] == fw)]
+            names, floors = {}, []
+            for k, (case, c) in enumerate(part.groupby("case", sort=True)):
+                c = c.assign(_i=c["name"].map(step_index)).sort_values("_i")
+                for at, name in enumerate(c["name"]):  # a position where the cases' layers differ: its index only
+                    names[at] = name if names.get(at, name) == name else f"{step_index(name)}:*"
+                colour, x = COLOURS[k % len(COLOURS)], np.arange(len(c))
+                ref, got = c["reference_norm"].to_numpy(float), c["norm"].to_numpy(float)
+                floors.append(float(np.nanmax(ref)) * _eps(dtype))
+                ref, _ = resolved(ref, floors[-1])
+                got, below = resolved(got, floors[-1])
+                what = _specific(c["edges"].iloc[0]) or "drawn freely"
+                ax.plot(x, ref, color=colour, linewidth=1.2, label=_label(f"case {case} ({what})"))
+                ax.scatter(x[~below], got[~below], s=12, marker=MARKERS.get(dtype, "D"), facecolors="none",
+                           edgecolors=colour, linewidths=0.8)
+                if below.any():
+                    ax.scatter(x[below], got[below], s=14, marker="x", color=colour, linewidths=0.8)
+            if names:
+                ax.axhline(min(floors), color="#888888", linewidth=0.7, linestyle="--",
+                           label=_label(f"resolution: largest norm x {dtype} eps (below: drawn at it, x)"))
+                ax.scatter([], [], s=12, marker=MARKERS.get(dtype, "D"), facecolors="none", edgecolors="#444444",
+                           label=_label(f"{fw} (markers; lines: oracle)"))
+                ax.set_yscale("log")
+                ax.set_xticks(np.arange(len(names)))
+                ax.set_xticklabels([_label(names[i]) for i in sorted(names)], rotation=90, fontsize=5.5)
+                ax.legend(fontsize=6, frameon=False)
+            ax.set_title(_label(f"{model}: {fw} ({dtype})"), fontsize=9)
+            ax.tick_params(axis="y", labelsize=7)
+            ax.grid(color="#eeeeee")
+            if j == 0:
+                ax.set_ylabel("||dL/d(layer output)||", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # name -> (caption, function(rows, layer_order, family_of) -> Figure | None)
 PLOTS = {
     "errors": ("Errors against tolerance: each check's error in units of its atol", errors_against_tolerance),
@@ -229,7 +310,12 @@ PLOTS = {
                       "and framework (markers), for one case per layer and dtype that every framework ran (the "
                       "longest sequence); values below the dtype's resolution drawn at it (dashed line, x)",
                       gradient_flow),
+    "gradient_health": ("Gradient health through depth: the norm of the gradient arriving at each layer's output, "
+                        "input side left, oracle (line) and framework (markers), for the deepest cases every "
+                        "framework ran (a deep sigmoid MLP vanishes where ReLU and residual adds carry it)",
+                        gradient_health),
 }
+MODEL_PLOTS = ("gradient_health",)  # shown in the whole-models section, not among the plots
 
 
 def render_plots(df: pd.DataFrame, layer_order=None, family_of=None) -> dict:

@@ -19,9 +19,12 @@ report groups by it; "other" for a layer of the user's that names none).
 ``edges`` names the declared edges of the layer (``Layer.edges``) the case reaches.
 ``example``: "first failing" or "minimal" for the two cases hypothesis reports of a
 failure it explored (the cases it tried in between are not rows), "" otherwise.
-``first_divergence``: for a whole model, where the framework first parts from the
-oracle ("forward 5:gelu", "backward 3:rms_norm"; see localize.py), "" otherwise.
-Kind ``cot`` (a model's) is the cotangent arriving at a step's output.
+``first_divergence``: for a row of a whole model that did not pass, where the
+framework first parts from the oracle ("5:gelu (forward)", "3:rms_norm (backward)";
+see localize.py), "" otherwise. ``norm`` and ``reference_norm``: for a whole
+model, the L2 norm of the row's tensor, the framework's and the reference's (the
+gradient's health through depth); NaN otherwise. Kind ``cot`` (a model's) is the
+cotangent arriving at a step's output.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ COLUMNS = ["family", "layer", "framework", "framework_version", "reference", "dt
            "max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "status", "detail",
            "convention", "divergence", "tolerance_reason", "attrs", "reproduce", "profile",
            "max_ulp_err", "ulp_where", "precision", "ulp_oracle", "ulp_lost",
-           "special", "nonfinite", "flushed", "edges", "example", "first_divergence"]
-NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "max_ulp_err"]
+           "special", "nonfinite", "flushed", "edges", "example", "first_divergence", "norm", "reference_norm"]
+NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "max_ulp_err", "norm",
+           "reference_norm"]
 ROW_KEY = ["layer", "framework", "reference", "dtype", "case", "kind", "name"]
 GROUP_KEY = ["layer", "framework", "dtype"]
 

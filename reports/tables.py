@@ -23,7 +23,7 @@ SUMMARY_COLUMNS = GROUP_KEY + ["verdict", "cases", "checks", "checked", *STATUSE
 # The order the report shows families in; a family not named here comes after them, alphabetically,
 # and "other" (a layer of the user's that names no family) last. Which family a layer is in, the rows say.
 FAMILY_ORDER = ("dense", "activations", "losses", "convolution", "pooling", "normalization", "embedding", "dropout",
-                "recurrent", "attention", "training step", "models", "other")
+                "recurrent", "attention", "training step", "models", "ported model", "other")
 
 
 def layer_families(df: pd.DataFrame) -> dict:
@@ -331,3 +331,47 @@ def step_table(df: pd.DataFrame) -> pd.DataFrame:
     table = d.pivot_table(index=["layer", "framework", "dtype"], columns="step", values="ratio", aggfunc="max")
     table.columns = [f"step {int(t)}" for t in table.columns]
     return table.map(lambda v: "" if pd.isna(v) else f"{v:.2g}").reset_index()
+
+
+# ---- whole models: the first divergent layer, and the gradient's health through depth
+
+
+def step_index(name: str) -> int:
+    """The index of a model step's row name ("12:conv2d" -> 12; a parameter "3:dense.W" -> 3)."""
+    head, _, _ = str(name).partition(":")
+    return int(head) if head.isdigit() else -1
+
+
+def health_ratio(rows: pd.DataFrame) -> float:
+    """Of one case's cotangent rows (kind "cot"): the oracle's gradient norm arriving at the
+    first layer over the one arriving at the last layer before the loss (below 1: it vanishes
+    on its way back; above 1: it grows)."""
+    cot = rows[rows["kind"] == "cot"].assign(_i=rows["name"].map(step_index)).sort_values("_i")
+    if len(cot) < 3:
+        return float("nan")
+    last = cot["reference_norm"].iloc[-2]  # the loss's own cotangent is 1 by construction
+    return float(cot["reference_norm"].iloc[0] / last) if last > 0 else float("nan")
+
+
+def model_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x framework x dtype: the cases, those that did not pass, where they first diverged
+    (``first_divergence`` counted over cases, most frequent first), the known divergences that
+    explained them, and the gradient's health in the deepest case (health_ratio)."""
+    cols = ["layer", "framework", "dtype", "cases", "cases not passing", "first divergence (cases)",
+            "explained by", "deepest case", "gradient first / last layer (oracle)"]
+    models = df[df["family"] == "models"]
+    out = []
+    for (layer, fw, dt), g in models.groupby(GROUP_KEY, sort=True):
+        bad = g[g["status"] != "pass"]
+        first = bad[bad["first_divergence"] != ""].drop_duplicates("case")["first_divergence"].value_counts()
+        explained = sorted(set(bad.loc[bad["status"] == "known_divergence", "divergence"]) - {""})
+        depth = g[g["kind"] == "cot"].groupby("case")["name"].nunique()
+        deepest = depth.idxmax() if len(depth) else ""
+        out.append({"layer": layer, "framework": fw, "dtype": dt, "cases": g["case"].nunique(),
+                    "cases not passing": bad["case"].nunique(),
+                    "first divergence (cases)": ", ".join(f"{k} x{v}" for k, v in first.items()),
+                    "explained by": ", ".join(explained), "deepest case": deepest,
+                    "gradient first / last layer (oracle)": health_ratio(g[g["case"] == deepest]) if deepest
+                    else float("nan")})
+    return pd.DataFrame(out, columns=cols)
+

@@ -24,8 +24,8 @@ from gradparity.reports.tables import FAMILY_ORDER, PARTLY_NA, STALE, layer_fami
 
 from .test_render import row
 
-SECTIONS = ["glance", "plots", "summary", "coverage", "precision", "special", "training", "conventions", "divergences",
-            "not-applicable", "not-passing", "worst-passing"]
+SECTIONS = ["glance", "plots", "summary", "coverage", "precision", "special", "training", "models", "conventions",
+            "divergences", "not-applicable", "not-passing", "worst-passing"]
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)><b>'
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "nav", "strong", "ol",
              "li", "a", "table", "thead", "tbody", "tr", "th", "td", "details", "summary", "figure", "img",
@@ -545,3 +545,41 @@ def test_headings_wrap_only_between_words(report):
     _, raw, page = report  # a name's words may part after its underscores, and only there
     assert re.search(r"<th[^>]*>known_<wbr>divergence</th>", raw)
     assert "known_divergence" in [c["text"] for t in page.tables for c in t["rows"][0]]
+
+
+def _model_rows(case, framework, edges, norms, **failing):
+    """The cot rows of one model case: step i:relu with the oracle's norm ``norms[i-1]`` (the framework's
+    the same); ``failing``: {step name: first_divergence} for rows that did not pass."""
+    out = []
+    for i, norm in enumerate(norms, 1):
+        name = f"{i}:relu"
+        bad = failing.get(name)
+        out.append(row(layer="model_mlp", family="models", framework=framework, case=case, kind="cot", name=name,
+                       edges=edges, norm=norm, reference_norm=norm, status="known_divergence" if bad else "pass",
+                       divergence="k" if bad else "", first_divergence=bad or ""))
+    return out
+
+
+def test_the_models_section_names_first_divergences_and_draws_gradient_health(tmp_path):
+    rows = []
+    for fw in ("torch", "tensorflow"):
+        rows += _model_rows("deep", fw, "batch_1, deep_sigmoid", [1e-6, 1e-4, 1e-2, 1.0])
+        rows += _model_rows("wide", fw, "deep_residual", [0.5, 0.6, 0.8, 1.0])
+        rows += _model_rows("free", fw, "batch_1", [0.1, 0.2, 0.3, 1.0])
+        rows += _model_rows("short", fw, "deep_relu", [0.5, 1.0])
+    rows += _model_rows("bad", "tensorflow", "", [0.1, 0.2, 0.3, 1.0], **{"2:relu": "2:relu (forward)",
+                                                                        "3:relu": "2:relu (forward)"})
+    write_report(rows, tmp_path)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    table = next(t for t in Page(page).tables if t["under"] == "models")
+    cells = {(r[0]["text"], r[1]["text"], r[2]["text"]): [c["text"] for c in r] for r in table["rows"]}
+    tf = cells["model_mlp", "tensorflow", "float64"]
+    assert "2:relu (forward) x1" in tf and "k" in tf and tf[4] == "1"  # one case did not pass, counted once
+    # the deepest case's gradient vanishes: at the first layer 1e-4 of what reaches the last before the loss
+    assert float(cells["model_mlp", "torch", "float64"][-1]) == pytest.approx(1e-4)
+    assert (tmp_path / "plots" / "gradient_health.png").is_file() and 'id="plot-gradient_health"' in page
+    picks = plots.health_picks(frame(rows))
+    # the deepest cases every framework ran, the model's own edges first, one case per edge set
+    assert sorted(set(picks["case"])) == ["deep", "free", "wide"]
+    assert set(plots.health_picks(frame(rows), per_model=2)["case"]) == {"deep", "wide"}
+
