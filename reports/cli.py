@@ -6,11 +6,13 @@
     gradparity merge DIR [DIR ...] --out DIR
     gradparity drift DIR [DIR ...] --out DIR
     gradparity replay CASE.npz [--framework NAME]
+    gradparity pair MODULE:FACTORY [--report-dir DIR] [--weights transfer|as_is] [--steps K]
 
 ``run`` is pytest on the suite installed with the package (the parity tests
 and the oracle's finite-difference check), from any directory; ``merge`` joins
 report directories (shards of one run, or several runs); ``drift`` sets reports
-from different framework versions side by side; ``replay`` reruns one saved case.
+from different framework versions side by side; ``replay`` reruns one saved case;
+``pair`` compares a PyTorch module with its Keras port, layer by layer.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = {"run": "run the suite", "merge": "join report directories into one report",
                 "drift": "report directories from different framework versions side by side",
-                "replay": "rerun one saved case"}
+                "replay": "rerun one saved case", "pair": "compare a PyTorch module with its Keras port"}
     if not argv or argv[0] not in commands:
         parser = argparse.ArgumentParser(prog="gradparity", description=__doc__.split("\n\n")[0],
                                          formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -118,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         from .replay import main as replay
 
         return replay(rest, prog="gradparity replay")
+    if command == "pair":
+        from ..adapters.pair.cli import main as pair
+
+        return pair(rest, prog="gradparity pair")
     args = run_parser("gradparity run").parse_args(rest)
     import pytest
 
