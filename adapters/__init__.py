@@ -15,6 +15,27 @@ from .torch import ADAPTER as _TORCH
 ADAPTERS: dict[str, Runner] = {a.name: a for a in (_TORCH, _TENSORFLOW)}
 
 
+def runner(label: str) -> Runner:
+    """The runner a label names: ``"torch"`` (eager), or a framework adapter in one of its execution
+    modes, ``"torch.compile"``, ``"tensorflow.xla"`` (see FrameworkAdapter); KeyError saying what
+    exists otherwise."""
+    name, _, mode = label.partition(".")
+    found = ADAPTERS.get(name)
+    if found is None:
+        raise KeyError(f"no runner {name!r}; known: {', '.join(sorted(ADAPTERS))}")
+    if not mode:
+        return found
+    if not isinstance(found, FrameworkAdapter) or mode not in found.modes:
+        modes = getattr(found, "modes", ("eager",))
+        raise KeyError(f"{name} has no mode {mode!r}; its modes: {', '.join(modes)}")
+    return found.with_mode(mode)
+
+
+def modes_of(name: str) -> tuple:
+    """The execution modes of runner ``name`` (``("eager",)`` for a runner without any)."""
+    return tuple(getattr(ADAPTERS[name], "modes", ("eager",)))
+
+
 def register_runner(runner: Runner) -> Runner:
     """Add a runner (anything with the ``Runner`` protocol) under its ``name``."""
     if runner.name in ADAPTERS or runner.name == "oracle":
@@ -34,5 +55,5 @@ def register_builder(framework: str, layer: str, builder=None, *, convention=Non
     return add if builder is None else add(builder)
 
 
-__all__ = ["ADAPTERS", "Built", "Builders", "FrameworkAdapter", "NotApplicable", "Param", "Runner", "param",
-           "register_builder", "register_runner", "same", "stateless"]
+__all__ = ["ADAPTERS", "Built", "Builders", "FrameworkAdapter", "NotApplicable", "Param", "Runner", "modes_of", "param",
+           "register_builder", "register_runner", "runner", "same", "stateless"]

@@ -16,6 +16,10 @@ canonical names. Frameworks are imported lazily, on first use.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -170,19 +174,59 @@ class Builders:
             raise ValueError(f"{self.framework} already has a builder for {layer!r}")
 
 
+# A compiled mode's case must finish within this (seconds): a compiler that hangs is an error row.
+COMPILED_CASE_LIMIT = 300.0
+
+
 class FrameworkAdapter:
     """What every framework adapter shares. A subclass sets ``name`` and provides
     ``tensor``, ``forward_backward``, ``available`` and ``version``; ``builders``
     (a ``Builders``) holds its builders and conventions per layer (users add to
-    it with ``register_builder``)."""
+    it with ``register_builder``).
+
+    **Execution modes.** ``modes`` names the ways the framework can run a layer's
+    forward and backward (``"eager"`` first, the default); ``with_mode(mode)`` is
+    the same adapter running in that mode (its builders, conventions and known
+    divergences are the framework's: ``name`` stays the framework's), and
+    ``label`` names it in rows and test ids: ``"torch"``, ``"torch.compile"``."""
 
     name = "framework"
+    modes: tuple = ("eager",)
+    mode = "eager"
+    # {mode: {layer: Convention}}: where a compiled mode's kernels choose otherwise than eager's
+    # at a kink or a NaN (the values override the eager convention's; the reason is added to it)
+    mode_conventions: dict = {}
 
     def __init__(self, builders: Builders):
         self.builders = builders
+        self._variants = {"eager": self}
+
+    @property
+    def label(self) -> str:
+        return self.name if self.mode == "eager" else f"{self.name}.{self.mode}"
+
+    def with_mode(self, mode: str) -> FrameworkAdapter:
+        """This adapter in execution mode ``mode`` (one of ``modes``; one object per mode)."""
+        if mode not in self.modes:
+            raise ValueError(f"{self.name} has no mode {mode!r}; its modes: {', '.join(self.modes)}")
+        base = self._variants["eager"]
+        if mode not in base._variants:
+            variant = copy.copy(base)
+            variant.mode = mode
+            base._variants[mode] = variant
+            variant._variants = base._variants
+        return base._variants[mode]
+
+    def mode_available(self) -> tuple[bool, str]:
+        """Whether this mode can run here (the framework is there, and what the mode needs)."""
+        return self.available()
 
     def convention(self, layer: str) -> Convention | None:
-        return self.builders.conventions.get(layer)
+        eager = self.builders.conventions.get(layer)
+        other = self.mode_conventions.get(self.mode, {}).get(layer)
+        if other is None or eager is None:
+            return eager
+        return Convention({**eager.values, **other.values}, f"{eager.reason}. Under {self.mode}: {other.reason}")
 
     def refusals(self, case: Case) -> tuple[str, ...]:
         """Every reason this framework cannot express the case's configuration (none when it
@@ -215,8 +259,9 @@ class FrameworkAdapter:
         def forward(ts):
             return named_outputs(built.apply(ts), layer.output_names, self.name)
 
-        outs, grads, tapped = self.forward_backward(forward, tensors, case.cotangents, sources, case.dtype,
-                                                    built.taps)
+        with _time_limit(COMPILED_CASE_LIMIT if self.mode != "eager" else None, self.label):
+            outs, grads, tapped = self.forward_backward(forward, tensors, case.cotangents, sources, case.dtype,
+                                                        built.taps)
         canonical = {}
         for p, g in zip(built.params, grads):
             canonical.update(p.to_canonical(g))
@@ -251,3 +296,24 @@ class FrameworkAdapter:
 # output (forward), or the gradient it sends back to its input (backward), scaled. None in
 # every real run; a model builder reads it when it builds.
 FAULT: dict | None = None
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None, label: str):
+    """Raise TimeoutError in the main thread when the block runs longer than ``seconds`` (a
+    compiled mode's case: a hung compiler becomes an error row, with its case saved)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError(f"{label}: the case ran longer than {seconds:g} s (the time limit of a compiled mode)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+

@@ -1,11 +1,11 @@
 """gradparity: gradients of PyTorch and TensorFlow layers against a NumPy oracle.
 
-    gradparity run [-k EXPR] [--frameworks A,B] [--dtypes A,B] [--profile ci|dev|thorough]
+    gradparity run [-k EXPR] [--frameworks A,B] [--dtypes A,B] [--modes A,B|all] [--profile ci|dev|thorough]
                    [--report-dir DIR] [-n N] [--shard K/N] [-p MODULE] [--strict-precision]
                    [-- PYTEST ARGS]
     gradparity merge DIR [DIR ...] --out DIR
     gradparity drift DIR [DIR ...] --out DIR
-    gradparity replay CASE.npz [--framework NAME]
+    gradparity replay CASE.npz [--framework NAME] [--mode MODE]
     gradparity pair MODULE:FACTORY [--report-dir DIR] [--weights transfer|as_is] [--steps K]
 
 ``run`` is pytest on the suite installed with the package (the parity tests
@@ -54,6 +54,8 @@ def run_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("-k", metavar="EXPR", help="only tests matching EXPR (pytest -k), e.g. 'dense and torch'")
     p.add_argument("--frameworks", metavar="A,B", help="frameworks to check (default: every registered one)")
     p.add_argument("--dtypes", metavar="A,B", help="dtypes to check (default: float32,float64)")
+    p.add_argument("--modes", metavar="A,B", help="execution modes: eager, compile, inductor (torch.compile), "
+                                                  "function, xla (tf.function); all (default: eager)")
     p.add_argument("--profile", choices=["dev", "ci", "thorough"], default="ci",
                    help="examples per test: dev 8, ci 25 derandomized (default), thorough 250 random")
     p.add_argument("--report-dir", metavar="DIR", help="write the report (CSV, HTML, failing cases) into DIR")
@@ -83,7 +85,7 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
     for plugin in args.plugins:
         out += ["-p", plugin]
     for option, value in (("-k", args.k), ("--frameworks", args.frameworks), ("--dtypes", args.dtypes),
-                          ("--report-dir", args.report_dir)):
+                          ("--modes", args.modes), ("--report-dir", args.report_dir)):
         if value is not None:  # given empty, it is pytest's to refuse (--frameworks '' names no framework)
             out += [option, value]
     if args.strict_precision:

@@ -350,7 +350,8 @@ def check(case: Case, reference, candidate) -> list[dict]:
     family, edges = LAYERS[case.layer].family, ", ".join(reached_edges(case))
     case_id = case.id  # a hash of every array: once, not once per row
     rows = [{**dict.fromkeys(COLUMNS, ""), **{
-        "family": family, "layer": case.layer, "framework": candidate.name, "framework_version": _version(candidate),
+        "family": family, "layer": case.layer, "framework": getattr(candidate, "label", candidate.name),
+        "mode": getattr(candidate, "mode", "eager"), "framework_version": _version(candidate),
         "reference": reference.name, "dtype": case.dtype, "case": case_id, "kind": kind, "name": name,
         "shape": str(tuple(value.shape)), "max_abs_err": np.nan, "max_rel_err": np.nan, "err_eps": np.nan,
         "scale": np.nan, "condition": truth.condition, "atol": np.nan, "rtol": step_tol.rtol, "status": "pass",
@@ -411,6 +412,18 @@ def check(case: Case, reference, candidate) -> list[dict]:
     return _known(rows, case, reference, candidate, truth)
 
 
+def with_eager_distance(rows: list[dict], case: Case, runner) -> list[dict]:
+    """For a runner in a compiled execution mode: each row's distance from the same framework's
+    eager result (``vs_eager_eps``: the comparison of the two runners, in eps of the scale). A
+    measure, not a verdict: bitwise equality is not expected of a compiled graph."""
+    if getattr(runner, "mode", "eager") == "eager":
+        return rows
+    apart = {(r["kind"], r["name"]): r["err_eps"] for r in check(case, runner.with_mode("eager"), runner)}
+    for r in rows:
+        r["vs_eager_eps"] = apart.get((r["kind"], r["name"]), np.nan)
+    return rows
+
+
 def _version(runner) -> str:
     try:
         return str(runner.version())
@@ -425,7 +438,8 @@ def _known(rows: list[dict], case: Case, reference, candidate, truth) -> list[di
     Against another framework, a divergence of either side can explain a row (the
     candidate's are tried first)."""
     sides = [candidate] if isinstance(reference, Oracle) else [candidate, reference]
-    divs = [d for runner in sides for d in known_divergences(case, runner.name, truth)]
+    divs = [d for runner in sides
+            for d in known_divergences(case, runner.name, truth, getattr(runner, "mode", "eager"))]
     if not divs:
         return rows
     for r in rows:

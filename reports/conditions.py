@@ -171,7 +171,20 @@ def empty_reduced_loss(case, ev) -> bool:
             and "pos_weight" not in case.arrays)
 
 
+def empty_mean_loss(case, ev) -> bool:
+    """A batch of 0 reduced by 'mean'."""
+    return next(iter(case.arrays.values())).size == 0 and case.attrs["reduction"] == "mean"
+
+
 # ---- convolution and pooling
+
+def adaptive_big_window_exceeds(case, ev) -> bool:
+    """Keras' adaptive pooling pools with windows ceil(in / out) and ceil(in / out) + 1 and gathers:
+    along some axis the larger window is longer than the input (an output of 1 from 2 cells, any
+    output from 1 cell)."""
+    h, w = case.arrays["x"].shape[-2:]
+    return any(-(-size // out) + 1 > size for size, out in ((h, case.attrs["output_h"]), (w, case.attrs["output_w"])))
+
 
 def nonfinite_x_with_cropping(case, ev) -> bool:
     """x holds NaN or Inf, and conv_transpose2d's padding crops the full output."""

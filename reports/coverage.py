@@ -74,7 +74,8 @@ def coverage_table(df: pd.DataFrame, census: list[dict], floors: dict | None) ->
                     "configurations it cannot express (draws)": "; ".join(
                         f"{why} ({n})" for why, n in sorted((entry or {}).get("refused", {}).items(),
                                                             key=lambda kv: -kv[1])),
-                    "shortfall": "; ".join(shortfall(g, entry, floors)) if entry is not None else
+                    # a group's own floors where its census has them (a compiled mode plans fewer cases)
+                    "shortfall": "; ".join(shortfall(g, entry, entry.get("floors", floors))) if entry is not None else
                     "no census (a report from before the plans, or a test outside them)"})
     return pd.DataFrame(out, columns=["family", "layer", "framework", "dtype", "cases", "configurations",
                                       "edges reached (cases)", "edges it cannot run",

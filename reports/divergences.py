@@ -25,6 +25,7 @@ else:  # pragma: no cover - Python 3.10
 
 TORCH, TENSORFLOW = ("torch",), ("tensorflow",)
 F32, F64 = ("float32",), ("float64",)
+COMPILED_TORCH = ("compile", "inductor")
 RECURRENT = ("rnn", "lstm", "gru", "stacked_lstm", "stacked_gru", "bidirectional_lstm", "bidirectional_gru",
              "masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru")
 MODELS = ("model_mlp", "model_cnn", "model_resnet", "model_sequence", "model_transformer")
@@ -53,7 +54,8 @@ class Divergence:
     error still fails (None: the divergence can change a result entirely, so the
     condition must be narrow). ``positions``: it explains only where NaN and Inf
     come out (a row whose finite positions all pass, and whose non-finite ones
-    differ).
+    differ). ``modes``: the execution modes it shows in ("compile", "xla", ...;
+    None for every mode): a compiled path's own behaviour says so.
     """
 
     key: str
@@ -62,6 +64,7 @@ class Divergence:
     dtypes: tuple | None = None
     bound: float | None = None
     positions: bool = False
+    modes: tuple | None = None
     _conditions: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -84,11 +87,13 @@ class Divergence:
             return row["status"] == "fail" and bool(row.get("nonfinite")) and row["max_abs_err"] <= row["atol"]
         return self.bound is None or row["status"] == "fail" and row["max_rel_err"] <= self.bound
 
-    def matches(self, case, framework: str, evaluation) -> bool:
-        """Whether the case falls inside the divergence for ``framework``; ``evaluation`` is the
-        oracle's answer for the case (the conditions read it rather than run the layer again)."""
+    def matches(self, case, framework: str, evaluation, mode: str = "eager") -> bool:
+        """Whether the case falls inside the divergence for ``framework`` in execution ``mode``;
+        ``evaluation`` is the oracle's answer for the case (the conditions read it rather than run
+        the layer again)."""
         condition = self._conditions.get(case.layer)
         return (condition is not None and (self.frameworks is None or framework in self.frameworks)
+                and (self.modes is None or mode in self.modes)
                 and (self.dtypes is None or case.dtype in self.dtypes) and bool(condition(case, evaluation)))
 
 
@@ -177,6 +182,12 @@ KNOWN_DIVERGENCES: list[Divergence] = [
     D("tf-flush-to-zero-mlp-relu", {("train_step",): c.mlp_subnormal_pre_activation}, TENSORFLOW),
     # ---- whole models
     D("model-kink-decided-by-rounding", {MODELS: c.kink_inside_model}),
+    # ---- execution modes
+    D("torch-compile-optimizer-float32-step", {("adam_step", "adamw_step", "adagrad_step", "train_step"): c.always},
+      TORCH, F64, bound=2e-5, modes=COMPILED_TORCH),
+    D("torch-compile-mean-loss-empty-batch", {("mse", "huber"): c.empty_mean_loss}, TORCH, modes=COMPILED_TORCH),
+    D("keras-adaptive-pool-graph-window", {("adaptive_avg_pool2d",): c.adaptive_big_window_exceeds}, TENSORFLOW,
+      modes=("function", "xla")),
 ]
 
 assert len({d.key for d in KNOWN_DIVERGENCES}) == len(KNOWN_DIVERGENCES), "divergence keys must be unique"
@@ -185,11 +196,12 @@ assert len({d.key for d in KNOWN_DIVERGENCES}) == len(KNOWN_DIVERGENCES), "diver
 def divergence_notes() -> list[dict]:
     """The table as the report records it (a report shows what its run knew)."""
     return [{"key": d.key, "layer": ", ".join(d.layers), "framework": ", ".join(d.frameworks or ("*",)),
-             "dtype": ", ".join(d.dtypes or ("*",)), "reason": d.reason, "measured": d.measured,
+             "dtype": ", ".join(d.dtypes or ("*",)), "mode": ", ".join(d.modes or ("*",)),
+             "reason": d.reason, "measured": d.measured,
              "bound": "any error" if d.bound is None else f"max_rel_err <= {d.bound:g}"}
             for d in KNOWN_DIVERGENCES]
 
 
-def known_divergences(case, framework: str, evaluation) -> list[Divergence]:
-    """Every known divergence whose condition the case meets for ``framework``, in table order."""
-    return [d for d in KNOWN_DIVERGENCES if d.matches(case, framework, evaluation)]
+def known_divergences(case, framework: str, evaluation, mode: str = "eager") -> list[Divergence]:
+    """Every known divergence whose condition the case meets for ``framework`` in ``mode``, in table order."""
+    return [d for d in KNOWN_DIVERGENCES if d.matches(case, framework, evaluation, mode)]

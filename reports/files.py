@@ -106,6 +106,7 @@ def frame(rows) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in set(COLUMNS) - set(NUMERIC):
         df[col] = df[col].astype("string").fillna("").astype(str)
+    df.loc[df["mode"] == "", "mode"] = "eager"  # rows from before execution modes ran eagerly
     unnamed = df["family"] == ""
     if unnamed.any():
         layers = df.loc[unnamed, "layer"]

@@ -23,8 +23,8 @@ from .coverage import coverage_table
 from .rows import STATUSES
 from .plots import MODEL_PLOTS
 from .tables import (JUDGED, PARTLY_NA, STALE, VERDICTS, by_family, checks, convention_table, keeps_and_loses,
-                     layer_families, model_table, nonfinite_table, not_applicable_table, not_passing_groups,
-                     precision_table, step_table, subnormal_table)
+                     layer_families, model_table, modes_table, nonfinite_table, not_applicable_table,
+                     not_passing_groups, precision_table, step_table, subnormal_table)
 
 # Headings wrap only between words (never "framewor k"; _heading lets a name part after an underscore);
 # long cells without spaces (td.long) may break anywhere.
@@ -281,6 +281,17 @@ def _models_section(df: pd.DataFrame, plots: dict) -> str:
             + _table(table, wide=True) + _figures({n: plots[n] for n in MODEL_PLOTS if n in plots}))
 
 
+def _modes_section(df: pd.DataFrame) -> str:
+    table = modes_table(df)
+    if table.empty:
+        return "<p>Every check ran eagerly (<code>--modes</code> adds torch.compile, tf.function and XLA).</p>"
+    return ("<p>The same layers under compiled execution: <code>torch.compile</code> (aot_eager: <code>compile</code>; "
+            "Inductor: <code>inductor</code>), <code>tf.function</code> (<code>function</code>) and XLA "
+            "(<code>xla</code>). Each is checked against the oracle like eager code; <b>vs_eager_eps</b> is how far "
+            "its result is from the same framework's eager one, in eps of the scale: a measure, not a verdict "
+            "(bitwise equality is not expected of a compiled graph).</p>" + _table(table, wide=True))
+
+
 def _plots_section(plots: dict) -> str:
     plots = {n: p for n, p in plots.items() if n not in MODEL_PLOTS}
     if not plots:
@@ -418,6 +429,7 @@ def _sections(df, summary, grouped, divergences, notes, worst, plots) -> list[tu
         ("training", "Training step: errors per step, and what the defaults change", _training_section(df, notes)),
         ("models", "Whole models: the first divergent layer, and gradient health through depth",
          _models_section(df, plots)),
+        ("modes", "Execution modes: compiled against the oracle, and against eager", _modes_section(df)),
         ("conventions", "Conventions: what each framework does where the math leaves a choice",
          _table(convention_table(df, notes), wide=True)),
         ("divergences", "Known divergences (reason and measured behaviour, as recorded by the run)",

@@ -89,7 +89,8 @@ class Recorder:
             command = self.save(case)
             for r in rows:
                 if r["status"] != "pass":
-                    r["reproduce"] = f"{command} --framework {r['framework']}"
+                    framework, _, mode = r["framework"].partition(".")  # "torch.compile": torch in mode compile
+                    r["reproduce"] = f"{command} --framework {framework}" + (f" --mode {mode}" if mode else "")
         for r in rows:
             r["example"] = example
         if self.shard is not None:

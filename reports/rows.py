@@ -24,7 +24,11 @@ framework first parts from the oracle ("5:gelu (forward)", "3:rms_norm (backward
 see localize.py), "" otherwise. ``norm`` and ``reference_norm``: for a whole
 model, the L2 norm of the row's tensor, the framework's and the reference's (the
 gradient's health through depth); NaN otherwise. Kind ``cot`` (a model's) is the
-cotangent arriving at a step's output.
+cotangent arriving at a step's output. ``mode``: the execution mode the framework ran
+in ("eager"; "compile", "inductor" for torch.compile; "function", "xla" for
+tf.function); ``framework`` then reads "torch.compile". ``vs_eager_eps``: in a
+compiled mode, how far the row's tensor is from the same framework's eager result,
+in eps of the scale (a measure, not a verdict).
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ COLUMNS = ["family", "layer", "framework", "framework_version", "reference", "dt
            "max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "status", "detail",
            "convention", "divergence", "tolerance_reason", "attrs", "reproduce", "profile",
            "max_ulp_err", "ulp_where", "precision", "ulp_oracle", "ulp_lost",
-           "special", "nonfinite", "flushed", "edges", "example", "first_divergence", "norm", "reference_norm"]
+           "special", "nonfinite", "flushed", "edges", "example", "first_divergence", "norm", "reference_norm",
+           "mode", "vs_eager_eps"]
 NUMERIC = ["max_abs_err", "max_rel_err", "err_eps", "scale", "condition", "atol", "rtol", "max_ulp_err", "norm",
-           "reference_norm"]
+           "reference_norm", "vs_eager_eps"]
 ROW_KEY = ["layer", "framework", "reference", "dtype", "case", "kind", "name"]
 GROUP_KEY = ["layer", "framework", "dtype"]
 

@@ -375,3 +375,22 @@ def model_table(df: pd.DataFrame) -> pd.DataFrame:
                     else float("nan")})
     return pd.DataFrame(out, columns=cols)
 
+
+# ---- execution modes
+
+
+def modes_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per layer x framework x dtype of a compiled mode: its verdict's counts, the worst error against the
+    oracle (err_eps) and the worst distance from the same framework's eager result (vs_eager_eps, a measure)."""
+    cols = ["family", "layer", "framework", "mode", "dtype", "checks", "not passing", "worst err_eps",
+            "worst vs_eager_eps"]
+    compiled = df[df["mode"].fillna("eager") != "eager"]
+    if compiled.empty:
+        return pd.DataFrame(columns=cols)
+    out = compiled.groupby(GROUP_KEY, sort=False).agg(
+        mode=("mode", "first"), checks=("status", "size"),
+        bad=("status", lambda s: int((s != "pass").sum())), worst=("err_eps", "max"),
+        apart=("vs_eager_eps", "max")).reset_index()
+    out = out.rename(columns={"bad": "not passing", "worst": "worst err_eps", "apart": "worst vs_eager_eps"})
+    return by_family(out, layer_families(compiled), "framework", "dtype")[cols]
+

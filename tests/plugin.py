@@ -40,7 +40,10 @@ class Profile:
     (every runnable edge first); ``examples``: hypothesis examples per test (the
     exploration, the canary, the oracle's finite differences); ``explore``: whether
     hypothesis draws beyond the plan; ``floors``: the coverage each group must
-    reach (real cases, distinct configurations), or None."""
+    reach (real cases, distinct configurations), or None. A compiled execution
+    mode compiles where eager runs: ``compiled_plan`` cases per group (the edges
+    first), held to ``compiled_floors``; ``modes``: the execution modes run when
+    ``--modes`` is not given."""
 
     name: str
     plan: int
@@ -48,13 +51,24 @@ class Profile:
     derandomize: bool
     explore: bool
     floors: dict | None
+    compiled_plan: int = 10
+    compiled_floors: dict | None = None
+    modes: str = "eager"
+
+    def plan_for(self, mode: str) -> int:
+        return self.plan if mode == "eager" else min(self.plan, self.compiled_plan)
+
+    def floors_for(self, mode: str) -> dict | None:
+        return self.floors if mode == "eager" else self.compiled_floors
 
 
 PROFILES = {p.name: p for p in (
-    Profile("dev", plan=8, examples=8, derandomize=False, explore=False, floors=None),
-    Profile("ci", plan=25, examples=25, derandomize=True, explore=False, floors={"cases": 20, "configurations": 15}),
+    Profile("dev", plan=8, examples=8, derandomize=False, explore=False, floors=None, compiled_plan=4),
+    Profile("ci", plan=25, examples=25, derandomize=True, explore=False, floors={"cases": 20, "configurations": 15},
+            compiled_floors={"cases": 8, "configurations": 6}),
     Profile("thorough", plan=25, examples=250, derandomize=False, explore=True,
-            floors={"cases": 20, "configurations": 15}),
+            floors={"cases": 20, "configurations": 15}, compiled_plan=25,
+            compiled_floors={"cases": 20, "configurations": 15}, modes="all"),
 )}
 _active_profile = "ci"
 
@@ -81,6 +95,10 @@ def pytest_addoption(parser):
     group.addoption("--frameworks", default=None, metavar="A,B",
                     help="frameworks to check (default: every registered one)")
     group.addoption("--dtypes", default=None, metavar="A,B", help="dtypes to check (default: float32,float64)")
+    group.addoption("--modes", default=None, metavar="A,B",
+                    help="execution modes to check: eager, compile and inductor (torch.compile), function and xla "
+                         "(tf.function, jit_compile); 'all' for every mode of every framework (default: eager; the "
+                         "thorough profile: all)")
     group.addoption("--gradparity-profile", default="ci", choices=sorted(PROFILES),
                     help="how much to check: dev (8 planned cases per layer x framework x dtype), ci (25: every "
                          "runnable edge, then new configurations; the default), thorough (the 25, then 250 drawn "
@@ -103,6 +121,20 @@ def _listed(config, option: str, known, what: str) -> list[str]:
         raise pytest.UsageError(f"{option} {raw}: unknown {what} {', '.join(unknown) or '(none given)'}; "
                                 f"known: {', '.join(known)}")
     return chosen
+
+
+def _runners(config, frameworks: list[str]) -> list[str]:
+    """The runner labels to check: every chosen framework in every chosen mode it has."""
+    from gradparity.adapters import modes_of
+
+    raw = config.getoption("--modes") or active_profile().modes
+    every = list(dict.fromkeys(m for fw in frameworks for m in modes_of(fw)))
+    chosen = every if raw.strip() == "all" else [m.strip() for m in raw.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in every]
+    if unknown or not chosen:
+        raise pytest.UsageError(f"--modes {raw}: unknown mode {', '.join(unknown) or '(none given)'}; known: "
+                                f"{', '.join(every)}, or all")
+    return [fw if m == "eager" else f"{fw}.{m}" for fw in frameworks for m in chosen if m in modes_of(fw)]
 
 
 def _usable_report_dir(raw: str) -> Path:
@@ -156,6 +188,7 @@ class _State:
         self.config = config
         self.active = False
         self.frameworks: list[str] = []
+        self.runners: list[str] = []  # the frameworks in their modes: "torch", "torch.compile", ...
         self.dtypes: list[str] = []
         self.report_dir: Path | None = None
         self.run_dir: Path | None = None
@@ -180,6 +213,7 @@ class _State:
 
         self.frameworks = _listed(config, "--frameworks", list(ADAPTERS), "framework")
         self.dtypes = _listed(config, "--dtypes", list(DTYPES), "dtype")
+        self.runners = _runners(config, self.frameworks)
         raw = config.getoption("--report-dir")
         self.report_dir = _usable_report_dir(raw) if raw else None
         worker = getattr(config, "workerinput", None)
@@ -201,7 +235,7 @@ class _State:
 
 _STATE = pytest.StashKey[_State]()
 # Options whose use makes a session gradparity's (their defaults say nothing).
-_OPTIONS = ("--report-dir", "--frameworks", "--dtypes", "--gradparity-shard", "--strict-precision")
+_OPTIONS = ("--report-dir", "--frameworks", "--dtypes", "--modes", "--gradparity-shard", "--strict-precision")
 
 
 def _state(config) -> _State:
@@ -232,7 +266,7 @@ def pytest_generate_tests(metafunc):
 
     metafunc.parametrize("layer, framework, dtype", [
         pytest.param(layer, fw, dt, id=f"{layer}-{fw}-{dt}")
-        for layer in LAYERS for fw in state.frameworks for dt in state.dtypes])
+        for layer in LAYERS for fw in state.runners for dt in state.dtypes])
 
 
 def pytest_collection_modifyitems(config, items):
@@ -242,7 +276,7 @@ def pytest_collection_modifyitems(config, items):
     state = config.stash[_STATE]
     if not state.active:
         return  # nothing of gradparity's in this session
-    rank = {fw: i for i, fw in enumerate(state.frameworks)}
+    rank = {fw: i for i, fw in enumerate(state.runners)}
 
     def framework(item):  # other tests keep their place before gradparity's
         if item.get_closest_marker("gradparity_matrix") is None:
@@ -335,12 +369,13 @@ def explored(recorder):
 
 @pytest.fixture(scope="session")
 def runner_for():
-    """``runner_for(name)``: the runner, or a skip saying why its framework is missing."""
-    from gradparity.adapters import ADAPTERS
+    """``runner_for(label)``: the runner ("torch", "torch.compile", ...), or a skip saying why its
+    framework (or mode) is missing."""
+    from gradparity.adapters import runner as runner_of
 
     def get(name):
-        runner = ADAPTERS[name]
-        ok, why = runner.available()
+        runner = runner_of(name)
+        ok, why = getattr(runner, "mode_available", runner.available)()
         if not ok:
             pytest.skip(why)
         return runner

@@ -2,7 +2,9 @@
 against the float64 oracle on the same numbers.
 
 ``test_gradients_match_reference`` checks the planned cases of a layer x
-framework x dtype (``plan.py``): every declared edge the framework can run,
+framework x dtype (``plan.py``), the framework in each execution mode asked for
+(``--modes``; a compiled mode also measures each row's distance from eager):
+every declared edge the framework can run,
 then configurations not seen yet; every case is checked and every failure
 listed, and the group's coverage (real cases, configurations, edges reached)
 is held to the profile's floors. ``test_gradients_explore`` lets hypothesis
@@ -14,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradparity.reference import Oracle
-from gradparity.reports.compare import check
+from gradparity.reports.compare import check, with_eager_distance
 from gradparity.reports.coverage import shortfall
 from gradparity.tests.plan import plan
 from gradparity.tests.plugin import active_profile, failure_message, profile
@@ -28,17 +30,21 @@ def _failing(rows):
 @pytest.mark.gradparity_matrix
 def test_gradients_match_reference(layer, framework, dtype, runner_for, recorder):
     runner = runner_for(framework)
-    planned = plan(layer, framework, dtype, active_profile().plan, runner)
-    recorder.census(planned.census())
+    mode = getattr(runner, "mode", "eager")
+    planned = plan(layer, framework, dtype, active_profile().plan_for(mode), runner)
+    floors = active_profile().floors_for(mode)
+    recorder.census({**planned.census(), "floors": floors})
+    if not planned.cases:  # the framework, in this mode, can express none of the layer (the census says why)
+        pytest.skip(f"{framework} cannot run {layer}: " + "; ".join(planned.refused))
     failures, checked = [], []
     for case in planned.cases:
         recorder.running(case)
-        rows = recorder.add(check(case, Oracle(), runner), case)
+        rows = recorder.add(with_eager_distance(check(case, Oracle(), runner), case, runner), case)
         checked += rows
         if _failing(rows):
             failures.append(failure_message(case, _failing(rows)))
     assert not failures, f"{len(failures)} of {len(planned.cases)} planned cases failed:\n" + "\n".join(failures)
-    short = shortfall(checked, planned.census(), active_profile().floors)
+    short = shortfall(checked, planned.census(), floors)
     assert not short, f"coverage below the {active_profile().name} profile's floors: " + "; ".join(short)
 
 
@@ -50,5 +56,5 @@ def test_gradients_explore(layer, framework, dtype, data, runner_for, recorder, 
     runner = runner_for(framework)
     case = data.draw(cases(layer, dtype, runner=runner), label="case")
     recorder.running(case)
-    bad = _failing(explored.add(check(case, Oracle(), runner), case))
+    bad = _failing(explored.add(with_eager_distance(check(case, Oracle(), runner), case, runner), case))
     assert not bad, failure_message(case, bad)

@@ -43,7 +43,7 @@ def row(**overrides):
             "max_ulp_err": 0.5, "ulp_where": "at (0,), x=1, got 0.5, exact 0.5", "precision": "ok",
             "ulp_oracle": "mpmath at 128 and 256 bits; measured 2 of 2", "ulp_lost": "", "special": "",
             "nonfinite": "", "flushed": "", "edges": "", "example": "", "first_divergence": "",
-                "norm": "", "reference_norm": ""}
+                "norm": "", "reference_norm": "", "mode": "eager", "vs_eager_eps": ""}
     assert set(base) == set(COLUMNS)
     return {**base, **overrides}
 

@@ -24,8 +24,8 @@ from gradparity.reports.tables import FAMILY_ORDER, PARTLY_NA, STALE, layer_fami
 
 from .test_render import row
 
-SECTIONS = ["glance", "plots", "summary", "coverage", "precision", "special", "training", "models", "conventions",
-            "divergences", "not-applicable", "not-passing", "worst-passing"]
+SECTIONS = ["glance", "plots", "summary", "coverage", "precision", "special", "training", "models", "modes",
+            "conventions", "divergences", "not-applicable", "not-passing", "worst-passing"]
 HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)><b>'
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "nav", "strong", "ol",
              "li", "a", "table", "thead", "tbody", "tr", "th", "td", "details", "summary", "figure", "img",
@@ -582,4 +582,18 @@ def test_the_models_section_names_first_divergences_and_draws_gradient_health(tm
     # the deepest cases every framework ran, the model's own edges first, one case per edge set
     assert sorted(set(picks["case"])) == ["deep", "free", "wide"]
     assert set(plots.health_picks(frame(rows), per_model=2)["case"]) == {"deep", "wide"}
+
+
+def test_the_modes_section_shows_each_compiled_mode_against_the_oracle_and_against_eager(tmp_path):
+    rows = [row(case="a"), row(case="a", framework="torch.compile", mode="compile", vs_eager_eps=0.0, err_eps=3.0),
+            row(case="b", framework="torch.compile", mode="compile", vs_eager_eps=2.5, err_eps=7.0, status="fail",
+                max_rel_err=1e-3)]
+    write_report(rows, tmp_path)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    table = next(t for t in Page(page).tables if t["under"] == "modes")
+    cells = [[c["text"] for c in r] for r in table["rows"]][1:]  # the first is the heading
+    assert len(cells) == 1 and cells[0][1:6] == ["relu", "torch.compile", "compile", "float64", "2"]
+    assert cells[0][6] == "1" and float(cells[0][7]) == 7.0 and float(cells[0][8]) == 2.5
+    start = page.index('<h2 id="glance"')
+    assert "torch.compile" in page[start:page.index("<h2", start + 5)]  # the grid has a column for the mode
 

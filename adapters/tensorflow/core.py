@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import sys
 import tempfile
@@ -24,7 +25,16 @@ def tf():
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         with _start_up_logs_held() if quiet else contextlib.nullcontext():
             _tf = importlib.import_module("tensorflow")
+        _tf.get_logger().addFilter(_NotRetracing())
     return _tf
+
+
+class _NotRetracing(logging.Filter):
+    """The function and xla modes make a new tf.function per case on purpose (each case's layer
+    is new): TensorFlow's warning that tf.function retraces is about that, every few cases."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 @contextlib.contextmanager

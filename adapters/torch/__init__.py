@@ -10,14 +10,36 @@ hyperparameter is passed explicitly: defaults differ between frameworks.
 
 from __future__ import annotations
 
+import shutil
+
+from ...reference.oracle import layer_of
 from ..base import FrameworkAdapter
 from . import activations, attention, clipping, conv, dense, dropout, embedding, losses, norm  # noqa: F401
 from . import models, optimizers, pooling, recurrent, training  # noqa: F401
 from .core import builder, torch
 
 
+# mode -> the torch.compile backend: "aot_eager" runs AOTAutograd's decompositions and
+# functionalization with eager kernels; "inductor" (the default backend) compiles C++ on CPU.
+BACKENDS = {"compile": "aot_eager", "inductor": "inductor"}
+
+
 class TorchAdapter(FrameworkAdapter):
     name = "torch"
+    modes = ("eager", "compile", "inductor")
+
+    def refusals(self, case):
+        why = super().refusals(case)
+        if self.mode != "eager" and layer_of(case).trace is not None:
+            why += ("a whole model's layers are read with forward hooks and retain_grad, which a compiled graph "
+                    "does not keep: whole models run eager in PyTorch",)
+        return why
+
+    def mode_available(self):
+        ok, why = self.available()
+        if ok and self.mode == "inductor" and shutil.which("g++") is None and shutil.which("c++") is None:
+            return False, "torch.compile's inductor backend builds C++ on CPU and finds no compiler (g++)"
+        return ok, why
 
     def available(self):
         try:
@@ -45,6 +67,8 @@ class TorchAdapter(FrameworkAdapter):
         the loss does not reach keeps ``.grad`` None: its gradient is zero. A model's
         taps (its layers' outputs) keep their ``.grad`` with ``retain_grad``."""
         T = torch()
+        if self.mode != "eager":
+            forward = _compiled(forward, BACKENDS[self.mode])
         outs = forward(tensors)
         tapped = taps() if taps is not None else {}
         for t in tapped.values():
@@ -60,3 +84,17 @@ class TorchAdapter(FrameworkAdapter):
                 traced if taps is not None else None)
 
 ADAPTER = TorchAdapter(builder)
+
+
+def _compiled(forward, backend: str):
+    """``forward`` under torch.compile with ``backend``. Dynamo keeps one compiled graph per
+    structure (the code object, and guards on the modules' types, shapes and attributes, not on
+    their identity: a new module of the same structure reuses it). Past its recompile limit
+    dynamo would quietly run eager: here that is an error instead, and the limit is far beyond
+    the suite's configurations."""
+    config = torch()._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, 100_000)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 100_000)
+    config.fail_on_recompile_limit_hit = True
+    return torch().compile(forward, backend=backend)
+
