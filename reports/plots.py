@@ -36,6 +36,12 @@ def _figure(**kwargs):
     return Figure(**kwargs)
 
 
+def _panels(rows: int, cols: int, width: float, height: float):
+    """A figure of rows x cols panels, each width x height inches: (figure, 2-d array of axes)."""
+    fig = _figure(figsize=(width * cols, 0.6 + height * rows), dpi=90)
+    return fig, np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+
+
 def _label(text) -> str:
     """Data as plain plot text: no mathtext ("$"), no control characters."""
     return "".join(ch if ch.isprintable() else "?" for ch in str(text)).replace("$", r"\$")
@@ -190,8 +196,7 @@ def gradient_flow(df: pd.DataFrame, layer_order=None, family_of=None):
     picks = flow_picks(d)
     layers = [n for n in (layer_order or sorted(set(d["layer"]))) if n in set(d["layer"])]
     frameworks = sorted(set(d["framework"]))
-    fig = _figure(figsize=(5.2 * len(frameworks), 0.6 + 2.3 * len(layers)), dpi=90)
-    axes = np.atleast_2d(fig.subplots(len(layers), len(frameworks), squeeze=False))
+    fig, axes = _panels(len(layers), len(frameworks), 5.2, 2.3)
     for i, layer in enumerate(layers):
         for j, fw in enumerate(frameworks):
             ax = axes[i, j]
@@ -263,8 +268,7 @@ def gradient_health(df: pd.DataFrame, layer_order=None, family_of=None):
     picks = picks[picks["dtype"] == dtype]
     models = [n for n in (layer_order or sorted(set(picks["layer"]))) if n in set(picks["layer"])]
     frameworks = sorted(set(picks["framework"]))
-    fig = _figure(figsize=(5.6 * len(frameworks), 0.6 + 2.6 * len(models)), dpi=90)
-    axes = np.atleast_2d(fig.subplots(len(models), len(frameworks), squeeze=False))
+    fig, axes = _panels(len(models), len(frameworks), 5.6, 2.6)
     for i, model in enumerate(models):
         for j, fw in enumerate(frameworks):
             ax = axes[i, j]

@@ -44,6 +44,15 @@ def divergence_lines(df: pd.DataFrame) -> list[str]:
     return [f"{key}: {c.groups} group(s), {c.cases} case(s)" for key, c in counts.iterrows()]
 
 
+def _listed(title, lines, title_colour, colour, limit, verbose, where) -> list[tuple[str, str]]:
+    """A titled list, cut at ``limit`` lines unless ``verbose``, saying where the rest is."""
+    shown = lines if verbose else lines[:limit]
+    out = [(title, title_colour)] + [(f"  {line}", colour) for line in shown]
+    if len(shown) < len(lines):
+        out.append((f"  and {len(lines) - len(shown)} more (-v lists them; {where})", colour))
+    return out
+
+
 def summary_lines(written, verbose: bool = False) -> list[tuple[str, str]]:
     """(line, colour) pairs; colour is "red", "yellow", "green" or ""."""
     df = written.frame
@@ -52,20 +61,12 @@ def summary_lines(written, verbose: bool = False) -> list[tuple[str, str]]:
         return out
     failed = failed_groups(df)
     if failed:
-        out.append((f"{len(failed)} group(s) failed:", "red"))
-        shown = failed if verbose else failed[:FAILED_SHOWN]
-        out += [(f"  {line}", "red") for line in shown]
-        if len(shown) < len(failed):
-            out.append((f"  and {len(failed) - len(shown)} more (-v lists them; the report's 'not passing' section)",
-                        "red"))
+        out += _listed(f"{len(failed)} group(s) failed:", failed, "red", "red", FAILED_SHOWN, verbose,
+                       "the report's 'not passing' section")
     divergences = divergence_lines(df)
     if divergences:
-        out.append((f"known divergences that explained checks ({len(divergences)}):", "yellow"))
-        shown = divergences if verbose else divergences[:DIVERGENCES_SHOWN]
-        out += [(f"  {line}", "") for line in shown]
-        if len(shown) < len(divergences):
-            out.append((f"  and {len(divergences) - len(shown)} more (-v lists them; the report's known divergences)",
-                        ""))
+        out += _listed(f"known divergences that explained checks ({len(divergences)}):", divergences, "yellow", "",
+                       DIVERGENCES_SHOWN, verbose, "the report's known divergences")
     if written.warnings:
         if verbose:
             out += [(f"WARNING: {message}", "yellow") for message in written.warnings]
