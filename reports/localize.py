@@ -35,9 +35,11 @@ A known divergence of a layer carries over to the model when it explains every
 diverging step: each asked about as a case of its own layer (the inputs and
 cotangent the oracle gave it), for this framework and dtype. The failing rows
 then become ``known_divergence`` under the first step's key, their detail saying
-so. A divergence's bound is the layer's, on the layer's own output; in a model
-the difference is whatever the layers after it make of it, so it is not applied:
-a step that diverges for any other reason keeps the model's rows failing.
+so. A divergence's bound is the layer's, on the layer's own results, so it is
+applied to the step's own gap (the relative difference above, on the step's own
+sizes), not to the model's rows, whose difference is whatever the layers after it
+make of it. A step that diverges for any other reason, or further than its
+divergence's bound, keeps the model's rows failing.
 """
 
 from __future__ import annotations
@@ -54,38 +56,53 @@ def _size(a) -> float:
     return float(np.abs(a[np.isfinite(a)]).max(initial=0.0))
 
 
-def _differs(mine, theirs, rtol: float, given) -> bool:
-    """Whether two arrays differ by more than ``rtol`` times the largest of their sizes and of
-    ``given``'s where both are finite, or in where (and which) NaN and Inf are."""
+def _gap(mine, theirs, given) -> float:
+    """How far apart two arrays are where both are finite, relative to the largest of their
+    sizes and of ``given``'s; Inf where their shapes, or where (and which) NaN and Inf are,
+    differ."""
     mine, theirs = np.asarray(mine, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
     if mine.shape != theirs.shape:
-        return True
+        return np.inf
     finite = np.isfinite(mine) & np.isfinite(theirs)
     same_special = (np.isnan(mine) & np.isnan(theirs)) | (np.isinf(mine) & (mine == theirs))
     if np.any(~finite & ~same_special):
-        return True
+        return np.inf
+    worst = float(np.abs(mine[finite] - theirs[finite]).max(initial=0.0))
     scale = max(_size(mine), _size(theirs), _size(given))
-    return bool(np.any(np.abs(mine[finite] - theirs[finite]) > rtol * scale))
+    return worst / scale if scale > 0 else (np.inf if worst > 0 else 0.0)
 
 
-def diverging_steps(steps, recomputed: dict, actual: dict, rtol: dict, x=0.0) -> list[tuple[str, object]]:
-    """``[(direction, step)]``: the steps diverging forward, in order, then those diverging
-    backward, in the order the backward pass reaches them. ``rtol``: {(kind, name): relative
-    tolerance}; ``x``: the model's input (what the first step is given)."""
-    def off(kind, name, given):
-        return name in actual.get(kind, {}) and _differs(recomputed[kind][name], actual[kind][name],
-                                                         rtol[kind, name], given)
+def _differs(mine, theirs, rtol: float, given) -> bool:
+    """Whether two arrays differ by more than ``rtol`` times the largest of their sizes and of
+    ``given``'s where both are finite, or in where (and which) NaN and Inf are."""
+    return _gap(mine, theirs, given) > rtol
+
+
+def step_gaps(steps, recomputed: dict, actual: dict, rtol: dict, x=0.0) -> list[tuple[str, object, float]]:
+    """``[(direction, step, gap)]``: the steps diverging forward, in order, then those diverging
+    backward, in the order the backward pass reaches them, each with its worst relative gap
+    (``_gap``) over the tensors it diverges in. ``rtol``: {(kind, name): relative tolerance};
+    ``x``: the model's input (what the first step is given)."""
+    def gap(kind, name, given):
+        if name not in actual.get(kind, {}):
+            return 0.0
+        g = _gap(recomputed[kind][name], actual[kind][name], given)
+        return g if g > rtol[kind, name] else 0.0
 
     given = [x] + [actual[OUT].get(s.name, 0.0) for s in steps[:-1]]
-    forward = [("forward", s) for s, entering in zip(steps, given) if off(OUT, s.name, entering)]
+    forward = [("forward", s, gap(OUT, s.name, entering)) for s, entering in zip(steps, given)]
     backward = []
     for i in reversed(range(len(steps))):
         step = steps[i]
         g = actual.get(COT, {}).get(step.name, 0.0)
         sent = (COT, steps[i - 1].name) if i else (GRAD, "x")
-        if any(off(GRAD, step.array(p), g) for p in step.params) or off(*sent, g):
-            backward.append(("backward", step))
-    return forward + backward
+        backward.append(("backward", step, max([gap(GRAD, step.array(p), g) for p in step.params] + [gap(*sent, g)])))
+    return [f for f in forward + backward if f[2] > 0]
+
+
+def diverging_steps(steps, recomputed: dict, actual: dict, rtol: dict, x=0.0) -> list[tuple[str, object]]:
+    """``[(direction, step)]`` of ``step_gaps``."""
+    return [(direction, step) for direction, step, _ in step_gaps(steps, recomputed, actual, rtol, x)]
 
 
 def _norm(a) -> float:
@@ -111,7 +128,7 @@ def localize(case, rows: list[dict], truth, framework: str, actual: dict) -> lis
     recomputed = local(case.layer, case, actual[OUT], actual[COT])
     rtol = {(r["kind"], r["name"]): r["atol"] / r["scale"] if r["scale"] > 0 else 0.0 for r in rows}
     x = case.arrays["x"] if case.arrays["x"].dtype.kind == "f" else 0.0
-    found = diverging_steps(steps, recomputed, actual, rtol, x)
+    found = step_gaps(steps, recomputed, actual, rtol, x)
     if found:
         first = f"{found[0][1].name} ({found[0][0]})"
     else:  # every layer agrees on its own inputs: the difference grew from rounding, or a kink took it
@@ -124,10 +141,11 @@ def localize(case, rows: list[dict], truth, framework: str, actual: dict) -> lis
         return rows
     cases = {s.name: (c, e) for s, c, e in step_cases(case, residuals, truth.outputs[COT])}
     keys = []
-    for _, step in found:
-        known = known_divergences(*cases[step.name][:1], framework, cases[step.name][1])
+    for _, step, gap in found:
+        known = [d for d in known_divergences(*cases[step.name][:1], framework, cases[step.name][1])
+                 if d.bound is None or gap <= d.bound]
         if not known:
-            return rows  # a step diverges for a reason nobody recorded: the model's rows fail
+            return rows  # a step diverges for a reason nobody recorded, or further than recorded: rows fail
         keys.append((known[0].key, step.name))
     key, where = keys[0]
     others = "; also " + ", ".join(f"{k} of {s}" for k, s in keys[1:]) if len(keys) > 1 else ""

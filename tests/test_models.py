@@ -151,6 +151,17 @@ def test_broken_on_purpose_a_fault_after_a_known_divergence_still_fails(monkeypa
     assert {r["first_divergence"] for r in off} == {"2:multi_head_attention (forward)"}
 
 
+def test_broken_on_purpose_a_step_off_by_more_than_its_divergence_bound_still_fails(monkeypatch):
+    """keras-attention-float32-scale explains ~1e-9 in float64 attention (bound 1e-7); the same
+    step off by 1e-6 is more than it explains, so the model's rows fail at that step."""
+    monkeypatch.setattr(base, "FAULT", {"step": "2:multi_head_attention", "direction": "forward",
+                                        "scale": 1 + 1e-6})
+    rows = check(_case("model_transformer"), Oracle(), _runner("tensorflow"))
+    off = [r for r in rows if r["status"] != "pass"]
+    assert off and {r["status"] for r in off} == {"fail"}
+    assert {r["first_divergence"] for r in off} == {"2:multi_head_attention (forward)"}
+
+
 def test_an_exact_kink_inside_a_model_is_found():
     """A zero kernel makes a constant channel; batch norm maps it to beta = 0 exactly, on relu's kink."""
     case = _case("model_cnn", head="global_average")
