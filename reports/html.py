@@ -64,6 +64,8 @@ SORT_SCRIPT = """document.querySelectorAll('table.sortable').forEach(function(t)
 COLOURS = {"pass": "#c8ecc8", PARTLY_NA: "#ecf7e4", "fail": "#f6c6c6", "error": "#f0b0d8",
            "known_divergence": "#fbe3b4", "not_applicable": "#e4e4e4"}
 
+CANNOT_RUN = "cannot run"  # a group whose framework (in its mode) can express no case of the layer
+
 # In the grid, a pass where fewer than half the checks could run: not the pass green (it tested little).
 MOSTLY_NA = "#d6dbe9"
 
@@ -137,6 +139,8 @@ GLANCE_LEGEND = (
     ("known_divergence", COLOURS["known_divergence"], "some checks differ in a recorded way (see Known divergences)"),
     ("fail", COLOURS["fail"], "some check failed, or the framework raised"),
     ("not_applicable", COLOURS["not_applicable"], "no check could run"),
+    (CANNOT_RUN, COLOURS["not_applicable"], "the framework, in this mode, can express no case of the layer "
+                                            "(the coverage section says why)"),
 )
 
 
@@ -146,14 +150,22 @@ def _glance_legend() -> str:
         for label, colour, text in GLANCE_LEGEND) + ".</p>"
 
 
-def at_a_glance(summary: pd.DataFrame, families: dict) -> str:
+def at_a_glance(summary: pd.DataFrame, families: dict, census: list | None = None) -> str:
     """A legend, then one line per layer (grouped by family; ``families``: layer -> family), one column per
-    framework x dtype: the verdict, colour-coded, with how many checks ran where only some could."""
+    framework x dtype: the verdict, colour-coded, with how many checks ran where only some could. A group
+    of the run's ``census`` that planned no case (its framework cannot express the layer in that mode)
+    reads ``CANNOT_RUN`` rather than a blank."""
     if summary.empty:
         return "<p>No checks ran.</p>"
     cells = by_family(summary, families).assign(
         label=lambda t: t.apply(glance_label, axis=1),
         colour=lambda t: t.apply(lambda s: f"background-color: {glance_colour(s)}", axis=1))
+    ran = set(zip(cells["layer"], cells["framework"], cells["dtype"]))
+    refused = [{"family": families.get(c["layer"], ""), "layer": c["layer"], "framework": c["framework"],
+                "dtype": c["dtype"], "label": CANNOT_RUN, "colour": f"background-color: {COLOURS['not_applicable']}"}
+               for c in census or () if not c.get("planned") and (c["layer"], c["framework"], c["dtype"]) not in ran
+               and c["layer"] in families]
+    cells = pd.concat([cells, pd.DataFrame(refused)], ignore_index=True) if refused else cells
     order = list(dict.fromkeys(zip(cells["family"], cells["layer"])))
     labels = cells.pivot(index=["family", "layer"], columns=["framework", "dtype"], values="label")
     colours = cells.pivot(index=["family", "layer"], columns=["framework", "dtype"], values="colour")
@@ -419,7 +431,7 @@ def _sections(df, summary, grouped, divergences, notes, worst, plots) -> list[tu
     families = layer_families(df)
     worst_pass = df[df["status"] == "pass"].nlargest(worst, "err_eps")
     return [
-        ("glance", "At a glance", at_a_glance(summary, families)),
+        ("glance", "At a glance", at_a_glance(summary, families, notes.get("census"))),
         ("plots", "Plots: errors against tolerance, gradient flow through time", _plots_section(plots)),
         ("summary", "Summary: layer x framework x dtype, by family", _summary_section(grouped)),
         ("coverage", "Coverage: what each group's cases reached, against the run's plan",

@@ -443,6 +443,21 @@ def test_a_mostly_not_applicable_group_does_not_get_the_pass_colour(tmp_path):
     assert "most could not run" in legend
 
 
+def test_a_group_its_framework_cannot_run_reads_so_in_the_grid_not_blank(tmp_path):
+    rows = [row(case="a"), row(case="b", framework="torch.compile")]  # relu float64 in both
+    census = [{"layer": "relu", "framework": fw, "dtype": "float64", "exhausted": False, "planned": 1,
+               "edges": {}, "refused": {}} for fw in ("torch", "torch.compile")]
+    census.append({"layer": "relu", "framework": "tensorflow.function", "dtype": "float64", "exhausted": False,
+                   "planned": 0, "edges": {}, "refused": {"reads values back with .numpy()": 3}})
+    write_report(rows, tmp_path, notes={"census": census, "floors": {"cases": 1, "configurations": 1}})
+    page = Page((tmp_path / "report.html").read_text())
+    grid = next(t for t in page.tables if t["under"] == "glance")
+    colour_of = page.background()
+    cells = [c for r in grid["rows"] for c in r if c["tag"] == "td"]
+    assert [c["text"] for c in cells] == ["pass", "pass", "cannot run"]
+    assert colour_of.get(cells[-1]["id"]) == COLOURS["not_applicable"]
+
+
 def test_a_divergence_that_explained_nothing_is_flagged_in_the_report(tmp_path):
     notes = {"divergences": [{"key": "still-holds", "layer": "relu", "framework": "torch", "dtype": "*",
                               "reason": "r1", "measured": "m1", "bound": "any error"},
