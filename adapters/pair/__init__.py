@@ -281,11 +281,9 @@ def compare_models(torch_module, keras_model, inputs, *, target=None, loss="cros
     k_inputs, moved = (keras_inputs_for(keras_model, t_inputs) if keras_inputs is None
                        else (_as_list(keras_inputs), ""))
     dtype = str(next((p.detach().numpy().dtype for p in torch_module.parameters()), np.dtype("float32")))
-    rtol = rtol if rtol is not None else DEFAULT.get(dtype, DEFAULT["float32"]).rtol
-    name = name or type(torch_module).__name__
-    case = _digest(t_inputs)
+    run = _Run(name or type(torch_module).__name__, dtype, _digest(t_inputs),
+               rtol if rtol is not None else DEFAULT.get(dtype, DEFAULT["float32"]).rtol)
     notes = [moved] if moved else []
-    rows, first, explanations, unpaired_all = [], {}, {}, []
 
     # a first pass in inference mode pairs the layers and (transfer) loads the weights
     import torch
@@ -296,91 +294,118 @@ def compare_models(torch_module, keras_model, inputs, *, target=None, loss="cros
     t_loss, k_loss = _losses(loss, target, (tuple(out.shape), str(out.detach().numpy().dtype)))
     t_units, _, _, _ = torch_run(torch_module, t_inputs, t_loss, train=False)
     k_units = keras_units(keras_model)
-    t_units = fold_activations(t_units, k_units)
-    pairs, unpaired = pair_units(t_units, k_units, pairing)
-    unpaired_all = unpaired
+    pairs, unpaired = pair_units(fold_activations(t_units, k_units), k_units, pairing)
     if weights == "transfer":
         transfer(pairs)
     else:
-        for i, (t, k) in enumerate(pairs):
-            mapped = keras_weights(t.kind.split("+")[0], t.obj, flatten=flatten_before(pairs, i))
-            for j, (mine, theirs) in enumerate(zip(mapped or [], k.obj.get_weights())):
-                how = unmatched(mine, theirs)
-                rows.append(_row(family="ported model", layer=f"pair:{name}", framework="tensorflow",
-                                 reference="torch", dtype=dtype, case=case, kind="weight",
-                                 name=f"{i + 1}:{t.kind}.{k.obj.weights[j].name}", shape=str(np.shape(theirs)),
-                                 status="pass" if not how else "fail",
-                                 detail=f"keras {k.name} weight {j} {how} (torch {t.name})" if how else "",
-                                 attrs="weights=as_is", tolerance_reason="the same numbers (1e-6)"))
+        run.weight_rows(pairs)
 
+    first, explanations = {}, {}
     for mode in modes:
-        train = mode == "train"
-        t_units, t_out, t_value, t_gx = torch_run(torch_module, t_inputs, t_loss, train)
-        t_units = fold_activations(t_units, k_units)
-        pairs, _ = pair_units(t_units, k_units, pairing)
-        k_out, k_value, k_gx = keras_run(keras_model, [k for _, k in pairs], k_inputs, k_loss, train)
-        depth = len(pairs)
-
-        def add(kind, what, expected, actual, grown, floor, detail=""):
-            tol = rtol * max(1, grown)
-            r = _compare(expected, actual, tol, floor) if actual is not None else {
-                "status": "fail", "detail": "no layout of the Keras value matches PyTorch's shape"}
-            if r["status"] != "pass" and detail:
-                r["detail"] = detail + r["detail"]
-            rows.append(_row(family="ported model", layer=f"pair:{name}", framework="tensorflow", reference="torch",
-                             dtype=dtype, case=f"{mode}-{case}", kind=kind, name=what, rtol=tol,
-                             tolerance_reason=f"{dtype} default rtol x {max(1, grown)}: the rounding of each layer "
-                                              "the value went through adds up", attrs=f"mode={mode}",
-                             shape=str(np.shape(expected)), **r))
-
-        add("out", "loss", np.float64(t_value), np.float64(k_value), depth, abs(t_value))
-        for i, (t, k) in enumerate(pairs, 1):
-            label = f"{i}:{t.kind}"
-            add("out", label, t.y, layouts_agree(t, k, "y"), i, _max(t.x), f"[torch {t.name} / keras {k.name}] ")
-            add("cot", label, t.cot, layouts_agree(t, k, "cot"), depth - i + 1, 1.0)
-            mapped = keras_weights(t.kind.split("+")[0], t.obj, grads=True, flatten=flatten_before(pairs, i - 1))
-            for j, (g_t, g_k) in enumerate(zip(mapped or [], k.grads)):
-                add("grad", f"{label}.{k.obj.trainable_weights[j].name}", g_t, g_k, depth - i + 1, _max(t.cot))
-        for j, (g_t, g_k) in enumerate(zip(t_gx, k_gx)):
-            if g_t is not None and g_k is not None:
-                moved = k_inputs[j].shape != t_inputs[j].shape
-                add("grad", f"inputs[{j}]", g_t, _to_torch_input(g_k, g_t.shape, moved), depth, 1.0)
-
-        failing = [r for r in rows if r["case"] == f"{mode}-{case}" and r["status"] != "pass"]
-        if failing:
-            found = _local(pairs, train, rtol)
-            how = "run alone on PyTorch's values"
-            if not found:  # no layer could be run alone where it differs: the rows' own order says where
-                found, how = _from_rows(failing), "from the rows: not run alone"
-            if found:
-                direction, i, what = found[0]
-                t, k = pairs[i]
-                first[mode] = (f"{i + 1}:{t.kind} ({direction}: {', '.join(map(str, what))}; {how}; "
-                               f"torch {t.name} / keras {k.name})")
-                explanations[mode] = explain(t.kind, t.obj, k.obj, t.x.shape if t.x is not None else None,
-                                             after_flatten=_flatten_forgotten(pairs, i),
-                                             masked=t.packed and not _keras_masked(keras_model, k.obj))
-                if not explanations[mode]:
-                    explanations[mode] = ["nothing in the defaults table explains it: see the rows' errors"]
-            else:
-                first[mode] = "not localized (every paired layer agrees on PyTorch's own values)"
-            for r in failing:
-                r["first_divergence"] = first[mode]
-                if explanations.get(mode):
-                    r["detail"] = f"[{'; '.join(explanations[mode])}] {r['detail']}"
-        else:
-            first[mode] = ""
+        t_units, t_out, t_value, t_gx = torch_run(torch_module, t_inputs, t_loss, mode == "train")
+        pairs, _ = pair_units(fold_activations(t_units, k_units), k_units, pairing)
+        k_out, k_value, k_gx = keras_run(keras_model, [k for _, k in pairs], k_inputs, k_loss, mode == "train")
+        run.mode_rows(mode, pairs, (t_value, k_value), zip(t_gx, k_gx), t_inputs, k_inputs)
+        first[mode], explanations[mode] = run.first_divergence(mode, pairs, keras_model)
+    explanations = {m: e for m, e in explanations.items() if e}
 
     trajectory = _train(torch_module, keras_model, pairs, t_inputs, k_inputs, t_loss, k_loss, steps, optimizer,
-                        lr, rtol) if steps else []
-    result = PairResult(pd.DataFrame(rows), first, explanations, unpaired_all, notes, trajectory)
+                        lr, run.rtol) if steps else []
+    result = PairResult(pd.DataFrame(run.rows), first, explanations, unpaired, notes, trajectory)
     if report_dir is not None:
         from ...reports.render import write_report
 
         result.written = write_report(result.rows, report_dir,
-                                      notes={"pair": {"name": name, "unpaired": unpaired_all, "notes": notes,
+                                      notes={"pair": {"name": run.name, "unpaired": unpaired, "notes": notes,
                                                       "first_divergence": first, "explanations": explanations}})
     return result
+
+
+@dataclass
+class _Run:
+    """One comparison's rows as they are made: the pair's ``name``, its ``dtype``, the inputs'
+    digest (``case``) and the base relative tolerance."""
+
+    name: str
+    dtype: str
+    case: str
+    rtol: float
+    rows: list = field(default_factory=list)
+
+    def _row(self, **fields) -> dict:
+        return _row(family="ported model", layer=f"pair:{self.name}", framework="tensorflow", reference="torch",
+                    dtype=self.dtype, **fields)
+
+    def weight_rows(self, pairs):
+        """weights="as_is": a row per Keras weight, failing where it is not PyTorch's (mapped)."""
+        for i, (t, k) in enumerate(pairs):
+            mapped = keras_weights(t.kind.split("+")[0], t.obj, flatten=flatten_before(pairs, i))
+            for j, (mine, theirs) in enumerate(zip(mapped or [], k.obj.get_weights())):
+                how = unmatched(mine, theirs)
+                self.rows.append(self._row(
+                    case=self.case, kind="weight", name=f"{i + 1}:{t.kind}.{k.obj.weights[j].name}",
+                    shape=str(np.shape(theirs)), status="pass" if not how else "fail",
+                    detail=f"keras {k.name} weight {j} {how} (torch {t.name})" if how else "",
+                    attrs="weights=as_is", tolerance_reason="the same numbers (1e-6)"))
+
+    def _add(self, mode, kind, what, expected, actual, grown, floor, detail=""):
+        tol = self.rtol * max(1, grown)
+        r = _compare(expected, actual, tol, floor) if actual is not None else {
+            "status": "fail", "detail": "no layout of the Keras value matches PyTorch's shape"}
+        if r["status"] != "pass" and detail:
+            r["detail"] = detail + r["detail"]
+        self.rows.append(self._row(case=f"{mode}-{self.case}", kind=kind, name=what, rtol=tol,
+                                   tolerance_reason=f"{self.dtype} default rtol x {max(1, grown)}: the rounding of "
+                                                    "each layer the value went through adds up",
+                                   attrs=f"mode={mode}", shape=str(np.shape(expected)), **r))
+
+    def mode_rows(self, mode, pairs, losses, input_grads, t_inputs, k_inputs):
+        """The rows of one mode: the loss, every paired layer's output, incoming gradient and
+        parameter gradients, and the inputs' gradients, each with a tolerance grown with the
+        layers the value went through."""
+        depth = len(pairs)
+        t_value, k_value = losses
+        self._add(mode, "out", "loss", np.float64(t_value), np.float64(k_value), depth, abs(t_value))
+        for i, (t, k) in enumerate(pairs, 1):
+            label = f"{i}:{t.kind}"
+            self._add(mode, "out", label, t.y, layouts_agree(t, k, "y"), i, _max(t.x),
+                      f"[torch {t.name} / keras {k.name}] ")
+            self._add(mode, "cot", label, t.cot, layouts_agree(t, k, "cot"), depth - i + 1, 1.0)
+            mapped = keras_weights(t.kind.split("+")[0], t.obj, grads=True, flatten=flatten_before(pairs, i - 1))
+            for j, (g_t, g_k) in enumerate(zip(mapped or [], k.grads)):
+                self._add(mode, "grad", f"{label}.{k.obj.trainable_weights[j].name}", g_t, g_k, depth - i + 1,
+                          _max(t.cot))
+        for j, (g_t, g_k) in enumerate(input_grads):
+            if g_t is not None and g_k is not None:
+                moved = k_inputs[j].shape != t_inputs[j].shape
+                self._add(mode, "grad", f"inputs[{j}]", g_t, _to_torch_input(g_k, g_t.shape, moved), depth, 1.0)
+
+    def first_divergence(self, mode, pairs, keras_model) -> tuple[str, list]:
+        """(first divergence, the settings that explain it) of one mode, both also put on its
+        failing rows; ("", []) where every row passed."""
+        failing = [r for r in self.rows if r["case"] == f"{mode}-{self.case}" and r["status"] != "pass"]
+        if not failing:
+            return "", []
+        found = _local(pairs, mode == "train", self.rtol)
+        how = "run alone on PyTorch's values"
+        if not found:  # no layer could be run alone where it differs: the rows' own order says where
+            found, how = _from_rows(failing), "from the rows: not run alone"
+        if not found:
+            first, why = "not localized (every paired layer agrees on PyTorch's own values)", []
+        else:
+            direction, i, what = found[0]
+            t, k = pairs[i]
+            first = (f"{i + 1}:{t.kind} ({direction}: {', '.join(map(str, what))}; {how}; "
+                     f"torch {t.name} / keras {k.name})")
+            why = explain(t.kind, t.obj, k.obj, t.x.shape if t.x is not None else None,
+                          after_flatten=_flatten_forgotten(pairs, i),
+                          masked=t.packed and not _keras_masked(keras_model, k.obj))
+            why = why or ["nothing in the defaults table explains it: see the rows' errors"]
+        for r in failing:
+            r["first_divergence"] = first
+            if why:
+                r["detail"] = f"[{'; '.join(why)}] {r['detail']}"
+        return first, why
 
 
 def _max(a) -> float:
