@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..reference.activations import SELU_ALPHA, SELU_SCALE
+from ..reference.attention import mha_row_without_keys
 from ..reference.models import exact_kinks
 from .tolerances import DEFAULT, EPS, at_step, tolerance_for
 
@@ -276,15 +277,11 @@ def masking_layer_ignored(case, ev) -> bool:
 # ---- attention
 
 def attention_rows_without_keys(case, ev) -> bool:
-    """Some query of a multi-head attention case may attend to no key at all (its
-    key padding mask and attention mask rows, ANDed, are all 0)."""
-    a = case.arrays
-    keep = np.ones((a["query"].shape[0], a["query"].shape[1], a["key"].shape[1]), dtype=bool)
-    if "key_padding_mask" in a:
-        keep &= (a["key_padding_mask"] != 0)[:, None, :]
-    if "attn_mask" in a:
-        keep &= a["attn_mask"] != 0
-    return bool((~keep.any(axis=-1)).any())
+    """Some query of a multi-head attention case may attend to no key at all: none of
+    the given keys (reference.attention.mha_row_without_keys), and no key appended by
+    add_bias_kv or add_zero_attn (those are never masked)."""
+    extra = case.attrs.get("add_bias_kv", False) or case.attrs.get("add_zero_attn", False)
+    return not extra and mha_row_without_keys(case)
 
 
 def need_weights_rows_without_keys(case, ev) -> bool:
