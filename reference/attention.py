@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from .catalogue import SUBNORMAL, S, attr_is, of_dim, registrar
-from .spec import Array, Choice, Drawn, Edge, Float, Int, Layer, Mask, require
+from .spec import Array, Choice, Drawn, Edge, Float, Int, Layer, Mask, Real, require
 
 EMPTY_ROW = ("zeros", "uniform")
 
@@ -83,20 +83,28 @@ def _softmax_rows(s, keep, empty_row):
     return s, empty
 
 
-def attend(q, k, v, keep, scale, empty_row):
-    """The attention core on (..., L, E) stacks: (y, residuals)."""
+def attend(q, k, v, keep, scale, empty_row, bias=None, drop=None):
+    """The attention core on (..., L, E) stacks: (y, residuals). ``bias``: added to the
+    scaled logits (an additive float mask); ``drop``: the dropout mask already divided
+    by 1 - p, multiplying the weights before they meet v."""
     s = np.matmul(q, np.swapaxes(k, -1, -2))
     s *= scale
+    if bias is not None:
+        s += bias
     p, empty = _softmax_rows(s, keep, empty_row)
-    return np.matmul(p, v), (q, k, v, p, empty, scale)
+    pd = p if drop is None else p * drop
+    return np.matmul(pd, v), (q, k, v, p, empty, scale, drop)
 
 
 def attend_vjp(res, g, g_p=None):
-    """(gq, gk, gv) of the core, from the output's cotangent g and, when the
-    weights themselves are an output, their cotangent g_p (same shape as P)."""
-    q, k, v, p, empty, scale = res
-    gv = np.matmul(np.swapaxes(p, -1, -2), g)
+    """(gq, gk, gv, gs) of the core, from the output's cotangent g and, when the
+    weights themselves are an output, their cotangent g_p (same shape as P); gs is
+    the gradient of the scaled logits (so of an additive bias)."""
+    q, k, v, p, empty, scale, drop = res
+    gv = np.matmul(np.swapaxes(p if drop is None else p * drop, -1, -2), g)
     dp = np.matmul(g, np.swapaxes(v, -1, -2))
+    if drop is not None:
+        dp *= drop
     if g_p is not None:
         dp += g_p
     ds = p * dp
@@ -104,24 +112,30 @@ def attend_vjp(res, g, g_p=None):
     np.multiply(p, dp, out=ds)
     if empty is not None:
         np.copyto(ds, 0.0, where=empty)  # a uniform row's weights do not depend on s
+    gs = ds.copy()
     ds *= scale
-    return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), gv
+    return np.matmul(ds, k), np.matmul(np.swapaxes(ds, -1, -2), q), gv, gs
 
 
 # ---- scaled dot-product attention ----------------------------------------------
 
-def scaled_dot_product_attention(q, k, v, mask=None, *, causal, scale, empty_row="zeros"):
-    """Scaled dot-product attention: y = softmax(scale q kᵀ, over kept keys) v.
+def scaled_dot_product_attention(q, k, v, mask=None, bias=None, dropout_mask=None, *, causal, scale, dropout_p=0.0,
+                                 empty_row="zeros"):
+    """Scaled dot-product attention: y = dropout(softmax(scale q kᵀ + bias, over kept keys)) v.
 
     Shapes: q (N, Hh, Lq, E), k (N, Hh, Lk, E), v (N, Hh, Lk, Ev), optional keep-mask
-    (N, Hh, Lq, Lk) (1 = attend) -> y (N, Hh, Lq, Ev). ``causal``: query i also
-    drops keys j > i (top-left aligned: with Lq > Lk the last rows see every key).
-    ``scale`` multiplies the logits (PyTorch's default is 1 / sqrt(E)); dropout 0.
+    (N, Hh, Lq, Lk) (1 = attend), optional additive float mask ``bias`` (N, Hh, Lq, Lk)
+    (PyTorch's float attn_mask, Keras' bias), and with ``dropout_p`` p > 0 the dropout
+    keep-mask ``dropout_mask`` M (N, Hh, Lq, Lk) of 0 and 1 (the one the framework drew)
+    -> y (N, Hh, Lq, Ev). ``causal``: query i also drops keys j > i (top-left aligned:
+    with Lq > Lk the last rows see every key). ``scale`` multiplies q kᵀ (PyTorch's
+    default is 1 / sqrt(E)), before the bias is added.
 
-    Gradients (see the module docstring): gv = Pᵀ g, ds = P (g vᵀ - rowsum(P g vᵀ)),
-    gq = scale ds k, gk = scale dsᵀ q. Smooth in q, k, v; a fully masked row gives
-    0 (``empty_row="zeros"``) or the plain mean of v (``"uniform"``) and passes no
-    gradient to q or k.
+    With P = softmax(s) and D = P M / (1 - p) (D = P without dropout, D = 0 at p = 1): y = D v.
+    Gradients (see the module docstring): gv = Dᵀ g, dP = (g vᵀ) M / (1 - p),
+    ds = P (dP - rowsum(P dP)), gbias = ds, gq = scale ds k, gk = scale dsᵀ q. Smooth
+    in q, k, v and bias; a fully masked row gives 0 (``empty_row="zeros"``) or the
+    plain mean of v (``"uniform"``) and passes no gradient to q, k or bias.
     """
     require(q.ndim == 4, "q", f"expected (N, Hh, Lq, E), got shape {q.shape}")
     n, h, lq, e = q.shape
@@ -129,16 +143,31 @@ def scaled_dot_product_attention(q, k, v, mask=None, *, causal, scale, empty_row
             f"expected ({n}, {h}, Lk, {e}) for q {q.shape}, got {k.shape}")
     lk = k.shape[2]
     require(v.ndim == 4 and v.shape[:3] == (n, h, lk), "v", f"expected ({n}, {h}, {lk}, Ev), got {v.shape}")
-    if mask is not None:
-        require(mask.shape == (n, h, lq, lk), "mask", f"expected ({n}, {h}, {lq}, {lk}), got {mask.shape}")
+    for name, m in (("mask", mask), ("bias", bias), ("dropout_mask", dropout_mask)):
+        if m is not None:
+            require(m.shape == (n, h, lq, lk), name, f"expected ({n}, {h}, {lq}, {lk}), got {m.shape}")
     require(np.isfinite(scale), "scale", f"expected a finite number, got {scale!r}")
-    y, res = attend(q, k, v, _keep(mask, causal, (n, h, lq, lk)), scale, empty_row)
-    return y, res
+    drop = _dropout(dropout_p, dropout_mask)
+    y, res = attend(q, k, v, _keep(mask, causal, (n, h, lq, lk)), scale, empty_row, bias, drop)
+    return y, (res, bias is not None)
 
 
-def scaled_dot_product_attention_vjp(res, g):
-    gq, gk, gv = attend_vjp(res, g)
-    return {"q": gq, "k": gk, "v": gv}
+def _dropout(p, mask):
+    """The dropout factor M / (1 - p) (None without dropout; 0 at p = 1, which drops every
+    weight, as the dropout layer); checks p and the mask."""
+    require(0.0 <= p <= 1.0, "dropout_p", f"must be in [0, 1], got {p}")
+    require((mask is not None) == (p > 0), "dropout_mask",
+            f"dropout_p={p} takes {'a' if p > 0 else 'no'} dropout_mask")
+    if mask is None:
+        return None
+    require(bool(np.all((mask == 0) | (mask == 1))), "dropout_mask", "expected only 0 and 1")
+    return np.zeros(mask.shape) if p == 1 else mask / (1.0 - p)
+
+
+def scaled_dot_product_attention_vjp(residuals, g):
+    res, biased = residuals
+    gq, gk, gv, gs = attend_vjp(res, g)
+    return {"q": gq, "k": gk, "v": gv, **({"bias": gs} if biased else {})}
 
 
 # ---- multi-head attention ------------------------------------------------------
@@ -156,19 +185,27 @@ def _merge(x):
 
 
 def multi_head_attention(query, key, value, W_q, W_k, W_v, b_q, b_k, b_v, W_o, b_o,
-                         key_padding_mask=None, attn_mask=None, *, num_heads, need_weights,
+                         key_padding_mask=None, attn_mask=None, attn_bias=None, bias_k=None, bias_v=None, *,
+                         num_heads, need_weights, add_bias_kv=False, add_zero_attn=False,
                          empty_row="zeros", empty_row_weights="zeros"):
     """Multi-head attention (PyTorch's nn.MultiheadAttention, Keras' MultiHeadAttention).
 
         Q = query W_q + b_q,  K = key W_k + b_k,  V = value W_v + b_v     (N, L, E)
         head h: columns h D .. (h + 1) D - 1 of Q, K, V, with D = E / num_heads,
-        O_h = softmax(Q_h K_hᵀ / sqrt(D), over kept keys) V_h,
+        O_h = softmax(Q_h K_hᵀ / sqrt(D) + attn_bias, over kept keys) V_h,
         y = [O_0 | .. | O_{heads-1}] W_o + b_o
+
+    ``add_bias_kv`` (PyTorch's): one more key and value after the projections, the
+    learned rows bias_k, bias_v (E,) appended to K and V of every sequence;
+    ``add_zero_attn``: then one more key and value of zeros per head (logit 0,
+    value 0). The masks and the bias get a column for each added key that keeps it
+    (bias 0), so a query always has a key to see; ``weights`` has Lk + the added keys.
 
     Shapes: query (N, Lq, E), key (N, Lk, E), value (N, Lk, E); W_q, W_k, W_v, W_o
     (E, E) in (in, out) layout; biases (E,); optional keep-masks key_padding_mask
     (N, Lk) (0: that key is padding, for every query) and attn_mask (N, Lq, Lk)
-    (0: query i may not see key j), combined by AND and shared by all heads ->
+    (0: query i may not see key j), combined by AND; optional additive float mask
+    attn_bias (N, Lq, Lk) (PyTorch's float attn_mask); all shared by the heads ->
     y (N, Lq, E). ``need_weights`` chooses the framework's code path (PyTorch's
     explicit softmax that returns head-averaged weights, against its fused kernel;
     Keras' masked Softmax layer with return_attention_scores, against
@@ -177,7 +214,9 @@ def multi_head_attention(query, key, value, W_q, W_k, W_v, b_q, b_k, b_v, W_o, b
 
     Gradients: the core's (module docstring) per head, then the projections:
     gW_o = Oᵀ g, gb_o = sum g, dO = g W_oᵀ; for X in (Q, K, V) with input x:
-    gW_x = xᵀ dX, gb_x = sum dX, gx = dX W_xᵀ (summed when the inputs coincide).
+    gW_x = xᵀ dX, gb_x = sum dX, gx = dX W_xᵀ (summed when the inputs coincide);
+    gbias_k, gbias_v = the sums over N of dK, dV at the added key; gattn_bias = the
+    logits' gradient summed over heads (the added keys' columns dropped).
     """
     require(query.ndim == 3, "query", f"expected (N, Lq, E), got shape {query.shape}")
     n, lq, e = query.shape
@@ -191,38 +230,69 @@ def multi_head_attention(query, key, value, W_q, W_k, W_v, b_q, b_k, b_v, W_o, b
         require(b.shape == (e,), name, f"expected ({e},), got {b.shape}")
     require(num_heads >= 1 and e % num_heads == 0, "num_heads",
             f"must divide the embedding size {e}, got {num_heads}")
+    require(add_bias_kv in (True, False), "add_bias_kv", f"expected True or False, got {add_bias_kv!r}")
+    require(add_zero_attn in (True, False), "add_zero_attn", f"expected True or False, got {add_zero_attn!r}")
+    for name, b in (("bias_k", bias_k), ("bias_v", bias_v)):
+        require((b is not None) == add_bias_kv, name, f"add_bias_kv={add_bias_kv} takes {'a' if add_bias_kv else 'no'} "
+                f"{name}")
+        if b is not None:
+            require(b.shape == (e,), name, f"expected ({e},), got {b.shape}")
     if key_padding_mask is not None:
         require(key_padding_mask.shape == (n, lk), "key_padding_mask",
                 f"expected ({n}, {lk}), got {key_padding_mask.shape}")
-    if attn_mask is not None:
-        require(attn_mask.shape == (n, lq, lk), "attn_mask", f"expected ({n}, {lq}, {lk}), got {attn_mask.shape}")
+    for name, m in (("attn_mask", attn_mask), ("attn_bias", attn_bias)):
+        if m is not None:
+            require(m.shape == (n, lq, lk), name, f"expected ({n}, {lq}, {lk}), got {m.shape}")
+    added = int(add_bias_kv) + int(add_zero_attn)  # keys appended after the projections
     keep = None
     if key_padding_mask is not None:
         keep = (key_padding_mask != 0)[:, None, :]
     if attn_mask is not None:
         keep = attn_mask != 0 if keep is None else keep & (attn_mask != 0)
-    keep = None if keep is None else np.broadcast_to(keep[:, None], (n, num_heads, lq, lk))
-    q = _heads(query @ W_q + b_q, num_heads)
-    k = _heads(key @ W_k + b_k, num_heads)
-    v = _heads(value @ W_v + b_v, num_heads)
-    o, core = attend(q, k, v, keep, 1.0 / np.sqrt(e // num_heads), empty_row_weights if need_weights else empty_row)
+    if keep is not None:
+        keep = np.concatenate([np.broadcast_to(keep, (n, lq, lk)), np.ones((n, lq, added), dtype=bool)], axis=2)
+        keep = np.broadcast_to(keep[:, None], (n, num_heads, lq, lk + added))
+    bias = None
+    if attn_bias is not None:
+        bias = np.concatenate([attn_bias, np.zeros((n, lq, added))], axis=2)[:, None]
+    K, V = key @ W_k + b_k, value @ W_v + b_v
+    if add_bias_kv:
+        K = np.concatenate([K, np.broadcast_to(bias_k, (n, 1, e))], axis=1)
+        V = np.concatenate([V, np.broadcast_to(bias_v, (n, 1, e))], axis=1)
+    q, k, v = _heads(query @ W_q + b_q, num_heads), _heads(K, num_heads), _heads(V, num_heads)
+    if add_zero_attn:
+        zeros = np.zeros(k.shape[:2] + (1, k.shape[3]))
+        k, v = np.concatenate([k, zeros], axis=2), np.concatenate([v, zeros], axis=2)
+    o, core = attend(q, k, v, keep, 1.0 / np.sqrt(e // num_heads), empty_row_weights if need_weights else empty_row,
+                     bias)
     merged = _merge(o)
     y = merged @ W_o + b_o
     weights = core[3].mean(axis=1)
-    return y, (query, key, value, W_q, W_k, W_v, W_o, merged, core, num_heads, weights)
+    return y, {"query": query, "key": key, "value": value, "W_q": W_q, "W_k": W_k, "W_v": W_v, "W_o": W_o,
+               "merged": merged, "core": core, "heads": num_heads, "weights": weights, "add_bias_kv": add_bias_kv,
+               "add_zero_attn": add_zero_attn, "attn_bias": attn_bias is not None}
 
 
 def multi_head_attention_vjp(res, g, g_weights=None):
-    query, key, value, W_q, W_k, W_v, W_o, merged, core, heads, _ = res
+    core, heads, W_o = res["core"], res["heads"], res["W_o"]
     e = W_o.shape[0]
     g2 = g.reshape(-1, e)
-    grads = {"W_o": merged.reshape(-1, e).T @ g2, "b_o": g2.sum(axis=0)}
+    grads = {"W_o": res["merged"].reshape(-1, e).T @ g2, "b_o": g2.sum(axis=0)}
     g_p = None if g_weights is None else np.broadcast_to(g_weights[:, None] / heads, core[3].shape)
-    dq, dk, dv = attend_vjp(core, _heads(g @ W_o.T, heads), g_p)
-    for x_name, w_name, b_name, x, W, dX in (("query", "W_q", "b_q", query, W_q, dq),
-                                             ("key", "W_k", "b_k", key, W_k, dk),
-                                             ("value", "W_v", "b_v", value, W_v, dv)):
-        d2 = _merge(dX).reshape(-1, e)
+    dq, dk, dv, gs = attend_vjp(core, _heads(g @ W_o.T, heads), g_p)
+    if res["add_zero_attn"]:  # the zero key and value are constants
+        dk, dv = dk[:, :, :-1], dv[:, :, :-1]
+    dK, dV = _merge(dk), _merge(dv)
+    if res["add_bias_kv"]:
+        grads["bias_k"], grads["bias_v"] = dK[:, -1].sum(axis=0), dV[:, -1].sum(axis=0)
+        dK, dV = dK[:, :-1], dV[:, :-1]
+    lk = res["key"].shape[1]
+    if res["attn_bias"]:
+        grads["attn_bias"] = gs.sum(axis=1)[:, :, :lk]
+    for x_name, w_name, b_name, dX in (("query", "W_q", "b_q", _merge(dq)), ("key", "W_k", "b_k", dK),
+                                       ("value", "W_v", "b_v", dV)):
+        x, W = res[x_name], res[w_name]
+        d2 = dX.reshape(-1, e)
         grads[w_name] = x.reshape(-1, e).T @ d2
         grads[b_name] = d2.sum(axis=0)
         grads[x_name] = (d2 @ W.T).reshape(x.shape)
@@ -234,13 +304,13 @@ def multi_head_attention_with_weights(*args, **kwargs):
     (PyTorch's need_weights=True, average_attn_weights=True; Keras'
     return_attention_scores=True averaged over heads):
 
-        y as multi_head_attention,  weights = (1 / heads) sum_h P_h      (N, Lq, Lk)
+        y as multi_head_attention,  weights = (1 / heads) sum_h P_h      (N, Lq, Lk + added keys)
 
     Gradient: each head's dP gains g_weights / heads. A fully masked row's weights
     follow ``empty_row_weights`` (0 by default).
     """
     y, res = multi_head_attention(*args, need_weights=True, **kwargs)
-    return {"y": y, "weights": res[-1]}, res
+    return {"y": y, "weights": res["weights"]}, res
 
 
 def multi_head_attention_with_weights_vjp(res, g):
@@ -262,8 +332,8 @@ def kappa(residuals, **arrays_and_attrs):
     |ds| <= scale P (|dP| + rowsum(P |dP|)), and the sums sum_{n,i,j} |ds_ij| |Q_i|,
     sum_{n,i,j} |ds_ij| |K_j| per feature.
     """
-    query, _, _, _, _, _, W_o, _, core, heads, _ = residuals
-    q, k, v, p, _, scale = core
+    query, W_o, heads = residuals["query"], residuals["W_o"], residuals["heads"]
+    q, k, v, p, _, scale, _ = residuals["core"]
     n, lq, e = query.shape
     unit = _heads(np.broadcast_to(np.abs(W_o).sum(axis=1), (n, lq, e)), heads)
     dp = np.matmul(unit, np.swapaxes(np.abs(v), -1, -2))
@@ -292,7 +362,10 @@ def _sdpa_row_without_keys(case):
     return keep is not None and bool(np.any(~keep.any(axis=-1)))
 
 
-def _mha_row_without_keys(case):
+def mha_row_without_keys(case):
+    """Some query of a multi-head attention case sees none of the given keys (its key
+    padding mask and attention mask rows, ANDed, are all 0); the keys add_bias_kv and
+    add_zero_attn append are not counted (they are never masked)."""
     a = case.arrays
     keep = np.ones((a["query"].shape[0], a["query"].shape[1], a["key"].shape[1]), dtype=bool)
     if "key_padding_mask" in a:
@@ -302,6 +375,11 @@ def _mha_row_without_keys(case):
     return bool(np.any(~keep.any(axis=-1)))
 
 
+# Additive float masks (PyTorch's float attn_mask, Keras' bias) beside the keep-masks;
+# dropout on the weights (PyTorch's dropout_p), half the cases without.
+ATTENTION_BIAS = Real(-3.0, 3.0, edges=(0.0,))
+DROPOUT_P = Float(0.0, 0.9, edges=(0.0,))
+
 register(Layer(
     "scaled_dot_product_attention", scaled_dot_product_attention, scaled_dot_product_attention_vjp,
     edges=(attr_is("causal", True), Edge("query_without_keys", _sdpa_row_without_keys),
@@ -309,16 +387,23 @@ register(Layer(
            Edge("one_head", lambda c: c.arrays["q"].shape[1] == 1, {"Hh": 1}),
            Edge("head_dim_1", lambda c: c.arrays["q"].shape[3] == 1, {"E": 1}),
            Edge("default_scale", lambda c: c.attrs["scale"] == 1.0 / float(np.sqrt(c.arrays["q"].shape[3]))),
+           Edge("float_mask", lambda c: "bias" in c.arrays),
+           Edge("float_and_boolean_mask", lambda c: "bias" in c.arrays and "mask" in c.arrays),
+           Edge("dropout", lambda c: c.attrs["dropout_p"] > 0, {"dropout_p": 0.5}),
            SUBNORMAL),
     dims={"N": Int(1, 2), "Hh": Int(1, 2), "Lq": Int(1, 4), "Lk": Int(1, 4, like="Lq"), "E": Int(1, 3),
           "Ev": Int(1, 3, like="E")},
     attrs={"causal": Choice(False, True),
-           "scale": Drawn(float, lambda d: Float(0.1, 2.0, edges=(1.0 / float(np.sqrt(d.E)), 1.0)))},
+           "scale": Drawn(float, lambda d: Float(0.1, 2.0, edges=(1.0 / float(np.sqrt(d.E)), 1.0))),
+           "dropout_p": DROPOUT_P},
     arrays={
         "q": Array(S("N", "Hh", "Lq", "E")),
         "k": Array(S("N", "Hh", "Lk", "E")),
         "v": Array(S("N", "Hh", "Lk", "Ev")),
         "mask": Array(S("N", "Hh", "Lq", "Lk"), ATTENTION_MASK, optional=True, grad=False),
+        "bias": Array(S("N", "Hh", "Lq", "Lk"), ATTENTION_BIAS, optional=True),
+        "dropout_mask": Array(S("N", "Hh", "Lq", "Lk"), Mask("dropout_p"), grad=False,
+                              when=lambda a: a["dropout_p"] > 0),
     },
     conventions={"empty_row": "zeros"},
 ))
@@ -345,6 +430,8 @@ def _mha_arrays():
         "b_o": Array(_embedding, param=True),
         "key_padding_mask": Array(S("N", "Lk"), ATTENTION_MASK, optional=True, grad=False),
         "attn_mask": Array(S("N", "Lq", "Lk"), ATTENTION_MASK, optional=True, grad=False),
+        "attn_bias": Array(S("N", "Lq", "Lk"), ATTENTION_BIAS, optional=True),
+        **{b: Array(_embedding, param=True, when=lambda a: a["add_bias_kv"]) for b in ("bias_k", "bias_v")},
     }
 
 
@@ -353,18 +440,26 @@ def _mha_arrays():
 # bias add goes wrong: keras-ops-add-bias-as-nchw).
 MHA_EDGES = (Edge("key_padding_mask", lambda c: "key_padding_mask" in c.arrays),
              Edge("attention_mask", lambda c: "attn_mask" in c.arrays),
-             Edge("query_without_keys", _mha_row_without_keys),
+             Edge("query_without_keys", mha_row_without_keys),
              Edge("one_key", lambda c: c.arrays["key"].shape[1] == 1, {"Lk": 1}),
              Edge("one_head", lambda c: c.attrs["num_heads"] == 1, {"heads": 1}),
              Edge("head_dim_1", lambda c: c.arrays["W_q"].shape[0] == c.attrs["num_heads"], {"D": 1}),
              Edge("heads_as_many_as_positions", lambda c: c.attrs["num_heads"] > 1 and c.attrs["num_heads"] in (
                  c.arrays["query"].shape[1], c.arrays["key"].shape[1]), {"D": 1, "heads": Choice(2, 3)}),
+             Edge("float_attention_mask", lambda c: "attn_bias" in c.arrays),
+             attr_is("add_bias_kv", True), attr_is("add_zero_attn", True),
+             Edge("bias_kv_and_zero_attn", lambda c: c.attrs["add_bias_kv"] and c.attrs["add_zero_attn"],
+                  {"add_bias_kv": True, "add_zero_attn": True}),
+             Edge("bias_kv_with_masked_rows", lambda c: c.attrs["add_bias_kv"] and mha_row_without_keys(c),
+                  {"add_bias_kv": True}),
              SUBNORMAL)
+# PyTorch's extra keys (add_bias_kv: learned bias_k, bias_v rows; add_zero_attn: a zero row)
+EXTRA_KEYS = {"add_bias_kv": Choice(False, True, default=False), "add_zero_attn": Choice(False, True, default=False)}
 
 
 register(Layer(
     "multi_head_attention", multi_head_attention, multi_head_attention_vjp, condition=kappa,
-    dims=MHA_DIMS, attrs={"num_heads": of_dim("heads"), "need_weights": Choice(False, True)},
+    dims=MHA_DIMS, attrs={"num_heads": of_dim("heads"), "need_weights": Choice(False, True), **EXTRA_KEYS},
     edges=(attr_is("need_weights", True), *MHA_EDGES),
     arrays=_mha_arrays(),
     conventions={"empty_row": "zeros", "empty_row_weights": "zeros"},
@@ -372,7 +467,8 @@ register(Layer(
 
 register(Layer(
     "multi_head_attention_weights", multi_head_attention_with_weights, multi_head_attention_with_weights_vjp,
-    condition=kappa, dims=MHA_DIMS, attrs={"num_heads": of_dim("heads")}, outputs=("y", "weights"), edges=MHA_EDGES,
+    condition=kappa, dims=MHA_DIMS, attrs={"num_heads": of_dim("heads"), **EXTRA_KEYS}, outputs=("y", "weights"),
+    edges=MHA_EDGES,
     arrays=_mha_arrays(),
     conventions={"empty_row_weights": "zeros"},
 ))

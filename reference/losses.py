@@ -100,6 +100,31 @@ def huber_vjp(res, g):
     return {"pred": gp, "target": -gp}
 
 
+def smooth_l1(pred, target, beta, reduction):
+    """Smooth L1 loss (PyTorch's SmoothL1Loss, Huber's twin): l = s(d), d = pred - target,
+    reduced (mean, sum or none),
+    s(d) = d^2 / (2 beta) if |d| < beta else |d| - beta / 2,
+    i.e. huber(d, delta=beta) / beta for beta > 0; beta = 0 is the L1 loss |d| (PyTorch
+    runs l1_loss there).
+
+    Gradients: gpred = clip(d / beta, -1, 1) g_l (beta = 0: sign(d) g_l, sign(0) = 0),
+    gtarget = -gpred. C^1 for beta > 0: at |d| = beta both pieces give slope +-1.
+    """
+    require(bool(np.isfinite(beta)) and beta >= 0, "beta", f"must be a finite number >= 0, got {beta} (PyTorch "
+            "refuses a negative beta; an infinite one gives 0 everywhere)")
+    d = _pair(pred, target)
+    a = np.abs(d)
+    s = a if beta == 0 else np.where(a < beta, 0.5 * d * d / beta, a - 0.5 * beta)
+    out, factor = _reduce(s, reduction)
+    return out, (d, beta, factor)
+
+
+def smooth_l1_vjp(res, g):
+    d, beta, factor = res
+    gp = _spread(g, factor) * (np.sign(d) if beta == 0 else np.clip(d / beta, -1.0, 1.0))
+    return {"pred": gp, "target": -gp}
+
+
 def cross_entropy(logits, labels=None, probs=None, weight=None, *, label_smoothing, reduction, target_type,
                   ignore_index, empty_mean="zero"):
     """Softmax cross-entropy from logits (PyTorch's CrossEntropyLoss), classes on axis 1.
@@ -142,12 +167,14 @@ def cross_entropy(logits, labels=None, probs=None, weight=None, *, label_smoothi
             f"expected 'indices' or 'probabilities', got {target_type!r}")
     w = np.ones(k)
     if weight is not None:
-        require(weight.shape == (k,), "weight", f"expected ({k},), one per class of logits {logits.shape}, got {weight.shape}")
+        require(weight.shape == (k,), "weight",
+                f"expected ({k},), one per class of logits {logits.shape}, got {weight.shape}")
         w = weight
     logp, (p, _) = log_softmax(np.moveaxis(logits, 1, -1), axis=-1)  # (N, d1, ..., K)
     if target_type == "indices":
         require(labels is not None and probs is None, "labels", "indices targets take labels and no probs")
-        require(labels.shape == samples, "labels", f"expected {samples} to match logits {logits.shape}, got {labels.shape}")
+        require(labels.shape == samples, "labels",
+                f"expected {samples} to match logits {logits.shape}, got {labels.shape}")
         require(np.issubdtype(labels.dtype, np.integer), "labels", f"expected integers, got {labels.dtype}")
         keep = labels != ignore_index
         require(bool(np.all(~keep | ((labels >= 0) & (labels < k)))), "labels", f"out of range [0, {k}): {labels}")
@@ -157,7 +184,8 @@ def cross_entropy(logits, labels=None, probs=None, weight=None, *, label_smoothi
     else:
         require(probs is not None and labels is None, "probs", "probability targets take probs and no labels")
         require(probs.shape == logits.shape, "probs", f"expected shape {logits.shape} like logits, got {probs.shape}")
-        require(ignore_index == -100, "ignore_index", f"probability targets ignore no class; expected -100, got {ignore_index}")
+        require(ignore_index == -100, "ignore_index",
+                f"probability targets ignore no class; expected -100, got {ignore_index}")
         keep = np.ones(samples, dtype=bool)
         q = (1.0 - label_smoothing) * np.moveaxis(probs, 1, -1) + label_smoothing / k
         total = float(np.prod(samples))
@@ -240,8 +268,12 @@ REGRESSION = {"N": Int(1, 4, edges=(0,)), "D": Int(1, 5)}
 REDUCED = (attr_is("reduction", "none"), attr_is("reduction", "sum"), attr_is("reduction", "mean"))
 EQUAL = Edge("pred_equals_target", lambda c: bool(np.any(c.arrays["pred"] == c.arrays["target"])))  # l1's kink
 # Huber with differences on both sides of delta: the parabola and the line in one case.
-BOTH_BRANCHES = Edge("both_branches", lambda c: bool(np.any(_diff(c) <= c.attrs["delta"]))
-                     and bool(np.any(_diff(c) > c.attrs["delta"])))
+def _both_branches(attr):
+    return Edge("both_branches", lambda c: bool(np.any(_diff(c) <= c.attrs[attr]))
+                and bool(np.any(_diff(c) > c.attrs[attr])))
+
+
+BOTH_BRANCHES = _both_branches("delta")
 
 
 def _diff(case):
@@ -254,6 +286,10 @@ for _name, _fwd, _vjp, _attrs, _edges in (
     ("l1", l1, l1_vjp, {}, (EQUAL,)),
     # Deltas from 1e-3 (every |d| on the line) to 1e3 (every |d| on the parabola), and the kink d = +-delta.
     ("huber", huber, huber_vjp, {"delta": Float(1e-3, 1e3, edges=(1.0, 1e-3, 0.5, 2.0, 1e3))}, (EQUAL, BOTH_BRANCHES)),
+    # beta from 1e-3 to 1e3 as huber's delta, beta = 1 (PyTorch's default) and beta = 0 (the L1 loss).
+    ("smooth_l1", smooth_l1, smooth_l1_vjp, {"beta": Float(1e-3, 1e3, edges=(1.0, 1e-3, 0.5, 2.0, 1e3, 0.0))},
+     (EQUAL, _both_branches("beta"), Edge("beta_not_1", lambda c: c.attrs["beta"] not in (0.0, 1.0), {"beta": 0.5}),
+      Edge("beta_0", lambda c: c.attrs["beta"] == 0, {"beta": 0.0}))),
 ):
     register(Layer(
         _name, _fwd, _vjp, dims=REGRESSION, attrs={**_attrs, "reduction": REDUCTION}, loss=True, empty=True,
@@ -274,9 +310,10 @@ def _indices(attrs):
 
 # Class-index or probability targets (drawn as a dim: ignore_index only applies to
 # indices; probabilities sum to 1 over the classes now and then, any values in
-# [0, 1] otherwise, which PyTorch takes as they are); no, one or two spatial axes. ignore_index is -100 (PyTorch's default:
-# no label), class 0 (hypothesis draws label arrays of zeros often, so every label
-# of the batch is ignored now and then) or the last class. Class weights are
+# [0, 1] otherwise, which PyTorch takes as they are); no, one or two spatial axes.
+# ignore_index is -100 (PyTorch's default: no label), class 0 (hypothesis draws label
+# arrays of zeros often, so every label of the batch is ignored now and then) or the
+# last class. Class weights are
 # positive: a zero weight on every label of a batch makes PyTorch's weighted mean
 # 0/0 and its gradient NaN, which no perturbation could be seen in.
 register(Layer(
@@ -297,7 +334,8 @@ register(Layer(
         # +-20: p of the label rounds to 1 and p - q cancels (the precision check's tail).
         "logits": Array(_class_first, Real(-20.0, 20.0, edges=(0.0, 15.0, -15.0, 20.0, -20.0), ties=True)),
         "labels": Array(S("N", "spatial"), Labels("K"), when=_indices),
-        "probs": Array(_class_first, Real(0.0, 1.0, edges=(0.0, 1.0, 0.5), sum_to_one=1), when=lambda a: not _indices(a)),
+        "probs": Array(_class_first, Real(0.0, 1.0, edges=(0.0, 1.0, 0.5), sum_to_one=1),
+                       when=lambda a: not _indices(a)),
         "weight": Array(S("K"), Real(0.1, 3.0, edges=(1.0,)), optional=True, grad=False),
     },
     conventions={"empty_mean": "zero"},

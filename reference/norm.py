@@ -1,4 +1,4 @@
-"""Normalization layers: batch norm (training and inference), layer norm, group norm.
+"""Normalization layers: batch norm (training and inference), layer norm, RMS norm, group norm, instance norm.
 
 All share one core: over a set of reduction axes,
 
@@ -13,8 +13,12 @@ reduction axes):
 It is exact with eps > 0 (eps sits inside inv, and so inside xhat). When every
 value in a reduction is equal, var = 0 and xhat = 0 exactly: the output is
 beta, gx = inv (gh - mean(gh)), and g gamma = 0. Smooth everywhere for eps > 0.
+Any finite eps is taken, and eps <= 0 is the same formula in IEEE arithmetic
+(what both frameworks compute, measured): where var + eps = 0, inv = +Inf and a
+constant reduction gives xhat = 0 * Inf = NaN (RMS norm: x * Inf, NaN at x = 0);
+where var + eps < 0, inv, y and the gradients are NaN.
 Channels are on axis 1 (N, C, *spatial), PyTorch's layout; gamma and beta are
-per channel for batch and group norm, per normalized element for layer norm.
+per channel for batch, group and instance norm, per normalized element for layer norm.
 """
 
 import numpy as np
@@ -24,7 +28,8 @@ from .spec import Array, Choice, Drawn, Edge, Float, Int, Layer, Real, Shape, re
 
 
 def _check_eps(eps):
-    require(eps > 0, "eps", f"must be > 0, got {eps}")
+    """Any finite eps (see the module docstring for eps <= 0)."""
+    require(bool(np.isfinite(eps)), "eps", f"must be a finite number, got {eps}")
 
 
 def _per_channel(v, ndim):
@@ -59,16 +64,18 @@ def _check_channels(x, gamma, beta, names=("gamma", "beta")):
             require(v.shape == (x.shape[1],), name, f"expected ({x.shape[1]},) for x {x.shape}, got {v.shape}")
 
 
-def batch_norm(x, gamma, beta, *, eps):
+def batch_norm(x, gamma=None, beta=None, *, eps):
     """Batch normalization in training mode: batch statistics per channel.
 
     y = gamma xhat + beta,  xhat = (x - mu_c) / sqrt(var_c + eps), with mu_c and
-    the biased var_c over every axis but the channel axis 1 (N and spatial).
+    the biased var_c over every axis but the channel axis 1 (N and spatial);
+    gamma and beta each optional (PyTorch's affine=False, bias=False).
 
     Gradients (means over N and spatial, per channel):
       gx     = gamma / sqrt(var + eps) * (g - mean(g) - xhat mean(g xhat)),
       ggamma = sum g xhat,  gbeta = sum g.
-    Shapes: x (N, C, *spatial), gamma (C,), beta (C,) -> y like x.
+    Shapes: x (N, C, *spatial) (any number of spatial axes: (N, C) too), gamma (C,),
+    beta (C,) -> y like x.
     With one value per channel (N * prod(spatial) == 1) var = 0: y = beta and
     gx = 0 (PyTorch refuses that input in training mode). A batch of 0: the
     statistics are NaN (a mean over nothing) and reach no element; y and gx are
@@ -78,24 +85,39 @@ def batch_norm(x, gamma, beta, *, eps):
     _check_channels(x, gamma, beta)
     axes = (0,) + tuple(range(2, x.ndim))
     xhat, inv = _normalize(x, axes, eps)
-    gb = _per_channel(gamma, x.ndim)
-    return gb * xhat + _per_channel(beta, x.ndim), (xhat, inv, gb, axes)
+    return _affine(xhat, gamma, beta), (xhat, inv, gamma, beta is not None, axes)
+
+
+def _affine(xhat, gamma, beta):
+    """gamma_c xhat + beta_c, each optional, per channel (axis 1)."""
+    y = xhat if gamma is None else _per_channel(gamma, xhat.ndim) * xhat
+    return y if beta is None else y + _per_channel(beta, xhat.ndim)
+
+
+def _affine_vjp(g, xhat, gamma, has_beta, axes):
+    """The gradients of gamma and beta (those given), sums over ``axes``."""
+    grads = {}
+    if gamma is not None:
+        grads["gamma"] = (g * xhat).sum(axis=axes)
+    if has_beta:
+        grads["beta"] = g.sum(axis=axes)
+    return grads
 
 
 def batch_norm_vjp(res, g):
-    xhat, inv, gb, axes = res
-    return {"x": _normalize_vjp(xhat, inv, g * gb, axes),
-            "gamma": (g * xhat).sum(axis=axes), "beta": g.sum(axis=axes)}
+    xhat, inv, gamma, has_beta, axes = res
+    gh = g if gamma is None else g * _per_channel(gamma, g.ndim)
+    return {"x": _normalize_vjp(xhat, inv, gh, axes), **_affine_vjp(g, xhat, gamma, has_beta, axes)}
 
 
-def batch_norm_inference(x, gamma, beta, running_mean, running_var, *, eps):
+def batch_norm_inference(x, running_mean, running_var, gamma=None, beta=None, *, eps):
     """Batch normalization in inference mode: given running statistics per channel.
 
     y = gamma (x - running_mean) / sqrt(running_var + eps) + beta.
 
     Gradients (sums over N and spatial, per channel), with inv = 1 / sqrt(running_var + eps):
       gx = g gamma inv,  ggamma = sum g xhat,  gbeta = sum g.
-    The running statistics are data, not differentiated.
+    The running statistics are data, not differentiated; gamma and beta each optional.
     Shapes: x (N, C, *spatial), gamma, beta, running_mean, running_var (C,) -> y like x.
     """
     _check_eps(eps)
@@ -105,13 +127,13 @@ def batch_norm_inference(x, gamma, beta, running_mean, running_var, *, eps):
     axes = (0,) + tuple(range(2, x.ndim))
     inv = 1.0 / np.sqrt(_per_channel(running_var, x.ndim) + eps)
     xhat = (x - _per_channel(running_mean, x.ndim)) * inv
-    gb = _per_channel(gamma, x.ndim)
-    return gb * xhat + _per_channel(beta, x.ndim), (xhat, inv, gb, axes)
+    return _affine(xhat, gamma, beta), (xhat, inv, gamma, beta is not None, axes)
 
 
 def batch_norm_inference_vjp(res, g):
-    xhat, inv, gb, axes = res
-    return {"x": g * gb * inv, "gamma": (g * xhat).sum(axis=axes), "beta": g.sum(axis=axes)}
+    xhat, inv, gamma, has_beta, axes = res
+    gh = g if gamma is None else g * _per_channel(gamma, g.ndim)
+    return {"x": gh * inv, **_affine_vjp(g, xhat, gamma, has_beta, axes)}
 
 
 def layer_norm(x, gamma=None, beta=None, *, axes, eps):
@@ -170,7 +192,8 @@ def rms_norm(x, gamma=None, *, axes, eps, route="rms_normalization"):
     require(1 <= axes <= x.ndim, "axes", f"expected 1..{x.ndim} trailing axes of x {x.shape}, got {axes}")
     norm_shape = x.shape[x.ndim - axes:]
     if gamma is not None:
-        require(gamma.shape == norm_shape, "gamma", f"expected {norm_shape} (the last {axes} axes of x), got {gamma.shape}")
+        require(gamma.shape == norm_shape, "gamma",
+                f"expected {norm_shape} (the last {axes} axes of x), got {gamma.shape}")
     red = tuple(range(x.ndim - axes, x.ndim))
     inv = 1.0 / np.sqrt(_mean(x * x, red) + eps)
     xhat = x * inv
@@ -228,6 +251,28 @@ def group_norm_vjp(res, g):
     return grads
 
 
+def instance_norm(x, gamma=None, beta=None, *, eps):
+    """Instance normalization: each channel of each sample normalized over its spatial
+    positions (group norm with one channel per group).
+
+    xhat = (x - mu_nc) / sqrt(var_nc + eps), mu_nc and the biased var_nc over the
+    spatial axes of x[n, c]; y = gamma_c xhat + beta_c (gamma, beta per channel, each
+    optional).
+
+    Gradients (gh = g gamma_c; means over the spatial axes of one (n, c)):
+      gx     = (gh - mean(gh) - xhat mean(gh xhat)) / sqrt(var + eps),
+      ggamma = sum over N and spatial of g xhat,  gbeta = that sum of g.
+    Shapes: x (N, C, *spatial) with at least one spatial axis, gamma, beta (C,) -> y
+    like x. One spatial position: var = 0, y = beta, gx = 0 (PyTorch refuses it).
+    """
+    require(x.ndim >= 3, "x", f"expected (N, C, *spatial) with a spatial axis, got shape {x.shape}")
+    return group_norm(x, gamma, beta, groups=x.shape[1], eps=eps)
+
+
+def instance_norm_vjp(res, g):
+    return group_norm_vjp(res, g)
+
+
 def kappa(residuals, **arrays_and_attrs):
     """kappa = max(1, max|x|, max|gamma|) * max 1/sqrt(var + eps): how far one
     rounding moves the output or a gradient, relative to the sizes they are
@@ -259,10 +304,16 @@ register = registrar("normalization")
 # Inputs to a normalization: ties, and now and then a (nearly) constant array, so
 # a reduction sees a zero or tiny variance and eps decides the result.
 NORM_X = Real(-3.0, 3.0, edges=(0.0,), ties=True, spread=(0.0, 1e-4, 1e-2))
+# eps 0 and below 0 (the edges, drawn on purpose): the same formula, NaN or Inf where
+# var + eps <= 0 (module docstring).
 NORM_EPS = Float(1e-5, 1e-1, edges=(1e-5, 1e-3))
-# (N, C, *spatial): no spatial axes (N, C), one (N, C, L) or two (N, C, H, W).
-CHANNELS = {"N": Int(1, 4, edges=(0,)), "C": Int(1, 4), "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
-AFFINE = {"gamma": Array(S("C"), param=True), "beta": Array(S("C"), param=True)}
+EPS_EDGES = (Edge("eps_zero", lambda c: c.attrs["eps"] == 0, {"eps": 0.0}),
+             Edge("eps_negative", lambda c: c.attrs["eps"] < 0, {"eps": -1e-4}))
+# (N, C, *spatial): no spatial axes (N, C), one (N, C, L), two (N, C, H, W) or three (N, C, D, H, W).
+CHANNELS = {"N": Int(1, 4, edges=(0,)), "C": Int(1, 4),
+            "spatial": Shape(min_dims=0, max_dims=3, min_side=1, max_side=3)}
+AFFINE = {"gamma": Array(S("C"), param=True, optional=True), "beta": Array(S("C"), param=True, optional=True)}
+NO_AFFINE = Edge("no_affine", lambda c: "gamma" not in c.arrays and "beta" not in c.arrays)
 
 
 def _constant_over(axes_of):
@@ -284,16 +335,18 @@ def _trailing_axes(case):
     return tuple(range(case.arrays["x"].ndim - case.attrs["axes"], case.arrays["x"].ndim))
 
 
-ONE_VALUE = Edge("one_value_per_channel", lambda c: c.arrays["x"].size == c.arrays["x"].shape[1], {"N": 1, "spatial": ()})
+ONE_VALUE = Edge("one_value_per_channel", lambda c: c.arrays["x"].size == c.arrays["x"].shape[1],
+                 {"N": 1, "spatial": ()})
 # One example with a spatial extent: statistics over the spatial cells alone.
 BATCH_1_SPATIAL = Edge("batch_1_spatial", lambda c: c.arrays["x"].shape[0] == 1 and c.arrays["x"][0, 0].size > 1,
                        {"N": 1})
-RANKS = tuple(Edge(f"rank_{n}", lambda c, n=n: c.arrays["x"].ndim == n) for n in (2, 3, 4))
+RANKS = tuple(Edge(f"rank_{n}", lambda c, n=n: c.arrays["x"].ndim == n, {"spatial": (2,) * (n - 2)})
+              for n in (2, 3, 4, 5))
 
 register(Layer(
     "batch_norm", batch_norm, batch_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
     edges=(BATCH_1_SPATIAL, ONE_VALUE, batch_of(0), Edge("constant_channel", _constant_over(_per_channel_axes)),
-           *RANKS, NONFINITE, SUBNORMAL),
+           *RANKS, NO_AFFINE, *EPS_EDGES, NONFINITE, SUBNORMAL),
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={"x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE},
 ))
@@ -302,7 +355,7 @@ register(Layer(
     "batch_norm_inference", batch_norm_inference, batch_norm_inference_vjp,
     condition=kappa, empty=True, nonfinite=("x",),
     edges=(batch_of(1), batch_of(0), holds("tiny_running_var", "running_var", lambda v: v <= 1e-4), *RANKS,
-           NONFINITE, SUBNORMAL),
+           NO_AFFINE, *EPS_EDGES, NONFINITE, SUBNORMAL),
     dims=CHANNELS, attrs={"eps": NORM_EPS},
     arrays={
         "x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE,
@@ -319,10 +372,9 @@ def _trailing(d, attrs):
 
 register(Layer(
     "layer_norm", layer_norm, layer_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
-    edges=(Edge("all_axes", lambda c: c.attrs["axes"] == c.arrays["x"].ndim),
-           Edge("no_affine", lambda c: "gamma" not in c.arrays and "beta" not in c.arrays),
+    edges=(Edge("all_axes", lambda c: c.attrs["axes"] == c.arrays["x"].ndim), NO_AFFINE,
            Edge("empty", lambda c: c.arrays["x"].size == 0), Edge("constant_row", _constant_over(_trailing_axes)),
-           NONFINITE, SUBNORMAL),
+           *EPS_EDGES, NONFINITE, SUBNORMAL),
     dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS},
     arrays={
@@ -338,7 +390,7 @@ register(Layer(
     "rms_norm", rms_norm, rms_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
     edges=(attr_is("route", "layer_normalization_rms_scaling", "keras_rms_scaling"), without("gamma"),
            Edge("empty", lambda c: c.arrays["x"].size == 0), Edge("zero_row", lambda c: c.arrays["x"].size > 0 and bool(
-               np.any(np.all(c.arrays["x"] == 0, axis=_trailing_axes(c))))), NONFINITE, SUBNORMAL),
+               np.any(np.all(c.arrays["x"] == 0, axis=_trailing_axes(c))))), *EPS_EDGES, NONFINITE, SUBNORMAL),
     dims={"shape": Shape(min_dims=1, max_dims=3, min_side=0, max_side=4)},  # a side of 0 now and then
     attrs={"axes": Drawn(int, lambda d: Int(1, len(d.shape))), "eps": NORM_EPS,
            "route": Choice("rms_normalization", "layer_normalization_rms_scaling")},
@@ -347,7 +399,7 @@ register(Layer(
 
 # Groups and channels per group are drawn, so groups always divides the channels.
 GROUPED = {"N": Int(1, 3, edges=(0,)), "G": Int(1, 3), "Cg": Int(1, 3),
-           "spatial": Shape(min_dims=0, max_dims=2, min_side=1, max_side=3)}
+           "spatial": Shape(min_dims=0, max_dims=3, min_side=1, max_side=3)}
 
 
 def _grouped_x(d, attrs):
@@ -361,9 +413,9 @@ def _grouped_c(d, attrs):
 register(Layer(
     "group_norm", group_norm, group_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
     edges=(Edge("one_group", lambda c: c.attrs["groups"] == 1, {"G": 1}),
-           Edge("group_per_channel", lambda c: c.attrs["groups"] == c.arrays["x"].shape[1] > 1, {"Cg": 1, "G": Choice(2, 3)}),
-           batch_of(0), batch_of(1), Edge("no_affine", lambda c: "gamma" not in c.arrays and "beta" not in c.arrays),
-           NONFINITE, SUBNORMAL),
+           Edge("group_per_channel", lambda c: c.attrs["groups"] == c.arrays["x"].shape[1] > 1,
+                {"Cg": 1, "G": Choice(2, 3)}),
+           batch_of(0), batch_of(1), NO_AFFINE, *RANKS, *EPS_EDGES, NONFINITE, SUBNORMAL),
     dims=GROUPED,
     attrs={"groups": of_dim("G"), "eps": NORM_EPS},
     arrays={
@@ -373,3 +425,16 @@ register(Layer(
     },
 ))
 
+
+# Instance norm: one to three spatial axes (PyTorch's InstanceNorm1d/2d/3d).
+SPATIAL = {"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "spatial": Shape(min_dims=1, max_dims=3, min_side=1, max_side=3)}
+
+register(Layer(
+    "instance_norm", instance_norm, instance_norm_vjp, condition=kappa, empty=True, nonfinite=("x",),
+    edges=(batch_of(0), batch_of(1), NO_AFFINE, *RANKS[1:],
+           Edge("one_position", lambda c: int(np.prod(c.arrays["x"].shape[2:])) == 1, {"spatial": (1,)}),
+           Edge("constant_instance", _constant_over(lambda c: tuple(range(2, c.arrays["x"].ndim)))),
+           *EPS_EDGES, NONFINITE, SUBNORMAL),
+    dims=SPATIAL, attrs={"eps": NORM_EPS},
+    arrays={"x": Array(S("N", "C", "spatial"), NORM_X), **AFFINE},
+))

@@ -248,8 +248,8 @@ POOL_VALUES = Real(-3.0, 3.0, edges=(0.0,), ties=True)  # ties: equal values ins
 # as long as the dilation, so every dilated window holds a cell of x.
 POOL_DIMS = {"N": Int(1, 3, edges=(0,)), "C": Int(1, 3), "kH": Int(1, 3), "kW": Int(1, 3, like="kH"),
              "OH": Int(1, 3), "OW": Int(1, 3), "slack_h": Int(0, 2), "slack_w": Int(0, 2), "pad_mode": PAD_MODE}
-POOL_ATTRS = {"batched": BATCHED, "kernel_h": of_dim("kH"), "kernel_w": of_dim("kW"), "stride_h": Int(1, 3), "stride_w": Int(1, 3),
-              "padding": padding_mode,
+POOL_ATTRS = {"batched": BATCHED, "kernel_h": of_dim("kH"), "kernel_w": of_dim("kW"), "stride_h": Int(1, 3),
+              "stride_w": Int(1, 3), "padding": padding_mode,
               "pad_h": explicit_pad(lambda d: d.kH // 2), "pad_w": explicit_pad(lambda d: d.kW // 2),
               "ceil_mode": Drawn(bool, lambda d: Choice(False) if PADDINGS[d.pad_mode] == "same"
                                  else Choice(True, False))}
@@ -317,12 +317,18 @@ register(Layer(
     arrays={"x": _pooled(POOL_VALUES)}, conventions={"tie": "first", "nan_route": "first"},
 ))
 
+# divisor_override: None (no override) or any nonzero int, which the oracle answers
+# (validated there, so the type here is any object); drawn: None, 1, 2 and -2.
+DIVISOR_OVERRIDE = Drawn(object, lambda d: Choice(None, 1, 2, -2))
+
 register(Layer(
     "avg_pool2d", *unbatched(avg_pool2d, avg_pool2d_vjp), dims=POOL_DIMS, empty=True, nonfinite=("x",),
     edges=(*POOL_EDGES, Edge("padding_not_counted", lambda c: not c.attrs["count_include_pad"]
                              and (c.attrs["padding"] != "valid" or c.attrs["ceil_mode"]), {"count_include_pad": False}),
-           attr_is("divisor_override", 1), NONFINITE, SUBNORMAL),
-    attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": Choice(None, 1)},
+           attr_is("divisor_override", 1), attr_is("divisor_override", 2),
+           Edge("negative_divisor", lambda c: (c.attrs["divisor_override"] or 0) < 0, {"divisor_override": -2}),
+           NONFINITE, SUBNORMAL),
+    attrs={**POOL_ATTRS, "count_include_pad": Choice(True, False), "divisor_override": DIVISOR_OVERRIDE},
     arrays={"x": _pooled(Real())},
 ))
 

@@ -1,4 +1,5 @@
-"""Recurrent layers: a simple RNN (tanh or ReLU), an LSTM and a GRU; one layer, one direction.
+"""Recurrent layers: a simple RNN (tanh or ReLU), an LSTM (with or without a projection) and
+a GRU; one layer or a stack of 2 or 3, one direction or both, over whole or padded sequences.
 
 Canonical layout (batch first, PyTorch's gate order, weights ``(in, out)`` as for
 ``dense``): with G gates (RNN 1, LSTM 4, GRU 3) and hidden size H,
@@ -44,7 +45,14 @@ repeated: Keras' default, zero_output_for_mask=False).
 Stacks and directions (``_deep``) compose the one-layer scan: layer l > 0 reads
 layer l - 1's y; the reverse direction runs the same scan on each sequence's valid
 part reversed in time (the whole sequence without lengths) and reverses its y
-back; the directions' y are concatenated on the last axis (forward first).
+back; the directions' y are concatenated on the last axis (forward first). The
+names say the structure: ``stacked_*`` are num_layers = 2 or 3 layers, one
+direction or both (``bidirectional``), ``bidirectional_*`` one layer in both
+directions, ``masked_*`` the same over a padded batch (lengths).
+
+An LSTM projection (PyTorch's ``proj_size`` P > 0) maps each step's o tanh(c_t)
+(N, H) through W_hr (H, P): the state h, and so y, h0, h_n and the rows of W_hh,
+has P features; c keeps H.
 """
 
 from __future__ import annotations
@@ -54,46 +62,65 @@ import numpy as np
 from .activations import _sigmoid
 from .catalogue import SUBNORMAL, S, attr_is, batch_of, registrar
 from .sensitivity import through_time
-from .spec import Array, Choice, Edge, Int, Layer, Lengths, Real, require
+from .spec import Array, Choice, Drawn, Edge, Int, Layer, Lengths, Real, require
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
-def _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0=None, suffix=""):
-    """Shapes of the canonical layout; returns (N, T, I, H)."""
+def _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0=None, W_hr=None, suffix=""):
+    """Shapes of the canonical layout; returns (N, T, I, H). The state h has P = h0.shape[-1]
+    features: H, or the projection's size with an LSTM projection W_hr (H, P)."""
     g = GATES[kind]
     require(x.ndim == 3, "x", f"expected (N, T, I), got shape {x.shape}")
     n, t, i = x.shape
     require(h0.ndim == 2 and h0.shape[0] == n, "h0", f"expected ({n}, H) for x {x.shape}, got {h0.shape}")
-    h = h0.shape[1]
+    p = h0.shape[1]
+    h = p
+    if W_hr is not None:
+        require(W_hr.ndim == 2 and W_hr.shape[1] == p and W_hr.shape[0] >= 1, "W_hr" + suffix,
+                f"expected (H, {p}) (hidden size, projection size = h0's {p}), got {W_hr.shape}")
+        h = W_hr.shape[0]
     require(W_ih.shape == (i, g * h), "W_ih" + suffix, f"expected ({i}, {g * h}) (I, {g} H), got {W_ih.shape}")
-    require(W_hh.shape == (h, g * h), "W_hh" + suffix, f"expected ({h}, {g * h}) (H, {g} H), got {W_hh.shape}")
+    require(W_hh.shape == (p, g * h), "W_hh" + suffix,
+            f"expected ({p}, {g * h}) ({'P' if W_hr is not None else 'H'}, {g} H), got {W_hh.shape}")
     require(b_ih.shape == (g * h,), "b_ih" + suffix, f"expected ({g * h},), got {b_ih.shape}")
     require(b_hh.shape == (g * h,), "b_hh" + suffix, f"expected ({g * h},), got {b_hh.shape}")
     if c0 is not None:
-        require(c0.shape == h0.shape, "c0", f"expected {h0.shape} like h0, got {c0.shape}")
+        require(c0.shape == (n, h), "c0", f"expected ({n}, {h}) (N, H), got {c0.shape}")
     return n, t, i, h
+
+
+def _check_proj(proj_size, W_hr, suffix=""):
+    """proj_size agrees with the projection given (0: none)."""
+    require(isinstance(proj_size, (int, np.integer)) and not isinstance(proj_size, bool) and proj_size >= 0,
+            "proj_size", f"expected an int >= 0, got {proj_size!r}")
+    got = 0 if W_hr is None else W_hr.shape[-1]
+    require(proj_size == got, "W_hr" + suffix,
+            f"proj_size={proj_size} takes {'no W_hr' if not proj_size else f'W_hr (H, {proj_size})'}, got "
+            f"{'none' if W_hr is None else W_hr.shape}")
 
 
 # ---- the one-layer scan, time-major inside -----------------------------------
 
 def _scan(kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reset_after=True, valid=None,
-          padded_output="zeros"):
-    """One layer, one direction: (y (N, T, H), h_n, c_n or None, residuals)."""
+          padded_output="zeros", W_hr=None):
+    """One layer, one direction: (y (N, T, P), h_n, c_n or None, residuals); P = H except
+    with an LSTM projection W_hr (H, P)."""
     N, T, _ = x.shape
-    H = h0.shape[1]
+    H, P = W_hh.shape[1] // GATES[kind], h0.shape[1]
     xt = np.ascontiguousarray(x.transpose(1, 0, 2))
     u = np.matmul(xt, W_ih)
     u += b_ih
-    hs = np.empty((T + 1, N, H))
+    hs = np.empty((T + 1, N, P))
     hs[0] = h0
     res = {"kind": kind, "x": xt, "W_ih": W_ih, "W_hh": W_hh, "hs": hs, "valid": None, "padded": padded_output,
-           "reset_after": reset_after}
+           "reset_after": reset_after, "W_hr": W_hr}
     vt = None if valid is None else valid.T[:, :, None]  # (T, N, 1)
     if kind == "lstm":
         cs = np.empty((T + 1, N, H))
         cs[0] = c0
         acts, tcs = np.empty((T, N, 4 * H)), np.empty((T, N, H))
+        ms = None if W_hr is None else np.empty((T, N, H))  # o tanh(c), before the projection
         for t in range(T):
             a = u[t] + hs[t] @ W_hh
             a += b_hh
@@ -104,10 +131,13 @@ def _scan(kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reset
             tc = np.tanh(c)
             tcs[t] = tc
             h = s[:, 3 * H:] * tc
+            if ms is not None:
+                ms[t] = h
+                h = h @ W_hr
             if vt is not None:
                 c, h = np.where(vt[t], c, cs[t]), np.where(vt[t], h, hs[t])
             cs[t + 1], hs[t + 1] = c, h
-        res.update(cs=cs, acts=acts, tcs=tcs)
+        res.update(cs=cs, acts=acts, tcs=tcs, ms=ms)
     elif kind == "gru":
         rz, ns, aux = np.empty((T, N, 2 * H)), np.empty((T, N, H)), np.empty((T, N, H))
         W_n, b_n = W_hh[:, 2 * H:], b_hh[2 * H:]
@@ -153,11 +183,13 @@ def _scan(kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity="tanh", reset
 
 
 def _scan_vjp(res, gy, g_hn, g_cn=None):
-    """Gradients of one scan from the cotangents of y (N, T, H), h_n and c_n:
-    {x, h0, c0 (LSTM), W_ih, W_hh, b_ih, b_hh}."""
+    """Gradients of one scan from the cotangents of y (N, T, P), h_n and c_n:
+    {x, h0, c0 (LSTM), W_ih, W_hh, b_ih, b_hh, W_hr (a projection)}."""
     kind, xt, W_ih, W_hh, hs, vt = res["kind"], res["x"], res["W_ih"], res["W_hh"], res["hs"], res["valid"]
-    T, N, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
     G = GATES[kind]
+    T, N, P, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2], W_hh.shape[1] // G
+    W_hr = res["W_hr"]
+    dhs = None if W_hr is None else np.empty((T, N, P))  # dL/dh_t of a projected h_t = m_t W_hr
     gyt = gy.transpose(1, 0, 2)
     da_i = np.empty((T, N, G * H))
     da_h = da_i
@@ -187,6 +219,9 @@ def _scan_vjp(res, gy, g_hn, g_cn=None):
         if kind == "lstm":
             s, tc = res["acts"][t], res["tcs"][t]
             i, f, g, o = s[:, :H], s[:, H:2 * H], s[:, 2 * H:3 * H], s[:, 3 * H:]
+            if dhs is not None:  # through the projection: dL/dm_t = dL/dh_t W_hrᵀ
+                dhs[t] = dh
+                dh = dh @ W_hr.T
             dc = dc + dh * o * (1.0 - tc * tc)
             d = da_i[t]
             np.multiply(dc * g, i * (1.0 - i), out=d[:, :H])
@@ -222,7 +257,7 @@ def _scan_vjp(res, gy, g_hn, g_cn=None):
     xs = xt.reshape(T * N, xt.shape[-1])
     grads = {"x": (da_i @ W_ih.T).transpose(1, 0, 2), "W_ih": xs.T @ flat_i, "b_ih": flat_i.sum(axis=0),
              "b_hh": flat_h.sum(axis=0), "h0": dH}
-    h_prev = hs[:-1].reshape(T * N, H)
+    h_prev = hs[:-1].reshape(T * N, P)
     if kind == "gru" and not res["reset_after"]:  # the n block's recurrent input is q = r h_{t-1}
         gW = np.empty_like(W_hh)
         gW[:, :2 * H] = h_prev.T @ flat_h[:, :2 * H]
@@ -232,6 +267,8 @@ def _scan_vjp(res, gy, g_hn, g_cn=None):
         grads["W_hh"] = h_prev.T @ flat_h
     if kind == "lstm":
         grads["c0"] = dC
+    if dhs is not None:
+        grads["W_hr"] = res["ms"].reshape(T * N, H).T @ dhs.reshape(T * N, P)
     return grads
 
 
@@ -260,7 +297,7 @@ def rnn_vjp(res, g):
     return _scan_vjp(res, g["y"], g["h_n"])
 
 
-def lstm(x, h0, c0, W_ih, W_hh, b_ih, b_hh):
+def lstm(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr=None, *, proj_size=0):
     """LSTM, batch first, PyTorch's formulation; gates i, f, g, o (G = 4, in that
     order along the columns of W_ih, W_hh, b_ih, b_hh):
 
@@ -269,16 +306,24 @@ def lstm(x, h0, c0, W_ih, W_hh, b_ih, b_hh):
         c_t = f c_{t-1} + i g,   h_t = o tanh(c_t),   (h_{-1}, c_{-1}) = (h0, c0)
         y = (h_0 .. h_{T-1}) on axis 1,  h_n = h_{T-1},  c_n = c_{T-1}
 
-    Shapes: x (N, T, I), h0, c0 (N, H), W_ih (I, 4H), W_hh (H, 4H), b_ih, b_hh (4H,).
-    Gradients, backwards in t, with dh_t = g_y[:, t] + [t = T-1] g_h_n + da_{t+1} W_hhᵀ
-    and dc_t = [t = T-1] g_c_n + dc_{t+1} f_{t+1} + dh_t o tanh'(c_t):
-        da_o = dh_t tanh(c_t) o (1 - o),   da_i = dc_t g i (1 - i),
+    ``proj_size`` P > 0 (PyTorch's LSTM with projections, Sak et al. 2014): the
+    state is projected, h_t = (o tanh(c_t)) W_hr with W_hr (H, P) (the transpose
+    of ``weight_hr_l0``), so h0, h_n, y and the rows of W_hh have P features
+    and c0, c_n keep H.
+
+    Shapes: x (N, T, I), h0 (N, P), c0 (N, H), W_ih (I, 4H), W_hh (P, 4H), b_ih, b_hh
+    (4H,) [W_hr (H, P)], P = H without a projection.
+    Gradients, backwards in t, with dh_t = g_y[:, t] + [t = T-1] g_h_n + da_{t+1} W_hhᵀ,
+    dm_t = dh_t W_hrᵀ (dm_t = dh_t without a projection; gW_hr = sum_t m_tᵀ dh_t for
+    m_t = o tanh(c_t)) and dc_t = [t = T-1] g_c_n + dc_{t+1} f_{t+1} + dm_t o tanh'(c_t):
+        da_o = dm_t tanh(c_t) o (1 - o),   da_i = dc_t g i (1 - i),
         da_f = dc_t c_{t-1} f (1 - f),      da_g = dc_t i (1 - g^2),
         da_i = da_h = [da_i | da_f | da_g | da_o];  gh0 = da_0 W_hhᵀ,  gc0 = dc_0 f_0.
     Smooth everywhere.
     """
-    _check("lstm", x, h0, W_ih, W_hh, b_ih, b_hh, c0)
-    y, h_n, c_n, res = _scan("lstm", x, h0, c0, W_ih, W_hh, b_ih, b_hh)
+    _check_proj(proj_size, W_hr)
+    _check("lstm", x, h0, W_ih, W_hh, b_ih, b_hh, c0, W_hr)
+    y, h_n, c_n, res = _scan("lstm", x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr=W_hr)
     return {"y": y, "h_n": h_n, "c_n": c_n}, res
 
 
@@ -328,7 +373,7 @@ def gru_vjp(res, g):
 def param_names(layers: int, directions: int) -> list[str]:
     """PyTorch's weight names without the ``weight_``/``bias_`` split: the suffix of
     layer l and direction d is ``_l{l}`` (+ ``_reverse`` for the reverse direction)."""
-    return [f"_l{l}{'_reverse' if d else ''}" for l in range(layers) for d in range(directions)]
+    return [f"_l{i}{'_reverse' if d else ''}" for i in range(layers) for d in range(directions)]
 
 
 def _reversal(lengths, N, T):
@@ -354,28 +399,35 @@ def check_lengths(lengths, x):
     return np.arange(T)[None, :] < lengths[:, None]
 
 
-def _deep(kind, x, h0, c0, params, *, layers, directions, lengths=None, padded_output="zeros", **cell):
-    """L layers x D directions of one scan; states (L D, N, H), index l D + d."""
+def _deep(kind, x, h0, c0, params, *, layers, directions, lengths=None, padded_output="zeros", proj_size=0,
+          **cell):
+    """L layers x D directions of one scan; states (L D, N, P) (c: (L D, N, H)), index l D + d."""
+    require(isinstance(layers, (int, np.integer)) and not isinstance(layers, bool) and layers >= 1, "num_layers",
+            f"expected an int >= 1, got {layers!r}")
     require(x.ndim == 3, "x", f"expected (N, T, I), got shape {x.shape}")
     N, T, _ = x.shape
     require(h0.ndim == 3 and h0.shape[:2] == (layers * directions, N), "h0",
             f"expected ({layers * directions}, {N}, H) (L D, N, H), got {h0.shape}")
     if c0 is not None:
-        require(c0.shape == h0.shape, "c0", f"expected {h0.shape} like h0, got {c0.shape}")
+        require(c0.ndim == 3 and c0.shape[:2] == h0.shape[:2], "c0",
+                f"expected ({layers * directions}, {N}, H) (L D, N, H), got {c0.shape}")
     suffixes = param_names(layers, directions)
-    wanted = {f"{p}{s}" for s in suffixes for p in ("W_ih", "W_hh", "b_ih", "b_hh")}
+    names = ("W_ih", "W_hh", "b_ih", "b_hh") + (("W_hr",) if proj_size else ())
+    wanted = {f"{p}{s}" for s in suffixes for p in names}
     require(set(params) == wanted, "params", f"expected {', '.join(sorted(wanted))}, got {', '.join(sorted(params))}")
     valid = None if lengths is None else check_lengths(lengths, x)
     rev = _reversal(lengths, N, T)
     inp, res, h_n, c_n = x, [], [], []
-    for l in range(layers):
+    for i in range(layers):
         ys = []
         for d in range(directions):
-            k, s = l * directions + d, suffixes[l * directions + d]
+            k, s = i * directions + d, suffixes[i * directions + d]
             W_ih, W_hh, b_ih, b_hh = (params[p + s] for p in ("W_ih", "W_hh", "b_ih", "b_hh"))
-            _check(kind, inp, h0[k], W_ih, W_hh, b_ih, b_hh, None if c0 is None else c0[k], suffix=s)
+            W_hr = params.get("W_hr" + s)
+            _check_proj(proj_size, W_hr, s)
+            _check(kind, inp, h0[k], W_ih, W_hh, b_ih, b_hh, None if c0 is None else c0[k], W_hr, suffix=s)
             y, h, c, r = _scan(kind, inp if d == 0 else _gather(inp, rev), h0[k], None if c0 is None else c0[k],
-                               W_ih, W_hh, b_ih, b_hh, valid=valid, padded_output=padded_output, **cell)
+                               W_ih, W_hh, b_ih, b_hh, valid=valid, padded_output=padded_output, W_hr=W_hr, **cell)
             ys.append(y if d == 0 else _gather(y, rev))
             res.append(r)
             h_n.append(h)
@@ -388,22 +440,22 @@ def _deep(kind, x, h0, c0, params, *, layers, directions, lengths=None, padded_o
 
 
 def _deep_vjp(residuals, g):
-    res, suffixes, layers, directions, rev, H = residuals
+    res, suffixes, layers, directions, rev, P = residuals
     gy, grads = g["y"], {}
     gh0 = np.empty_like(g["h_n"])
     gc0 = np.empty_like(g["c_n"]) if "c_n" in g else None
-    for l in range(layers - 1, -1, -1):
+    for i in range(layers - 1, -1, -1):
         g_in = 0.0
         for d in range(directions):
-            k, s = l * directions + d, suffixes[l * directions + d]
-            gyd = gy[:, :, d * H:(d + 1) * H]
+            k, s = i * directions + d, suffixes[i * directions + d]
+            gyd = gy[:, :, d * P:(d + 1) * P]
             gr = _scan_vjp(res[k], gyd if d == 0 else _gather(gyd, rev), g["h_n"][k],
                            None if gc0 is None else g["c_n"][k])
             g_in = g_in + (gr["x"] if d == 0 else _gather(gr["x"], rev))
             gh0[k] = gr["h0"]
             if gc0 is not None:
                 gc0[k] = gr["c0"]
-            grads.update({p + s: gr[p] for p in ("W_ih", "W_hh", "b_ih", "b_hh")})
+            grads.update({p + s: gr[p] for p in ("W_ih", "W_hh", "b_ih", "b_hh", "W_hr") if p in gr})
         gy = g_in
     grads.update(x=gy, h0=gh0)
     if gc0 is not None:
@@ -411,38 +463,69 @@ def _deep_vjp(residuals, g):
     return grads
 
 
-def stacked_lstm(x, h0, c0, **params):
-    """Two stacked LSTM layers (PyTorch's ``nn.LSTM(num_layers=2)``, dropout 0): layer 1
-    is ``lstm`` on x, layer 2 is ``lstm`` on layer 1's y.
+def _direction_count(bidirectional):
+    require(bidirectional in (True, False), "bidirectional", f"expected True or False, got {bidirectional!r}")
+    return 2 if bidirectional else 1
 
-    Shapes: x (N, T, I), h0, c0 (2, N, H) (index = layer), W_ih_l0 (I, 4H),
-    W_ih_l1 (H, 4H), W_hh_l{0,1} (H, 4H), b_ih_l{0,1}, b_hh_l{0,1} (4H,) ->
-    y (N, T, H) (layer 2's), h_n, c_n (2, N, H) (PyTorch's layout).
-    Gradients: layer 2's vjp, whose gx is added to the cotangent of layer 1's y.
+
+def _nonlinearity(nonlinearity):
+    require(nonlinearity in ("tanh", "relu"), "nonlinearity", f"expected 'tanh' or 'relu', got {nonlinearity!r}")
+    return {"nonlinearity": nonlinearity}
+
+
+def stacked_rnn(x, h0, *, num_layers, bidirectional, nonlinearity, **params):
+    """Stacked Elman RNN layers (PyTorch's ``nn.RNN(num_layers=L, bidirectional=B)``, dropout 0),
+    as ``stacked_lstm`` with the cell of ``rnn`` (tanh or ReLU; ReLU'(0) = 0):
+    h0, h_n (L D, N, H), W_ih_l0 (I, H), W_ih_l{l>0} (D H, H), W_hh_* (H, H), b_* (H,) -> y (N, T, D H)."""
+    return _deep("rnn", x, h0, None, params, layers=num_layers, directions=_direction_count(bidirectional),
+                 **_nonlinearity(nonlinearity))
+
+
+def stacked_lstm(x, h0, c0, *, num_layers, bidirectional, proj_size=0, **params):
+    """Stacked LSTM layers (PyTorch's ``nn.LSTM(num_layers=L, bidirectional=B, proj_size=P)``,
+    dropout 0): layer 0 is ``lstm`` (or ``bidirectional_lstm`` with D = 2 directions) on x,
+    layer l > 0 the same on layer l - 1's y (both directions' y concatenated, forward first).
+
+    Shapes: x (N, T, I), h0 (L D, N, P), c0 (L D, N, H) (index l D + d; P = H without a
+    projection), W_ih_l0 (I, 4H), W_ih_l{l>0} (D P, 4H), W_hh_* (P, 4H), b_ih_*, b_hh_* (4H,),
+    W_hr_* (H, P) with proj_size P > 0; the reverse direction's weights end in ``_reverse``
+    (``W_ih_l1_reverse``) -> y (N, T, D P) (the last layer's), h_n (L D, N, P), c_n (L D, N, H)
+    (PyTorch's layout).
+    Gradients: each layer's vjp from the last back; its gx is the cotangent of the layer
+    below's y (split into the directions' halves), and every layer's h0, c0 their own.
     """
-    return _deep("lstm", x, h0, c0, params, layers=2, directions=1)
+    return _deep("lstm", x, h0, c0, params, layers=num_layers, directions=_direction_count(bidirectional),
+                 proj_size=proj_size)
 
 
-def stacked_gru(x, h0, **params):
-    """Two stacked GRU layers (``reset_after=True``), as ``stacked_lstm``: h0, h_n (2, N, H),
-    W_ih_l0 (I, 3H), W_ih_l1 (H, 3H), ... -> y (N, T, H)."""
-    return _deep("gru", x, h0, None, params, layers=2, directions=1, reset_after=True)
+def stacked_gru(x, h0, *, num_layers, bidirectional, **params):
+    """Stacked GRU layers (``reset_after=True``), as ``stacked_lstm``: h0, h_n (L D, N, H),
+    W_ih_l0 (I, 3H), W_ih_l{l>0} (D H, 3H), ... -> y (N, T, D H)."""
+    return _deep("gru", x, h0, None, params, layers=num_layers, directions=_direction_count(bidirectional),
+                 reset_after=True)
 
 
-def bidirectional_lstm(x, h0, c0, **params):
+def bidirectional_rnn(x, h0, *, nonlinearity, **params):
+    """A bidirectional Elman RNN layer (tanh or ReLU), as ``bidirectional_lstm``:
+    y (N, T, 2H), h0, h_n (2, N, H), W_ih_l0, W_ih_l0_reverse (I, H), ..."""
+    return _deep("rnn", x, h0, None, params, layers=1, directions=2, **_nonlinearity(nonlinearity))
+
+
+def bidirectional_lstm(x, h0, c0, *, proj_size=0, **params):
     """A bidirectional LSTM layer (PyTorch's ``nn.LSTM(bidirectional=True)``, Keras'
     ``Bidirectional(LSTM, merge_mode="concat")``): the forward direction is ``lstm``
     on x; the reverse direction is ``lstm`` on x reversed in time (weights
     ``*_l0_reverse``), its y reversed back:
 
-        y = [y_fwd | reverse_t(lstm(reverse_t(x))_y)]  (N, T, 2H),
-        h_n, c_n (2, N, H): index 0 forward (after t = T-1), 1 reverse (after t = 0).
+        y = [y_fwd | reverse_t(lstm(reverse_t(x))_y)]  (N, T, 2P),
+        h_n (2, N, P), c_n (2, N, H): index 0 forward (after t = T-1), 1 reverse (after t = 0).
 
-    Shapes: h0, c0 (2, N, H); W_ih_l0, W_ih_l0_reverse (I, 4H); W_hh_* (H, 4H); b_* (4H,).
+    Shapes: h0 (2, N, P), c0 (2, N, H); W_ih_l0, W_ih_l0_reverse (I, 4H); W_hh_* (P, 4H);
+    b_* (4H,); W_hr_* (H, P) with proj_size P > 0 (P = H without).
     Gradients: each direction's vjp on its half of g_y (reversed for the reverse
     direction), the two gx summed.
     """
-    return _deep("lstm", x, h0, c0, params, layers=1, directions=2)
+    return _deep("lstm", x, h0, c0, params, layers=1, directions=2, proj_size=proj_size)
 
 
 def bidirectional_gru(x, h0, **params):
@@ -451,7 +534,8 @@ def bidirectional_gru(x, h0, **params):
     return _deep("gru", x, h0, None, params, layers=1, directions=2, reset_after=True)
 
 
-stacked_lstm_vjp = stacked_gru_vjp = bidirectional_lstm_vjp = bidirectional_gru_vjp = _deep_vjp
+stacked_rnn_vjp = stacked_lstm_vjp = stacked_gru_vjp = _deep_vjp
+bidirectional_rnn_vjp = bidirectional_lstm_vjp = bidirectional_gru_vjp = _deep_vjp
 
 
 # ---- variable-length sequences ----------------------------------------------------
@@ -466,14 +550,15 @@ def _check_route(route):
     require(route in MASK_ROUTES, "route", f"expected one of {MASK_ROUTES}, got {route!r}")
 
 
-def _masked(kind, x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, route, **cell):
+def _masked(kind, x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, route, W_hr=None,
+            **cell):
     _check_route(route)
     require(padded_output in PADDED_OUTPUTS, "padded_output", f"expected 'zeros' or 'repeat', got {padded_output!r}")
     require(return_sequences in (True, False), "return_sequences", f"expected True or False, got {return_sequences!r}")
-    _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0)
+    _check(kind, x, h0, W_ih, W_hh, b_ih, b_hh, c0, W_hr)
     valid = check_lengths(lengths, x)
     y, h_n, c_n, res = _scan(kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh, valid=valid, padded_output=padded_output,
-                             **cell)
+                             W_hr=W_hr, **cell)
     out = {"y": y if return_sequences else y[:, -1], "h_n": h_n}
     if c_n is not None:
         out["c_n"] = c_n
@@ -496,7 +581,8 @@ def masked_rnn(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, nonlinearity, padded_o
                    padded_output=padded_output, return_sequences=return_sequences, route=route)
 
 
-def masked_lstm(x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, route):
+def masked_lstm(x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, W_hr=None, *, padded_output, return_sequences, route,
+                proj_size=0):
     """``lstm`` over a batch of variable-length sequences: sequence n is x[n, :lengths[n]],
     padded to T (the values of x past its length are ignored).
 
@@ -505,15 +591,17 @@ def masked_lstm(x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, *, padded_output, re
     PyTorch's packed sequences and Keras' masks give). y at a padded step is
     ``padded_output``: "zeros" (pad_packed_sequence's padding_value=0, Keras'
     zero_output_for_mask=True) or "repeat" (the state, i.e. the last valid output
-    repeated: Keras' default). ``return_sequences=False``: y is y[:, -1] (N, H), the
+    repeated: Keras' default). ``return_sequences=False``: y is y[:, -1] (N, P), the
     last step's output (0 for a short sequence under "zeros", h_n under "repeat").
-    Shapes: x (N, T, I), lengths (N,) integers in [1, T], the rest as ``lstm``.
+    Shapes: x (N, T, I), lengths (N,) integers in [1, T], the rest as ``lstm`` (a
+    projection W_hr (H, P) with ``proj_size`` P > 0 too).
     Gradients: as ``lstm``, where a padded step passes dL/dh_t, dL/dc_t on to t - 1
     unchanged (plus g_y[:, t] under "repeat") and contributes nothing else; gx = 0 there.
     ``route``: how Keras is given the lengths (``MASK_ROUTES``); it changes nothing here.
     """
+    _check_proj(proj_size, W_hr)
     return _masked("lstm", x, lengths, h0, c0, W_ih, W_hh, b_ih, b_hh, padded_output=padded_output,
-                   return_sequences=return_sequences, route=route)
+                   return_sequences=return_sequences, route=route, W_hr=W_hr)
 
 
 def masked_gru(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_sequences, route):
@@ -525,7 +613,13 @@ def masked_gru(x, lengths, h0, W_ih, W_hh, b_ih, b_hh, *, padded_output, return_
 masked_rnn_vjp = masked_lstm_vjp = masked_gru_vjp = _masked_vjp
 
 
-def masked_bidirectional_lstm(x, lengths, h0, c0, *, route, **params):
+def masked_bidirectional_rnn(x, lengths, h0, *, route, nonlinearity, **params):
+    """``bidirectional_rnn`` over a batch of variable-length sequences, as ``masked_bidirectional_lstm``."""
+    _check_route(route)
+    return _deep("rnn", x, h0, None, params, layers=1, directions=2, lengths=lengths, **_nonlinearity(nonlinearity))
+
+
+def masked_bidirectional_lstm(x, lengths, h0, c0, *, route, proj_size=0, **params):
     """``bidirectional_lstm`` over a batch of variable-length sequences: the reverse
     direction runs on each sequence's valid part reversed, x[n, lengths[n]-1 .. 0]
     (PyTorch's packed sequences; Keras' go_backwards over a mask, whose padded steps
@@ -537,7 +631,7 @@ def masked_bidirectional_lstm(x, lengths, h0, c0, *, route, **params):
     ``masked_lstm``.
     """
     _check_route(route)
-    return _deep("lstm", x, h0, c0, params, layers=1, directions=2, lengths=lengths)
+    return _deep("lstm", x, h0, c0, params, layers=1, directions=2, lengths=lengths, proj_size=proj_size)
 
 
 def masked_bidirectional_gru(x, lengths, h0, *, route, **params):
@@ -546,7 +640,36 @@ def masked_bidirectional_gru(x, lengths, h0, *, route, **params):
     return _deep("gru", x, h0, None, params, layers=1, directions=2, lengths=lengths, reset_after=True)
 
 
-masked_bidirectional_lstm_vjp = masked_bidirectional_gru_vjp = _deep_vjp
+def masked_stacked_rnn(x, lengths, h0, *, route, num_layers, bidirectional, nonlinearity, **params):
+    """``stacked_rnn`` over a batch of variable-length sequences, as ``masked_stacked_lstm``."""
+    _check_route(route)
+    return _deep("rnn", x, h0, None, params, layers=num_layers, directions=_direction_count(bidirectional),
+                 lengths=lengths, **_nonlinearity(nonlinearity))
+
+
+def masked_stacked_lstm(x, lengths, h0, c0, *, route, num_layers, bidirectional, proj_size=0, **params):
+    """``stacked_lstm`` over a batch of variable-length sequences (PyTorch: the packed
+    sequence through ``nn.LSTM(num_layers=L, bidirectional=B)``; Keras: each layer given
+    the mask): every layer, each direction as in ``masked_bidirectional_lstm``, keeps its
+    state at a padded step and passes it no gradient; y is 0 there (so layer l + 1 reads
+    zeros there, which it skips). h_n, c_n (L D, N, .): each sequence's state after its
+    last valid step (forward) or after step 0 (reverse). Shapes as ``stacked_lstm`` plus
+    lengths (N,) in [1, T]; ``route`` as ``masked_lstm``.
+    """
+    _check_route(route)
+    return _deep("lstm", x, h0, c0, params, layers=num_layers, directions=_direction_count(bidirectional),
+                 lengths=lengths, proj_size=proj_size)
+
+
+def masked_stacked_gru(x, lengths, h0, *, route, num_layers, bidirectional, **params):
+    """``stacked_gru`` over a batch of variable-length sequences, as ``masked_stacked_lstm``."""
+    _check_route(route)
+    return _deep("gru", x, h0, None, params, layers=num_layers, directions=_direction_count(bidirectional),
+                 lengths=lengths, reset_after=True)
+
+
+masked_bidirectional_rnn_vjp = masked_bidirectional_lstm_vjp = masked_bidirectional_gru_vjp = _deep_vjp
+masked_stacked_rnn_vjp = masked_stacked_lstm_vjp = masked_stacked_gru_vjp = _deep_vjp
 
 
 # ---- catalogue entries --------------------------------------------------------
@@ -582,27 +705,46 @@ LAST_STATE_ONLY = Edge("loss_on_last_state_only", lambda c: not np.any(c.cotange
 TIME = (ONE_STEP, batch_of(1), batch_of(0), LAST_STATE_ONLY, SUBNORMAL)
 
 
+# An LSTM may project its state (PyTorch's proj_size, P < H): drawn as a size P
+# and used when it is below H.
+PROJ_SIZE = Drawn(int, lambda d: Choice(0, d.P) if d.P < d.H else Choice(0))
+PROJECTED = Edge("projected", lambda c: c.attrs["proj_size"] > 0, {"H": Choice(2, 3), "P": 1, "proj_size": 1})
+RELU = attr_is("nonlinearity", "relu")
+
+
+def _h(d, a):
+    """The size of the state h: the projection's, else H."""
+    return a.get("proj_size", 0) or d.H
+
+
 def _recurrent_arrays(gates, states=("h0",)):
-    return {
+    lstm = "c0" in states
+    arrays = {
         "x": Array(S("N", "T", "I"), RECURRENT_X),
-        **{s: Array(S("N", "H"), RECURRENT_STATE) for s in states},
+        "h0": Array(lambda d, a: (d.N, _h(d, a)), RECURRENT_STATE),
+        **({"c0": Array(S("N", "H"), RECURRENT_STATE)} if lstm else {}),
         "W_ih": Array(lambda d, a: (d.I, gates * d.H), RECURRENT_W, param=True),
-        "W_hh": Array(lambda d, a: (d.H, gates * d.H), RECURRENT_W, param=True),
+        "W_hh": Array(lambda d, a: (_h(d, a), gates * d.H), RECURRENT_W, param=True),
         "b_ih": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
         "b_hh": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
     }
+    if lstm:
+        arrays["W_hr"] = Array(lambda d, a: (d.H, a["proj_size"]), RECURRENT_W, param=True,
+                               when=lambda a: a["proj_size"] > 0)
+    return arrays
 
 
 register(Layer(
     "rnn", rnn, rnn_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n"),
-    **_through_time(rnn, rnn_vjp), edges=(*TIME, LONG, attr_is("nonlinearity", "relu")),
+    **_through_time(rnn, rnn_vjp), edges=(*TIME, LONG, RELU),
     attrs={"nonlinearity": Choice("tanh", "relu")},
     arrays=_recurrent_arrays(1),
 ))
 
 register(Layer(
-    "lstm", lstm, lstm_vjp, dims=RECURRENT_DIMS, outputs=("y", "h_n", "c_n"),
-    **_through_time(lstm, lstm_vjp), edges=(*TIME, LONG),
+    "lstm", lstm, lstm_vjp, dims={**RECURRENT_DIMS, "P": Int(1, 2)}, outputs=("y", "h_n", "c_n"),
+    **_through_time(lstm, lstm_vjp), edges=(*TIME, LONG, PROJECTED),
+    attrs={"proj_size": PROJ_SIZE},
     arrays=_recurrent_arrays(4, ("h0", "c0")),
 ))
 
@@ -615,32 +757,84 @@ register(Layer(
 
 # Stacks and directions: PyTorch's weight names (W_ih_l1, W_ih_l0_reverse, ...) and
 # state layout (L D, N, H), index l D + d; smaller sizes (the cost grows with L D).
+# The names say the structure: ``stacked_*`` are L = 2 or 3 layers, one direction or
+# both (``bidirectional``, PyTorch's argument); ``bidirectional_*`` one layer, both
+# directions; ``masked_*`` take lengths.
 DEEP_DIMS = {"N": Int(1, 3, edges=(0,)), "T": Int(1, 4), "I": Int(1, 3), "H": Int(1, 3, like="I")}
+MAX_LAYERS = 3
+NUM_LAYERS = Choice(2, 3, default=2)  # cases saved before num_layers existed were two layers
+BIDIRECTIONAL = Choice(False, True, default=False)
 
 
-def _deep_arrays(gates, layers, directions, states=("h0",)):
+def _layers_directions(a, layers, directions):
+    """(L, D) of a case: fixed by the layer, or its attributes num_layers, bidirectional."""
+    return (a["num_layers"] if layers is None else layers,
+            (2 if a["bidirectional"] else 1) if directions is None else directions)
+
+
+def _deep_arrays(gates, layers=None, directions=None, states=("h0",)):
+    """x, the states (L D, N, .) and each layer x direction's weights, present as the case's
+    (L, D) say (``layers``/``directions`` None: from the attributes num_layers/bidirectional)."""
+    lstm = "c0" in states
+
+    def LD(a):
+        return _layers_directions(a, layers, directions)
+
     arrays = {"x": Array(S("N", "T", "I"), RECURRENT_X),
-              **{s: Array(lambda d, a: (layers * directions, d.N, d.H), RECURRENT_STATE) for s in states}}
-    for k, suffix in enumerate(param_names(layers, directions)):
-        first = k < directions
-        arrays.update({
-            f"W_ih{suffix}": Array(lambda d, a, first=first: (d.I if first else directions * d.H, gates * d.H),
-                                   RECURRENT_W, param=True),
-            f"W_hh{suffix}": Array(lambda d, a: (d.H, gates * d.H), RECURRENT_W, param=True),
-            f"b_ih{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
-            f"b_hh{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True),
-        })
+              "h0": Array(lambda d, a: (LD(a)[0] * LD(a)[1], d.N, _h(d, a)), RECURRENT_STATE)}
+    if lstm:
+        arrays["c0"] = Array(lambda d, a: (LD(a)[0] * LD(a)[1], d.N, d.H), RECURRENT_STATE)
+    for i in range(layers or MAX_LAYERS):
+        for r in range(directions or 2):
+            suffix = param_names(i + 1, 2)[2 * i + r]
+            fixed = layers is not None and directions is not None
+
+            def when(a, i=i, r=r):
+                L, D = LD(a)
+                return i < L and r < D
+
+            def w_ih(d, a, i=i):
+                return (d.I if i == 0 else LD(a)[1] * _h(d, a), gates * d.H)
+
+            arrays.update({
+                f"W_ih{suffix}": Array(w_ih, RECURRENT_W, param=True, when=None if fixed else when),
+                f"W_hh{suffix}": Array(lambda d, a: (_h(d, a), gates * d.H), RECURRENT_W, param=True,
+                                       when=None if fixed else when),
+                f"b_ih{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True,
+                                       when=None if fixed else when),
+                f"b_hh{suffix}": Array(lambda d, a: (gates * d.H,), RECURRENT_B, param=True,
+                                       when=None if fixed else when),
+            })
+            if lstm:
+                arrays[f"W_hr{suffix}"] = Array(lambda d, a: (d.H, a["proj_size"]), RECURRENT_W, param=True,
+                                                when=lambda a, when=when: a["proj_size"] > 0 and when(a))
     return arrays
 
 
-for _name, _fwd, _gates, _layers, _directions in (
-        ("stacked_lstm", stacked_lstm, 4, 2, 1), ("stacked_gru", stacked_gru, 3, 2, 1),
-        ("bidirectional_lstm", bidirectional_lstm, 4, 1, 2), ("bidirectional_gru", bidirectional_gru, 3, 1, 2)):
+STACKED = {"num_layers": NUM_LAYERS, "bidirectional": BIDIRECTIONAL}
+STACK_EDGES = (attr_is("num_layers", 3), attr_is("bidirectional", True),
+               Edge("three_layers_bidirectional", lambda c: c.attrs["num_layers"] == 3 and c.attrs["bidirectional"],
+                    {"num_layers": 3, "bidirectional": True}))
+LSTM_DEEP_DIMS = {**DEEP_DIMS, "P": Int(1, 2)}
+# Stacks: up to 3 layers x 2 directions of scans, so up to 3 steps (Keras' eager loop is the cost).
+STACK_DIMS, LSTM_STACK_DIMS = ({**dims, "T": Int(1, 3)} for dims in (DEEP_DIMS, LSTM_DEEP_DIMS))
+# name, forward, gates, (L, D) fixed or None (from the attributes), the kind's own attributes and edges
+_DEEP = (
+    ("stacked_rnn", stacked_rnn, 1, None, None, {"nonlinearity": Choice("tanh", "relu")}, (RELU,)),
+    ("stacked_lstm", stacked_lstm, 4, None, None, {"proj_size": PROJ_SIZE}, (PROJECTED,)),
+    ("stacked_gru", stacked_gru, 3, None, None, {}, ()),
+    ("bidirectional_rnn", bidirectional_rnn, 1, 1, 2, {"nonlinearity": Choice("tanh", "relu")}, (RELU,)),
+    ("bidirectional_lstm", bidirectional_lstm, 4, 1, 2, {"proj_size": PROJ_SIZE}, (PROJECTED,)),
+    ("bidirectional_gru", bidirectional_gru, 3, 1, 2, {}, ()),
+)
+for _name, _fwd, _gates, _layers, _directions, _attrs, _edges in _DEEP:
     _lstm = _gates == 4
+    _dims = (LSTM_DEEP_DIMS if _lstm else DEEP_DIMS) if _layers else (LSTM_STACK_DIMS if _lstm else STACK_DIMS)
     register(Layer(
-        _name, _fwd, _deep_vjp, dims=DEEP_DIMS,
+        _name, _fwd, _deep_vjp, dims=_dims,
         outputs=("y", "h_n", "c_n") if _lstm else ("y", "h_n"),
-        **_through_time(_fwd, _deep_vjp), edges=TIME,
+        **_through_time(_fwd, _deep_vjp), edges=(*TIME, *(STACK_EDGES if _layers is None else ()), *_edges),
+        attrs={**(STACKED if _layers is None else {}), **_attrs},
         arrays=_deep_arrays(_gates, _layers, _directions, ("h0", "c0") if _lstm else ("h0",)),
     ))
 
@@ -671,14 +865,14 @@ def _masked_arrays(gates, states=("h0",)):
 
 register(Layer(
     "masked_rnn", masked_rnn, masked_rnn_vjp, dims=DEEP_DIMS, outputs=("y", "h_n"),
-    **_through_time(masked_rnn, masked_rnn_vjp), edges=(*MASKED_EDGES, attr_is("nonlinearity", "relu")),
+    **_through_time(masked_rnn, masked_rnn_vjp), edges=(*MASKED_EDGES, RELU),
     attrs={"nonlinearity": Choice("tanh", "relu"), **MASKED_ATTRS}, arrays=_masked_arrays(1),
 ))
 
 register(Layer(
-    "masked_lstm", masked_lstm, masked_lstm_vjp, dims=DEEP_DIMS, outputs=("y", "h_n", "c_n"),
-    **_through_time(masked_lstm, masked_lstm_vjp), edges=MASKED_EDGES,
-    attrs=MASKED_ATTRS, arrays=_masked_arrays(4, ("h0", "c0")),
+    "masked_lstm", masked_lstm, masked_lstm_vjp, dims=LSTM_DEEP_DIMS, outputs=("y", "h_n", "c_n"),
+    **_through_time(masked_lstm, masked_lstm_vjp), edges=(*MASKED_EDGES, PROJECTED),
+    attrs={**MASKED_ATTRS, "proj_size": PROJ_SIZE}, arrays=_masked_arrays(4, ("h0", "c0")),
 ))
 
 register(Layer(
@@ -687,14 +881,20 @@ register(Layer(
     attrs=MASKED_ATTRS, arrays=_masked_arrays(3),
 ))
 
-for _name, _fwd, _gates in (("masked_bidirectional_lstm", masked_bidirectional_lstm, 4),
-                             ("masked_bidirectional_gru", masked_bidirectional_gru, 3)):
-    _states = ("h0", "c0") if _gates == 4 else ("h0",)
-    _arrays = _deep_arrays(_gates, 1, 2, _states)
+for _name, _fwd, _gates, _layers, _directions, _attrs, _edges in (
+        ("masked_bidirectional_rnn", masked_bidirectional_rnn, *_DEEP[3][2:]),
+        ("masked_bidirectional_lstm", masked_bidirectional_lstm, *_DEEP[4][2:]),
+        ("masked_bidirectional_gru", masked_bidirectional_gru, *_DEEP[5][2:]),
+        ("masked_stacked_rnn", masked_stacked_rnn, *_DEEP[0][2:]),
+        ("masked_stacked_lstm", masked_stacked_lstm, *_DEEP[1][2:]),
+        ("masked_stacked_gru", masked_stacked_gru, *_DEEP[2][2:])):
+    _lstm = _gates == 4
+    _arrays = _deep_arrays(_gates, _layers, _directions, ("h0", "c0") if _lstm else ("h0",))
+    _dims = (LSTM_DEEP_DIMS if _lstm else DEEP_DIMS) if _layers else (LSTM_STACK_DIMS if _lstm else STACK_DIMS)
     register(Layer(
-        _name, _fwd, _deep_vjp, dims=DEEP_DIMS,
-        outputs=("y", "h_n", "c_n") if _gates == 4 else ("y", "h_n"),
-        **_through_time(_fwd, _deep_vjp), attrs={"route": ROUTE}, edges=LENGTH_EDGES,
+        _name, _fwd, _deep_vjp, dims=_dims,
+        outputs=("y", "h_n", "c_n") if _lstm else ("y", "h_n"),
+        **_through_time(_fwd, _deep_vjp), attrs={"route": ROUTE, **(STACKED if _layers is None else {}), **_attrs},
+        edges=(*LENGTH_EDGES, *(STACK_EDGES if _layers is None else ()), *_edges),
         arrays={"x": _arrays.pop("x"), "lengths": Array(S("N"), Lengths("T")), **_arrays},
     ))
-

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..reference.activations import SELU_ALPHA, SELU_SCALE
+from ..reference.attention import mha_row_without_keys
 from ..reference.models import exact_kinks
 from .tolerances import DEFAULT, EPS, at_step, tolerance_for
 
@@ -211,7 +212,61 @@ def one_value_per_channel(case, ev) -> bool:
 
 
 def one_value_per_group(case, ev) -> bool:
-    return case.arrays["x"].size == case.arrays["x"].shape[0] * case.attrs["groups"]
+    """PyTorch's own test (F.group_norm's _verify_batch_size on [N C / groups, groups,
+    *spatial]): N * (C / groups) * prod(spatial) == 1, so one sample whose groups hold one
+    value each; an empty x (0) or a second sample (2) is not refused."""
+    x = case.arrays["x"]
+    return x.shape[0] * (x.shape[1] // case.attrs["groups"]) * int(np.prod(x.shape[2:])) == 1
+
+
+def one_position(case, ev) -> bool:
+    """x (N, C, *spatial) has one spatial position (any N, 0 too)."""
+    return int(np.prod(case.arrays["x"].shape[2:])) == 1
+
+
+def affine_empty_batch_with_positions(case, ev) -> bool:
+    """A batch of 0 with gamma or beta, and more than one spatial position."""
+    a = case.arrays
+    return a["x"].shape[0] == 0 and not one_position(case, ev) and ("gamma" in a or "beta" in a)
+
+
+def _norm_reductions(case):
+    """(var, mean of squares, values per reduction) of each reduction a normalization
+    case takes, in float64 over its finite values (batch_norm_inference: the running
+    variance, one value); None for an empty x."""
+    layer = case.layer
+    if layer == "batch_norm_inference":
+        v = case.arrays["running_var"].astype(np.float64)
+        return v, np.abs(v), 1
+    x = _x(case).astype(np.float64)
+    if x.size == 0:
+        return None
+    if layer == "batch_norm":
+        axes = (0, *range(2, x.ndim))
+    elif layer in ("layer_norm", "rms_norm"):
+        axes = tuple(range(x.ndim - case.attrs["axes"], x.ndim))
+    else:  # group_norm, instance_norm: (N, groups, values of a group)
+        x = x.reshape(x.shape[0], case.attrs["groups"] if layer == "group_norm" else x.shape[1], -1)
+        axes = (2,)
+    n = int(np.prod([x.shape[a] for a in axes]))
+    meansq = (x * x).mean(axis=axes)
+    return (meansq if layer == "rms_norm" else x.var(axis=axes)), meansq, n
+
+
+def variance_plus_eps_by_rounding(case, ev) -> bool:
+    """eps <= 0, and some reduction's var + eps (mean of squares + eps for RMS norm) is 0,
+    negative, or so close to 0 that rounding its computation (n values: n eps mean(x^2))
+    decides its sign, or below the dtype's smallest normal (squares of subnormal
+    differences underflow to 0): 1 / sqrt(var + eps) is Inf or NaN there in the oracle or
+    the framework, not necessarily in both."""
+    eps = case.attrs["eps"]
+    if eps > 0:
+        return False
+    found = _norm_reductions(case)
+    if found is None:
+        return False
+    var, meansq, n = found
+    return bool(np.any(var + eps <= n * EPS[case.dtype] * meansq + float(np.finfo(case.dtype).tiny)))
 
 
 def rms_scaling_route(case, ev) -> bool:
@@ -276,15 +331,11 @@ def masking_layer_ignored(case, ev) -> bool:
 # ---- attention
 
 def attention_rows_without_keys(case, ev) -> bool:
-    """Some query of a multi-head attention case may attend to no key at all (its
-    key padding mask and attention mask rows, ANDed, are all 0)."""
-    a = case.arrays
-    keep = np.ones((a["query"].shape[0], a["query"].shape[1], a["key"].shape[1]), dtype=bool)
-    if "key_padding_mask" in a:
-        keep &= (a["key_padding_mask"] != 0)[:, None, :]
-    if "attn_mask" in a:
-        keep &= a["attn_mask"] != 0
-    return bool((~keep.any(axis=-1)).any())
+    """Some query of a multi-head attention case may attend to no key at all: none of
+    the given keys (reference.attention.mha_row_without_keys), and no key appended by
+    add_bias_kv or add_zero_attn (those are never masked)."""
+    extra = case.attrs.get("add_bias_kv", False) or case.attrs.get("add_zero_attn", False)
+    return not extra and mha_row_without_keys(case)
 
 
 def need_weights_rows_without_keys(case, ev) -> bool:

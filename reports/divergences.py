@@ -26,8 +26,12 @@ else:  # pragma: no cover - Python 3.10
 TORCH, TENSORFLOW = ("torch",), ("tensorflow",)
 F32, F64 = ("float32",), ("float64",)
 COMPILED_TORCH = ("compile", "inductor")
-RECURRENT = ("rnn", "lstm", "gru", "stacked_lstm", "stacked_gru", "bidirectional_lstm", "bidirectional_gru",
-             "masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru")
+MASKED_DEEP = ("masked_bidirectional_rnn", "masked_bidirectional_lstm", "masked_bidirectional_gru",
+               "masked_stacked_rnn", "masked_stacked_lstm", "masked_stacked_gru")
+MASKED_RECURRENT = ("masked_rnn", "masked_lstm", "masked_gru", *MASKED_DEEP)
+RECURRENT = ("rnn", "lstm", "gru", "stacked_rnn", "stacked_lstm", "stacked_gru", "bidirectional_rnn",
+             "bidirectional_lstm", "bidirectional_gru", *MASKED_RECURRENT)
+NORMS = ("batch_norm", "batch_norm_inference", "layer_norm", "rms_norm", "group_norm", "instance_norm")
 MODELS = ("model_mlp", "model_cnn", "model_resnet", "model_sequence", "model_transformer")
 PROSE = Path(__file__).with_name("divergences.toml")
 
@@ -120,7 +124,8 @@ KNOWN_DIVERGENCES: list[Divergence] = [
       TENSORFLOW),
     # ---- losses
     D("torch-l1-sign-nan-is-zero", {("l1",): c.holds("pred", "target", what=c.np.isnan)}, TORCH, positions=True),
-    D("keras-huber-where-nan-gradient", {("huber",): c.holds("pred", "target")}, TENSORFLOW, positions=True),
+    D("keras-huber-where-nan-gradient", {("huber", "smooth_l1"): c.holds("pred", "target")}, TENSORFLOW,
+      positions=True),
     D("tf-bce-infinite-logit", {("binary_cross_entropy_with_logits",): c.holds("logits", what=c.np.isinf)},
       TENSORFLOW, positions=True),
     D("torch-bce-infinite-logit", {("binary_cross_entropy_with_logits",): c.holds("logits", what=c.np.isinf)},
@@ -147,18 +152,18 @@ KNOWN_DIVERGENCES: list[Divergence] = [
     D("torch-batch-norm-one-value", {("batch_norm",): c.one_value_per_channel}, TORCH),
     D("torch-group-norm-one-value", {("group_norm",): c.one_value_per_group}, TORCH),
     D("tf-batch-norm-empty-batch-nan", {("batch_norm",): c.empty_x}, TENSORFLOW),
+    D("torch-instance-norm-one-value", {("instance_norm",): c.one_position}, TORCH),
+    D("torch-instance-norm-affine-empty-batch", {("instance_norm",): c.affine_empty_batch_with_positions}, TORCH),
+    D("norm-eps-nonpositive-nonfinite-kind", {NORMS: c.variance_plus_eps_by_rounding}, positions=True),
     # ---- recurrent
     D("gradient-overflow-through-time", {RECURRENT: c.gradient_overflows_through_time}, dtypes=F32),
     D("tf-flush-to-zero-rnn-relu", {("rnn", "masked_rnn"): c.subnormal_rnn_pre_activation}, TENSORFLOW),
     D("tf-rnn-relu-kink-summation-order", {("rnn", "masked_rnn"): c.rnn_relu_sign_by_rounding}, TENSORFLOW),
     D("torch-rnn-relu-kink-float32-rounding", {("rnn",): c.rnn_relu_sign_by_rounding}, TORCH, F32),
-    D("tf-masking-layer-dropped-with-initial-state",
-      {("masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm", "masked_bidirectional_gru"):
-       c.masking_layer_ignored}, TENSORFLOW),
+    D("tf-masking-layer-dropped-with-initial-state", {MASKED_RECURRENT: c.masking_layer_ignored}, TENSORFLOW),
     D("keras-lstm-empty-batch", {("lstm", "stacked_lstm", "bidirectional_lstm", "masked_lstm",
-                                  "masked_bidirectional_lstm"): c.empty_batch}, TENSORFLOW),
-    D("torch-pack-empty-batch", {("masked_rnn", "masked_lstm", "masked_gru", "masked_bidirectional_lstm",
-                                  "masked_bidirectional_gru"): c.empty_batch}, TORCH),
+                                  "masked_bidirectional_lstm", "masked_stacked_lstm"): c.empty_batch}, TENSORFLOW),
+    D("torch-pack-empty-batch", {MASKED_RECURRENT: c.empty_batch}, TORCH),
     # ---- attention
     D("torch-mha-masked-row-nan", {("multi_head_attention",): c.need_weights_rows_without_keys,
                                    ("multi_head_attention_weights",): c.attention_rows_without_keys}, TORCH),

@@ -16,7 +16,14 @@ from .core import builder, keras, tf
 _BTNH = [0, 2, 1, 3]
 
 
-@builder("scaled_dot_product_attention", convention=Convention(
+def _sdpa_dropout(case):
+    if case.attrs["dropout_p"] > 0:
+        return ("keras.ops.dot_product_attention takes no dropout (keras 3.15.1: query, key, value, bias, mask, scale, "
+                "is_causal, flash_attention, attn_logits_soft_cap); Keras drops attention weights only inside "
+                "keras.layers.Attention and MultiHeadAttention (dropout=)")
+
+
+@builder("scaled_dot_product_attention", refuses=_sdpa_dropout, convention=Convention(
     {"empty_row": "uniform"}, "ops.dot_product_attention replaces masked logits by -0.7 * 3.38953e38 (tf.where) "
                               "before the softmax: a query whose mask row is all False weights every key 1 / Lk (y = "
                               "mean of v over all keys) and passes no gradient to q or k; measured with keras 3.15.1 "
@@ -26,7 +33,8 @@ def scaled_dot_product_attention(t, a, dtype):
 
     def apply(t):
         mask = T.not_equal(t["mask"], 0) if "mask" in t else None
-        y = keras().ops.dot_product_attention(*(T.transpose(t[n], _BTNH) for n in ("q", "k", "v")), bias=None,
+        # bias: added to the scaled logits, laid out (N, heads, Lq, Lk) as the canonical one
+        y = keras().ops.dot_product_attention(*(T.transpose(t[n], _BTNH) for n in ("q", "k", "v")), bias=t.get("bias"),
                                               mask=mask, scale=a["scale"], is_causal=a["causal"],
                                               flash_attention=False)
         return T.transpose(y, _BTNH)
@@ -68,7 +76,23 @@ def _multi_head_attention(t, a, dtype, need_weights, weights_out):
     return Built(apply, tuple(params))
 
 
-@builder("multi_head_attention", convention=Convention(
+def _torch_only_options(case):
+    """What keras.layers.MultiHeadAttention cannot express (its constructor and call take none of these)."""
+    why = []
+    if case.attrs["add_bias_kv"]:
+        why.append("keras.layers.MultiHeadAttention has no add_bias_kv: it attends to the projected keys and values "
+                   "only; no learned bias_k, bias_v row can be appended after the projections (a row appended to key "
+                   "and value before them becomes x W_k + b_k: bias_k only where W_k can reach it)")
+    if case.attrs["add_zero_attn"]:
+        why.append("keras.layers.MultiHeadAttention has no add_zero_attn: no zero key and value can be appended "
+                   "after the projections (a zero row appended before them projects to b_k, b_v, not 0)")
+    if "attn_bias" in case.arrays:
+        why.append("keras.layers.MultiHeadAttention takes a boolean attention_mask only: no additive float mask "
+                   "(its masked Softmax and ops.dot_product_attention paths get the mask, never a bias)")
+    return why
+
+
+@builder("multi_head_attention", refuses=_torch_only_options, convention=Convention(
     {"empty_row": "uniform", "empty_row_weights": "zeros"},
     "without scores (return_attention_scores=False) the layer calls ops.dot_product_attention, whose fully masked "
     "rows weight every key 1 / Lk; with scores it runs its masked Softmax layer, which after the softmax sets masked "
@@ -77,7 +101,7 @@ def multi_head_attention(t, a, dtype):
     return _multi_head_attention(t, a, dtype, a["need_weights"], weights_out=False)
 
 
-@builder("multi_head_attention_weights", convention=Convention(
+@builder("multi_head_attention_weights", refuses=_torch_only_options, convention=Convention(
     {"empty_row_weights": "zeros"}, "return_attention_scores=True: the masked Softmax layer zeroes masked weights "
                                     "after the softmax, so a fully masked row has weights 0 and attention output 0; "
                                     "measured with keras 3.15.1"))

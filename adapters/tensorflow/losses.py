@@ -125,3 +125,15 @@ def l1(t, a, dtype):
 @stateless
 def huber(t, a, dtype):
     return _mean_loss(keras().losses.Huber, t, a, dtype, delta=a["delta"])
+
+
+@builder("smooth_l1", convention=Convention(
+    {}, PER_SAMPLE.reason + ". Keras has no smooth L1 loss: PyTorch's SmoothL1Loss(beta) is Huber(delta=beta) / beta "
+                            "(its identity, what a Keras user writes), and at beta = 0 the L1 loss, "
+                            "MeanAbsoluteError (as PyTorch runs l1_loss there)"))
+@stateless
+def smooth_l1(t, a, dtype):
+    beta = a["beta"]
+    if beta == 0:
+        return _mean_loss(keras().losses.MeanAbsoluteError, t, a, dtype)
+    return _mean_loss(keras().losses.Huber, t, a, dtype, delta=beta) / beta

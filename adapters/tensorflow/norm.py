@@ -1,4 +1,4 @@
-"""Keras builders: batch, layer, RMS and group normalization."""
+"""Keras builders: batch, layer, RMS, group and instance normalization."""
 
 import warnings
 
@@ -7,15 +7,14 @@ from ..base import Built, param
 from .core import builder, keras
 
 def _batch_norm_layer(t, a, dtype):
-    """keras BatchNormalization on channels axis 1 (the canonical layout, no transpose),
-    holding gamma and beta. momentum only moves the moving statistics, which neither
-    the output nor a gradient reads; it is passed anyway (0.9 here is PyTorch's 0.1)."""
-    layer = keras().layers.BatchNormalization(axis=1, momentum=0.9, epsilon=a["eps"], center=True, scale=True,
-                                              dtype=dtype)
+    """keras BatchNormalization on channels axis 1 (the canonical layout, no transpose) for
+    any rank, holding gamma and beta when given (scale, center). momentum only moves the
+    moving statistics, which neither the output nor a gradient reads; it is passed anyway
+    (0.9 here is PyTorch's 0.1)."""
+    layer = keras().layers.BatchNormalization(axis=1, momentum=0.9, epsilon=a["eps"], center="beta" in t,
+                                              scale="gamma" in t, dtype=dtype)
     layer.build(t["x"].shape)
-    layer.gamma.assign(t["gamma"])
-    layer.beta.assign(t["beta"])
-    return layer, (param(layer.gamma, "gamma"), param(layer.beta, "beta"))
+    return layer, _affine(layer, t)
 
 
 @builder("batch_norm", convention=Convention(
@@ -89,6 +88,17 @@ def rms_norm(t, a, dtype):
 def group_norm(t, a, dtype):
     x = t["x"]
     layer = keras().layers.GroupNormalization(groups=a["groups"], axis=1, epsilon=a["eps"], center="beta" in t,
+                                              scale="gamma" in t, dtype=dtype)
+    layer.build(x.shape)
+    return Built(lambda t: layer(t["x"]), _affine(layer, t))
+
+
+@builder("instance_norm", convention=Convention(
+    {}, "GroupNormalization(groups=-1), Keras' instance normalization (one group per channel): statistics of each "
+        "(sample, channel) over its spatial positions; one spatial position gives y = beta, gx = 0; measured"))
+def instance_norm(t, a, dtype):
+    x = t["x"]
+    layer = keras().layers.GroupNormalization(groups=-1, axis=1, epsilon=a["eps"], center="beta" in t,
                                               scale="gamma" in t, dtype=dtype)
     layer.build(x.shape)
     return Built(lambda t: layer(t["x"]), _affine(layer, t))

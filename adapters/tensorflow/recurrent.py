@@ -74,9 +74,11 @@ def _two_biases(t):
 
 
 def _rnn_options(t, dtype, suffix=""):
+    """Every option, explicitly; the initializers are zeros because the case's weights are
+    assigned right after the build (Keras' orthogonal initializer's QR is most of a build)."""
     return dict(units=t["W_hh" + suffix].shape[0], use_bias=True, dropout=0.0, recurrent_dropout=0.0,
                 return_sequences=True, return_state=True, go_backwards=False, stateful=False, unroll=False,
-                dtype=dtype)
+                kernel_initializer="zeros", recurrent_initializer="zeros", bias_initializer="zeros", dtype=dtype)
 
 
 def _keras_lstm(t, dtype, suffix="", **options):
@@ -89,13 +91,19 @@ def _keras_gru(t, dtype, suffix="", reset_after=True, **options):
                               use_cudnn=False, **{**_rnn_options(t, dtype, suffix), **options})
 
 
+def _projection(case):
+    if case.attrs.get("proj_size", 0):
+        return ("keras.layers.LSTM has no projection (PyTorch's proj_size: h_t = (o * tanh(c_t)) W_hr): its output "
+                "and state h are the cell's o * tanh(c_t), of size units")
+
+
 @builder("rnn")
 def rnn(t, a, dtype):
     layer = keras().layers.SimpleRNN(activation=a["nonlinearity"], **_rnn_options(t, dtype))
     return _recurrent(layer, t, _summed_bias(t))
 
 
-@builder("lstm")
+@builder("lstm", refuses=_projection)
 def lstm(t, a, dtype):
     return _recurrent(_keras_lstm(t, dtype), t, _summed_bias(t), states=("h0", "c0"))
 
@@ -110,60 +118,78 @@ def gru(t, a, dtype):
     return _recurrent(layer, t, _two_biases(t), _GRU_ORDER)
 
 
-# Stacks and directions, as Keras users write them: two layers, the first with
-# return_sequences=True, each given its slice of the (L D, N, H) initial states;
-# keras.layers.Bidirectional(merge_mode="concat") with initial_state = forward
-# states then backward states, returning [y, forward states, backward states].
+# Stacks and directions, as Keras users write them: one layer per level, every one
+# returning sequences (the next reads them), each given its slice of the (L D, N, H)
+# initial states; a bidirectional level is keras.layers.Bidirectional
+# (merge_mode="concat") with initial_state = forward states then backward states,
+# returning [y, forward states, backward states]. A padded batch: every level is given
+# the mask (mask=), or a Masking layer stands in front of the first (the case's route).
 
-def _stacked(make, bias, reorder, t, dtype, states):
-    N, T, I = t["x"].shape
-    first, second = make(t, dtype, "_l0"), make(t, dtype, "_l1")
-    H = t["W_hh_l0"].shape[0]
-    params = (_load(first, t, (N, T, I), bias, reorder, "_l0")
-              + _load(second, t, (N, T, H), bias, reorder, "_l1"))
-
-    def apply(t):
-        y1, *last1 = first(t["x"], initial_state=[t[s][0] for s in states])
-        y2, *last2 = second(y1, initial_state=[t[s][1] for s in states])
-        return {"y": y2, **{name: tf().stack([a, b]) for name, a, b in zip(("h_n", "c_n"), last1, last2)}}
-
-    return Built(apply, params)
+def _simple_rnn(a):
+    return lambda t, dtype, suffix="", **options: keras().layers.SimpleRNN(
+        activation=a["nonlinearity"], **{**_rnn_options(t, dtype, suffix), **options})
 
 
-def _bidirectional(make, bias, reorder, t, a, dtype, states):
-    options = {"zero_output_for_mask": True} if "lengths" in t else {}  # forced by Bidirectional anyway
-    layer = keras().layers.Bidirectional(make(t, dtype, "_l0", **options), merge_mode="concat", dtype=dtype)
-    layer.build(tuple(t["x"].shape))
-    params = (_load(layer.forward_layer, t, None, bias, reorder, "_l0")
-              + _load(layer.backward_layer, t, None, bias, reorder, "_l0_reverse"))
-    call = _masked_call(layer, t, a, dtype) if "lengths" in t else (lambda t, init: layer(t["x"], initial_state=init))
+def _stack(make, bias, reorder, t, a, dtype, states, layers=None, directions=None):
+    """The case's L levels x D directions (``layers``/``directions`` None: the attributes
+    num_layers/bidirectional), weights suffixed as PyTorch names them."""
+    layers = a["num_layers"] if layers is None else layers
+    directions = (2 if a["bidirectional"] else 1) if directions is None else directions
+    options = {"zero_output_for_mask": True} if "lengths" in t else {}  # pad_packed_sequence's zeros
+    N, T, size = t["x"].shape
+    levels, params = [], ()
+    for level in range(layers):
+        suffix = f"_l{level}"
+        if directions == 1:
+            layer = make(t, dtype, suffix, **options)
+            params += _load(layer, t, (N, T, size), bias, reorder, suffix)
+        else:
+            layer = keras().layers.Bidirectional(make(t, dtype, suffix, **options), merge_mode="concat", dtype=dtype)
+            layer.build((N, T, size))
+            params += (_load(layer.forward_layer, t, None, bias, reorder, suffix)
+                       + _load(layer.backward_layer, t, None, bias, reorder, suffix + "_reverse"))
+        levels.append(layer)
+        size = directions * t["W_hh" + suffix].shape[0]
+    first = _masked_call(levels[0], t, a, dtype) if "lengths" in t else (
+        lambda t, init: levels[0](t["x"], initial_state=init))
+    mask = tf().constant(np.arange(T)[None, :] < t["lengths"].numpy()[:, None]) if (
+        "lengths" in t and a["route"] == "mask") else None
     k = len(states)
 
     def apply(t):
-        y, *last = call(t, [t[s][d] for d in range(2) for s in states])
-        return {"y": y, **{name: tf().stack([last[i], last[k + i]]) for i, name in enumerate(("h_n", "c_n")[:k])}}
+        last = {name: [] for name in ("h_n", "c_n")[:k]}
+        y = None
+        for level, layer in enumerate(levels):
+            init = [t[s][level * directions + d] for d in range(directions) for s in states]
+            out = first(t, init) if level == 0 else layer(y, initial_state=init, **({"mask": mask} if mask is not None
+                                                                                    else {}))
+            y, finals = out[0], out[1:]
+            for d in range(directions):
+                for i, name in enumerate(last):
+                    last[name].append(finals[d * k + i])
+        return {"y": y, **{name: tf().stack(v) for name, v in last.items()}}
 
     return Built(apply, params)
 
 
-@builder("stacked_lstm")
-def stacked_lstm(t, a, dtype):
-    return _stacked(_keras_lstm, _summed_bias(t), _same, t, dtype, ("h0", "c0"))
+def _rnn_stack(t, a, dtype, layers=None, directions=None):
+    return _stack(_simple_rnn(a), _summed_bias(t), _same, t, a, dtype, ("h0",), layers, directions)
 
 
-@builder("stacked_gru")
-def stacked_gru(t, a, dtype):
-    return _stacked(_keras_gru, _two_biases(t), _GRU_ORDER, t, dtype, ("h0",))
+def _lstm_stack(t, a, dtype, layers=None, directions=None):
+    return _stack(_keras_lstm, _summed_bias(t), _same, t, a, dtype, ("h0", "c0"), layers, directions)
 
 
-@builder("bidirectional_lstm")
-def bidirectional_lstm(t, a, dtype):
-    return _bidirectional(_keras_lstm, _summed_bias(t), _same, t, a, dtype, ("h0", "c0"))
+def _gru_stack(t, a, dtype, layers=None, directions=None):
+    return _stack(_keras_gru, _two_biases(t), _GRU_ORDER, t, a, dtype, ("h0",), layers, directions)
 
 
-@builder("bidirectional_gru")
-def bidirectional_gru(t, a, dtype):
-    return _bidirectional(_keras_gru, _two_biases(t), _GRU_ORDER, t, a, dtype, ("h0",))
+builder("stacked_rnn")(_rnn_stack)
+builder("stacked_lstm", refuses=_projection)(_lstm_stack)
+builder("stacked_gru")(_gru_stack)
+builder("bidirectional_rnn")(lambda t, a, dtype: _rnn_stack(t, a, dtype, 1, 2))
+builder("bidirectional_lstm", refuses=_projection)(lambda t, a, dtype: _lstm_stack(t, a, dtype, 1, 2))
+builder("bidirectional_gru")(lambda t, a, dtype: _gru_stack(t, a, dtype, 1, 2))
 
 
 # Variable-length sequences as Keras users give them: a boolean mask (N, T) passed as
@@ -185,13 +211,14 @@ def _masking_value(x, valid):
 
 
 MASKED = Convention(
-    {}, "a mask (mask= or a Masking layer: the case's route) keeps the state and passes no gradient at a padded step; y "
-        "there is the previous output repeated by default (zero_output_for_mask=False: padded_output 'repeat', the "
-        "state after the last valid step) or 0 (zero_output_for_mask=True: 'zeros'); return_sequences=False returns "
-        "the last step's output, so 0 for a short sequence under zero_output_for_mask=True; measured")
+    {}, "a mask (mask= or a Masking layer: the case's route) keeps the state and passes no gradient at a padded "
+        "step; y there is the previous output repeated by default (zero_output_for_mask=False: padded_output "
+        "'repeat', the state after the last valid step) or 0 (zero_output_for_mask=True: 'zeros'); "
+        "return_sequences=False returns the last step's output, so 0 for a short sequence under "
+        "zero_output_for_mask=True; measured")
 MASKED_BIDIRECTIONAL = Convention(
-    {}, "Bidirectional(merge_mode='concat') over a mask (mask= or a Masking layer: the case's route): the backward layer "
-        "(go_backwards) reads the whole padded sequence reversed, so its masked steps come first and keep the "
+    {}, "Bidirectional(merge_mode='concat') over a mask (mask= or a Masking layer: the case's route): the backward "
+        "layer (go_backwards) reads the whole padded sequence reversed, so its masked steps come first and keep the "
         "initial state: the valid part is processed reversed, as PyTorch's packed sequences do; Bidirectional forces "
         "zero_output_for_mask when it returns sequences, so y is 0 at padded steps; measured")
 
@@ -225,24 +252,29 @@ def _masked(make, bias, reorder, t, a, dtype, states):
     return Built(apply, params)
 
 
-@builder("masked_bidirectional_lstm", convention=MASKED_BIDIRECTIONAL)
-def masked_bidirectional_lstm(t, a, dtype):
-    return bidirectional_lstm(t, a, dtype)
+MASKED_STACKED = Convention(
+    {}, "a stack given the mask at every level (mask=; a Masking layer in front of the first under route "
+        "masking_layer), each level with zero_output_for_mask=True (0 at padded steps, as pad_packed_sequence), "
+        "bidirectional levels as in Bidirectional over a mask (the backward layer's padded steps come first and keep "
+        "the initial state); measured")
 
-
-@builder("masked_bidirectional_gru", convention=MASKED_BIDIRECTIONAL)
-def masked_bidirectional_gru(t, a, dtype):
-    return bidirectional_gru(t, a, dtype)
+for _name, _build, _fixed, _convention in (
+        ("masked_bidirectional_rnn", _rnn_stack, (1, 2), MASKED_BIDIRECTIONAL),
+        ("masked_bidirectional_lstm", _lstm_stack, (1, 2), MASKED_BIDIRECTIONAL),
+        ("masked_bidirectional_gru", _gru_stack, (1, 2), MASKED_BIDIRECTIONAL),
+        ("masked_stacked_rnn", _rnn_stack, (), MASKED_STACKED),
+        ("masked_stacked_lstm", _lstm_stack, (), MASKED_STACKED),
+        ("masked_stacked_gru", _gru_stack, (), MASKED_STACKED)):
+    builder(_name, convention=_convention, refuses=_projection)(
+        lambda t, a, dtype, _build=_build, _fixed=_fixed: _build(t, a, dtype, *_fixed))
 
 
 @builder("masked_rnn", convention=MASKED)
 def masked_rnn(t, a, dtype):
-    make = lambda t, dtype, **options: keras().layers.SimpleRNN(  # noqa: E731
-        activation=a["nonlinearity"], **{**_rnn_options(t, dtype), **options})
-    return _masked(make, _summed_bias(t), _same, t, a, dtype, ("h0",))
+    return _masked(_simple_rnn(a), _summed_bias(t), _same, t, a, dtype, ("h0",))
 
 
-@builder("masked_lstm", convention=MASKED)
+@builder("masked_lstm", convention=MASKED, refuses=_projection)
 def masked_lstm(t, a, dtype):
     return _masked(_keras_lstm, _summed_bias(t), _same, t, a, dtype, ("h0", "c0"))
 

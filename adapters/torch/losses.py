@@ -23,6 +23,12 @@ def huber(t, a, dtype):
     return nn().HuberLoss(reduction=a["reduction"], delta=a["delta"])(t["pred"], t["target"])
 
 
+@builder("smooth_l1")
+@stateless
+def smooth_l1(t, a, dtype):
+    return nn().SmoothL1Loss(reduction=a["reduction"], beta=a["beta"])(t["pred"], t["target"])
+
+
 @builder("cross_entropy", convention=Convention(
     {"empty_mean": "nan"},
     "a mean over no label (every label equal to ignore_index) is 0/0: the loss is NaN, and the gradient is 0 "

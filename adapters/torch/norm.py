@@ -1,23 +1,40 @@
-"""PyTorch builders: batch, layer, RMS and group normalization."""
+"""PyTorch builders: batch, layer, RMS, group and instance normalization."""
 
 from ...reference import Convention
 from ..base import Built, param
 from .core import builder, nn, set_, torch
 
 
+BATCH_NORMS = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
+
+
 def _batch_norm_module(t, a, dtype):
-    """BatchNorm1d for (N, C) and (N, C, L), BatchNorm2d for (N, C, H, W), holding gamma and beta.
-    momentum only moves the running statistics, which neither the output nor a gradient reads;
-    it is passed anyway (0.1 here is Keras' 0.9)."""
+    """BatchNorm1d for (N, C) and (N, C, L), BatchNorm2d for (N, C, H, W), BatchNorm3d for
+    (N, C, D, H, W); affine when gamma or beta is given (bias=False without beta; without
+    gamma its weight is held at 1). momentum only moves the running statistics, which
+    neither the output nor a gradient reads; it is passed anyway (0.1 here is Keras' 0.9)."""
     x = t["x"]
-    cls = nn().BatchNorm2d if x.ndim == 4 else nn().BatchNorm1d
-    bn = cls(x.shape[1], eps=a["eps"], momentum=0.1, affine=True, track_running_stats=True, dtype=dtype)
-    set_(bn.weight, t["gamma"])
-    set_(bn.bias, t["beta"])
-    return bn, (param(bn.weight, "gamma"), param(bn.bias, "beta"))
+    cls = getattr(nn(), BATCH_NORMS[x.ndim])
+    bn = cls(x.shape[1], eps=a["eps"], momentum=0.1, affine="gamma" in t or "beta" in t, track_running_stats=True,
+             bias="beta" in t, dtype=dtype)
+    return bn, _affine(bn, t)
 
 
-@builder("batch_norm", convention=Convention(
+def _batch_norm_refusal(case, training):
+    why, rank, eps = [], case.arrays["x"].ndim, case.attrs["eps"]
+    if rank not in BATCH_NORMS:
+        why.append(f"PyTorch's batch norm modules take (N, C) to (N, C, D, H, W) (BatchNorm1d/2d/3d); x has rank "
+                   f"{rank}")
+    if training and eps <= 0:
+        why.append(f"PyTorch's batch norm refuses eps <= 0 in training mode (ValueError 'batch_norm eps must be "
+                   f"positive during training, but got {eps}')")
+    if not training and eps < 0:
+        why.append(f"PyTorch's batch norm refuses eps < 0 (ValueError 'batch_norm eps must be non-negative, but got "
+                   f"{eps}')")
+    return why
+
+
+@builder("batch_norm", refuses=lambda case: _batch_norm_refusal(case, True), convention=Convention(
     {}, "training mode normalizes with the biased batch variance (stores the unbiased one in running_var); refuses "
         "N * prod(spatial) == 1; measured"))
 def batch_norm(t, a, dtype):
@@ -26,7 +43,7 @@ def batch_norm(t, a, dtype):
     return Built(lambda t: bn(t["x"]), params)
 
 
-@builder("batch_norm_inference")
+@builder("batch_norm_inference", refuses=lambda case: _batch_norm_refusal(case, False))
 def batch_norm_inference(t, a, dtype):
     bn, params = _batch_norm_module(t, a, dtype)
     set_(bn.running_mean, t["running_mean"])
@@ -77,3 +94,26 @@ def group_norm(t, a, dtype):
     x = t["x"]
     gn = nn().GroupNorm(a["groups"], x.shape[1], eps=a["eps"], affine="gamma" in t or "beta" in t, dtype=dtype)
     return Built(lambda t: gn(t["x"]), _affine(gn, t))
+
+
+INSTANCE_NORMS = {3: "InstanceNorm1d", 4: "InstanceNorm2d", 5: "InstanceNorm3d"}
+
+
+def _instance_norm_refusal(case):
+    why, rank = [], case.arrays["x"].ndim
+    if rank not in INSTANCE_NORMS:
+        why.append(f"PyTorch's instance norm modules take (N, C, L) to (N, C, D, H, W) (InstanceNorm1d/2d/3d); x has "
+                   f"rank {rank}")
+    return why
+
+
+@builder("instance_norm", refuses=_instance_norm_refusal, convention=Convention(
+    {}, "InstanceNorm1d/2d/3d(track_running_stats=False): statistics of each (sample, channel) over its spatial "
+        "positions, biased variance; affine when gamma or beta is given; takes eps <= 0 (the formula, unlike "
+        "BatchNorm); refuses one spatial position and fails on a batch of 0; measured"))
+def instance_norm(t, a, dtype):
+    x = t["x"]
+    norm = getattr(nn(), INSTANCE_NORMS[x.ndim])(x.shape[1], eps=a["eps"], momentum=0.1,
+                                                affine="gamma" in t or "beta" in t, track_running_stats=False,
+                                                bias="beta" in t, dtype=dtype).train()
+    return Built(lambda t: norm(t["x"]), _affine(norm, t))

@@ -15,11 +15,13 @@ from .core import builder, nn, set_, transpose
 def _recurrent(module, t, states=("h0",)):
     """Load the canonical weights into a one-layer batch-first module; apply returns
     y, h_n (and c_n) with the num_layers axis squeezed."""
-    for name, canonical, convert in (("weight_ih_l0", "W_ih", transpose), ("weight_hh_l0", "W_hh", transpose),
-                                     ("bias_ih_l0", "b_ih", None), ("bias_hh_l0", "b_hh", None)):
+    names = (("weight_ih_l0", "W_ih", transpose), ("weight_hh_l0", "W_hh", transpose),
+             ("bias_ih_l0", "b_ih", None), ("bias_hh_l0", "b_hh", None))
+    if "W_hr" in t:
+        names += (("weight_hr_l0", "W_hr", transpose),)
+    for name, canonical, convert in names:
         set_(getattr(module, name), t[canonical] if convert is None else convert(t[canonical]))
-    params = (param(module.weight_ih_l0, "W_ih", transpose), param(module.weight_hh_l0, "W_hh", transpose),
-              param(module.bias_ih_l0, "b_ih"), param(module.bias_hh_l0, "b_hh"))
+    params = tuple(param(getattr(module, name), canonical, convert or same) for name, canonical, convert in names)
 
     def apply(t):
         init = tuple(t[s].unsqueeze(0) for s in states)
@@ -30,19 +32,28 @@ def _recurrent(module, t, states=("h0",)):
     return Built(apply, params)
 
 
-def _recurrent_sizes(t):
-    return dict(input_size=t["W_ih"].shape[0], hidden_size=t["W_hh"].shape[0], num_layers=1, bias=True,
-                batch_first=True, dropout=0.0, bidirectional=False)
+def _recurrent_sizes(t, gates, suffix=""):
+    """One layer's sizes: the hidden size from W_ih (I, G H) (W_hh has P rows under a projection)."""
+    return dict(input_size=t["W_ih" + suffix].shape[0], hidden_size=t["W_ih" + suffix].shape[1] // gates,
+                num_layers=1, bias=True, batch_first=True, dropout=0.0, bidirectional=False)
+
+
+def _projection(case):
+    """nn.LSTM takes a projection smaller than its hidden size only."""
+    proj, hidden = case.attrs.get("proj_size", 0), case.arrays["c0"].shape[-1]
+    if proj and proj >= hidden:
+        return (f"torch.nn.LSTM requires proj_size < hidden_size ('proj_size has to be smaller than hidden_size'); "
+                f"proj_size {proj}, hidden size {hidden}")
 
 
 @builder("rnn")
 def rnn(t, a, dtype):
-    return _recurrent(nn().RNN(**_recurrent_sizes(t), nonlinearity=a["nonlinearity"], dtype=dtype), t)
+    return _recurrent(nn().RNN(**_recurrent_sizes(t, 1), nonlinearity=a["nonlinearity"], dtype=dtype), t)
 
 
-@builder("lstm")
+@builder("lstm", refuses=_projection)
 def lstm(t, a, dtype):
-    return _recurrent(nn().LSTM(**_recurrent_sizes(t), proj_size=0, dtype=dtype), t, ("h0", "c0"))
+    return _recurrent(nn().LSTM(**_recurrent_sizes(t, 4), proj_size=a["proj_size"], dtype=dtype), t, ("h0", "c0"))
 
 
 def _reset_before(case):
@@ -53,20 +64,26 @@ def _reset_before(case):
 
 @builder("gru", refuses=_reset_before)
 def gru(t, a, dtype):
-    return _recurrent(nn().GRU(**_recurrent_sizes(t), dtype=dtype), t)
+    return _recurrent(nn().GRU(**_recurrent_sizes(t, 3), dtype=dtype), t)
 
 
-def _deep(cls, t, layers, directions, states=("h0",), **options):
-    """nn.LSTM / nn.GRU with num_layers and bidirectional: torch's own parameter names
-    (weight_ih_l1, weight_ih_l0_reverse, ...) are the canonical ones, weights transposed;
-    states and final states are (L D, N, H) in both."""
-    H = t["W_hh_l0"].shape[0]
-    module = cls(input_size=t["W_ih_l0"].shape[0], hidden_size=H, num_layers=layers, bias=True, batch_first=True,
-                 dropout=0.0, bidirectional=directions == 2, **options)
+def _deep(cls, t, a, gates, layers=None, directions=None, states=("h0",), **options):
+    """nn.RNN / nn.LSTM / nn.GRU with num_layers and bidirectional (the case's attributes
+    where ``layers``/``directions`` are None): torch's own parameter names (weight_ih_l1,
+    weight_ih_l0_reverse, weight_hr_l0, ...) are the canonical ones, weights transposed;
+    states and final states are (L D, N, .) in both. A padded batch (lengths) runs as a
+    packed sequence, as in _packed."""
+    layers = a["num_layers"] if layers is None else layers
+    directions = (2 if a["bidirectional"] else 1) if directions is None else directions
+    module = cls(input_size=t["W_ih_l0"].shape[0], hidden_size=t["W_ih_l0"].shape[1] // gates, num_layers=layers,
+                 bias=True, batch_first=True, dropout=0.0, bidirectional=directions == 2, **options)
     params = ()
     for s in param_names(layers, directions):
         for weight, canonical, convert in (("weight_ih", "W_ih", transpose), ("weight_hh", "W_hh", transpose),
-                                           ("bias_ih", "b_ih", None), ("bias_hh", "b_hh", None)):
+                                           ("bias_ih", "b_ih", None), ("bias_hh", "b_hh", None),
+                                           ("weight_hr", "W_hr", transpose)):
+            if canonical + s not in t:  # W_hr: only with a projection
+                continue
             p = getattr(module, weight + s)
             set_(p, t[canonical + s] if convert is None else convert(t[canonical + s]))
             params += (param(p, canonical + s, convert or same),)
@@ -87,24 +104,24 @@ def _deep(cls, t, layers, directions, states=("h0",), **options):
     return Built(apply, params)
 
 
-@builder("stacked_lstm")
-def stacked_lstm(t, a, dtype):
-    return _deep(nn().LSTM, t, 2, 1, ("h0", "c0"), proj_size=0, dtype=dtype)
+def _rnn(t, a, dtype, layers=None, directions=None):
+    return _deep(nn().RNN, t, a, 1, layers, directions, nonlinearity=a["nonlinearity"], dtype=dtype)
 
 
-@builder("stacked_gru")
-def stacked_gru(t, a, dtype):
-    return _deep(nn().GRU, t, 2, 1, dtype=dtype)
+def _lstm(t, a, dtype, layers=None, directions=None):
+    return _deep(nn().LSTM, t, a, 4, layers, directions, ("h0", "c0"), proj_size=a["proj_size"], dtype=dtype)
 
 
-@builder("bidirectional_lstm")
-def bidirectional_lstm(t, a, dtype):
-    return _deep(nn().LSTM, t, 1, 2, ("h0", "c0"), proj_size=0, dtype=dtype)
+def _gru(t, a, dtype, layers=None, directions=None):
+    return _deep(nn().GRU, t, a, 3, layers, directions, dtype=dtype)
 
 
-@builder("bidirectional_gru")
-def bidirectional_gru(t, a, dtype):
-    return _deep(nn().GRU, t, 1, 2, dtype=dtype)
+builder("stacked_rnn")(_rnn)
+builder("stacked_lstm", refuses=_projection)(_lstm)
+builder("stacked_gru")(_gru)
+builder("bidirectional_rnn")(lambda t, a, dtype: _rnn(t, a, dtype, 1, 2))
+builder("bidirectional_lstm", refuses=_projection)(lambda t, a, dtype: _lstm(t, a, dtype, 1, 2))
+builder("bidirectional_gru")(lambda t, a, dtype: _gru(t, a, dtype, 1, 2))
 
 
 # ---- variable-length sequences
@@ -115,12 +132,12 @@ MASKED = Convention({}, "pack_padded_sequence(enforce_sorted=False) + pad_packed
                         "valid step; measured")
 
 
-def _packed(module_cls, t, a, dtype, states=("h0",), **options):
+def _packed(module_cls, gates, t, a, dtype, states=("h0",), **options):
     """A one-layer module run the way PyTorch users run a padded batch: pack_padded_sequence
     (enforce_sorted=False: the module sorts by length and unsorts states and outputs),
     the module on the packed sequence, pad_packed_sequence back to T with zeros."""
     rnn_utils = nn().utils.rnn
-    built = _recurrent(module_cls(**_recurrent_sizes(t), dtype=dtype, **options), t, states)
+    built = _recurrent(module_cls(**_recurrent_sizes(t, gates), dtype=dtype, **options), t, states)
     T = t["x"].shape[1]
 
     def apply(t):
@@ -145,26 +162,31 @@ def _repeated_output(case):
     return repeated + [why for why in [_keras_masking(case)] if why]
 
 
+def _masked_lstm_refusals(case):
+    return _repeated_output(case) + [why for why in [_projection(case)] if why]
+
+
+def _masked_deep_refusals(case):
+    return [why for why in (_keras_masking(case), _projection(case) if "c0" in case.arrays else None) if why]
+
+
 @builder("masked_rnn", convention=MASKED, refuses=_repeated_output)
 def masked_rnn(t, a, dtype):
-    return _packed(nn().RNN, t, a, dtype, nonlinearity=a["nonlinearity"])
+    return _packed(nn().RNN, 1, t, a, dtype, nonlinearity=a["nonlinearity"])
 
 
-@builder("masked_lstm", convention=MASKED, refuses=_repeated_output)
+@builder("masked_lstm", convention=MASKED, refuses=_masked_lstm_refusals)
 def masked_lstm(t, a, dtype):
-    return _packed(nn().LSTM, t, a, dtype, ("h0", "c0"), proj_size=0)
+    return _packed(nn().LSTM, 4, t, a, dtype, ("h0", "c0"), proj_size=a["proj_size"])
 
 
 @builder("masked_gru", convention=MASKED, refuses=_repeated_output)
 def masked_gru(t, a, dtype):
-    return _packed(nn().GRU, t, a, dtype)
+    return _packed(nn().GRU, 3, t, a, dtype)
 
 
-@builder("masked_bidirectional_lstm", convention=MASKED, refuses=_keras_masking)
-def masked_bidirectional_lstm(t, a, dtype):
-    return _deep(nn().LSTM, t, 1, 2, ("h0", "c0"), proj_size=0, dtype=dtype)
-
-
-@builder("masked_bidirectional_gru", convention=MASKED, refuses=_keras_masking)
-def masked_bidirectional_gru(t, a, dtype):
-    return _deep(nn().GRU, t, 1, 2, dtype=dtype)
+for _name, _build, _fixed in (("masked_bidirectional_rnn", _rnn, (1, 2)), ("masked_bidirectional_lstm", _lstm, (1, 2)),
+                              ("masked_bidirectional_gru", _gru, (1, 2)), ("masked_stacked_rnn", _rnn, ()),
+                              ("masked_stacked_lstm", _lstm, ()), ("masked_stacked_gru", _gru, ())):
+    builder(_name, convention=MASKED, refuses=_masked_deep_refusals)(
+        lambda t, a, dtype, _build=_build, _fixed=_fixed: _build(t, a, dtype, *_fixed))
