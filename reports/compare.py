@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import traceback
 
 import numpy as np
@@ -310,8 +311,14 @@ def _text(values: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
+_TRACED = re.compile(r"^\s*File \".*\n(?:\s{8,}.*\n)?|\x1b\[[0-9;]*m", re.MULTILINE)
+
+
 def _failure(e: BaseException) -> str:
-    return traceback.format_exception_only(type(e), e)[-1].strip()[:500]
+    """The exception in at most 500 characters. A traced function's error (tf.function, XLA) quotes
+    the user code it passed through before the message itself: those frames are left out, or the
+    cut would leave nothing but them (and a divergence's ``raises`` nothing to match)."""
+    return _TRACED.sub("", traceback.format_exception_only(type(e), e)[-1]).strip()[:500]
 
 
 def _tolerance(case: Case, reference, candidate) -> Tolerance:
