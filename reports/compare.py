@@ -416,7 +416,7 @@ def check(case: Case, reference, candidate) -> list[dict]:
     _precision(rows, case, conv, actual, expected if isinstance(reference, Oracle) else truth.outputs)
     if isinstance(reference, Oracle):  # against another framework, both sides' layers are in question
         localize(case, rows, truth, candidate.name, actual)
-    return _known(rows, case, reference, candidate, truth)
+    return _known(rows, case, reference, candidate, truth, expected, actual)
 
 
 def with_eager_distance(rows: list[dict], case: Case, runner) -> list[dict]:
@@ -438,12 +438,16 @@ def _version(runner) -> str:
         return f"unknown ({_failure(e)})"
 
 
-def _known(rows: list[dict], case: Case, reference, candidate, truth) -> list[dict]:
+def _known(rows: list[dict], case: Case, reference, candidate, truth, expected: dict | None = None,
+           actual: dict | None = None) -> list[dict]:
     """Rows that fail in a recorded, explained way become ``known_divergence``. Every
     row of a case inside a divergence's condition names it, passing or not, so the
     report can tell a divergence that no longer shows from one not reached.
     Against another framework, a divergence of either side can explain a row (the
-    candidate's are tried first)."""
+    candidate's are tried first). ``expected`` and ``actual`` ({kind: {name: array}},
+    None where a runner gave nothing) are what each row compared: a divergence that
+    explains only some positions (its ``outcome``) is checked element by element, and
+    so is its bound on every other position."""
     sides = [candidate] if isinstance(reference, Oracle) else [candidate, reference]
     divs = [d for runner in sides
             for d in known_divergences(case, runner.name, truth, getattr(runner, "mode", "eager"))]
@@ -451,7 +455,9 @@ def _known(rows: list[dict], case: Case, reference, candidate, truth) -> list[di
         return rows
     for r in rows:
         r["divergence"] = divs[0].key
-        div = next((d for d in divs if d.explains(r)), None) if r["status"] in ("fail", "error") else None
+        arrays = [(outputs or {}).get(r["kind"], {}).get(r["name"]) for outputs in (expected, actual)]
+        failed = r["status"] in ("fail", "error")
+        div = next((d for d in divs if d.explains(r, *arrays, case)), None) if failed else None
         if div is not None:
             r.update(status="known_divergence", divergence=div.key,
                      detail=f"[known divergence {div.key}] {r['detail']}".strip())
