@@ -23,7 +23,7 @@ from ..adapters.base import NotApplicable
 from ..reference import COT, FLOW, GRAD, LAYERS, OUT, Case, Oracle, evaluate, reached_edges, with_flow
 from ..reference import precise
 from .rows import COLUMNS
-from .divergences import KNOWN_DIVERGENCES, known_divergences
+from .divergences import KNOWN_DIVERGENCES, known_divergences, together
 from .localize import localize
 from .tolerances import EPS, PRECISION, Tolerance, at_step, tolerance_for
 
@@ -447,7 +447,9 @@ def _known(rows: list[dict], case: Case, reference, candidate, truth, expected: 
     candidate's are tried first). ``expected`` and ``actual`` ({kind: {name: array}},
     None where a runner gave nothing) are what each row compared: a divergence that
     explains only some positions (its ``outcome``) is checked element by element, and
-    so is its bound on every other position."""
+    so is its bound on every other position. Where several hold for the case and none
+    explains a row alone, they may together (``together``): a subnormal logit and a
+    zero logit of one weighted cross-entropy each take their own positions."""
     sides = [candidate] if isinstance(reference, Oracle) else [candidate, reference]
     divs = [d for runner in sides
             for d in known_divergences(case, runner.name, truth, getattr(runner, "mode", "eager"))]
@@ -461,4 +463,7 @@ def _known(rows: list[dict], case: Case, reference, candidate, truth, expected: 
         if div is not None:
             r.update(status="known_divergence", divergence=div.key,
                      detail=f"[known divergence {div.key}] {r['detail']}".strip())
+        elif failed and len(divs) > 1 and together(divs).explains(r, *arrays, case):
+            r.update(status="known_divergence",
+                     detail=f"[known divergences {' and '.join(d.key for d in divs)}, together] {r['detail']}".strip())
     return rows

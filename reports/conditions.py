@@ -106,6 +106,47 @@ def empty_in_another_shape(exact, got, *_):
     return np.bool_(exact.size == 0 and got.size == 0)
 
 
+def in_a_window_holding_nan(exact, got, case, row):
+    """the gradient of a cell in a max-pool window holding NaN (sent to another of its cells)"""
+    from ..reference.conv import pad_spatial, windows
+    from ..reference.pooling import pool_pads
+
+    a = case.attrs
+    x = case.arrays["x"].astype(np.float64)
+    if row["kind"] != "grad" or np.shape(exact) != x.shape or x.size == 0:
+        return np.zeros(np.shape(exact), dtype=bool)
+    xb = x if a.get("batched", True) else x[np.newaxis]
+    kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
+    dilation = (a["dilation_h"], a["dilation_w"])
+    pads, _ = pool_pads(xb, kernel, stride, dilation, a["padding"], a["pad_h"], a["pad_w"], a["ceil_mode"])
+    held = np.isnan(windows(pad_spatial(xb, pads, value=-np.inf), kernel, stride, dilation)).any(axis=(-2, -1))
+    marked = np.zeros(pad_spatial(xb, pads).shape, dtype=bool)
+    rows, cols = (stride[0] * np.arange(held.shape[2]), stride[1] * np.arange(held.shape[3]))
+    for i, j in np.ndindex(*kernel):  # every cell of every window that holds a NaN
+        marked[:, :, (i * dilation[0] + rows)[:, None], (j * dilation[1] + cols)[None, :]] |= held
+    (top, _), (left, _) = pads
+    marked = marked[:, :, top:top + xb.shape[2], left:left + xb.shape[3]]
+    return marked if a.get("batched", True) else marked[0]
+
+
+in_a_window_holding_nan.finite = True
+
+
+def missing_target_mass(exact, got, case, row):
+    """the logits' gradient off by at most |1 - sum t| softmax(z) times the cotangent and weight (softmax(z) - t)"""
+    a = case.arrays
+    if row["name"] != "logits" or "probs" not in a or np.shape(exact) != a["logits"].shape:
+        return np.zeros(np.shape(exact), dtype=bool)
+    z = a["logits"].astype(np.float64)
+    with np.errstate(all="ignore"):
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p = p / p.sum(axis=1, keepdims=True)
+    mass = np.abs(1.0 - a["probs"].astype(np.float64).sum(axis=1, keepdims=True))
+    g = max(float(np.abs(v).max(initial=0.0)) for v in case.cotangents.values())
+    w = float(np.abs(a["weight"]).max(initial=0.0)) if "weight" in a else 1.0
+    return np.abs(got - exact) <= mass * p * g * w * (1 + 1e-6) + row["atol"]
+
+
 def always(case, ev) -> bool:
     return True
 

@@ -173,6 +173,17 @@ class Divergence:
                 and (self.dtypes is None or case.dtype in self.dtypes) and bool(condition(case, evaluation)))
 
 
+def together(divergences: list[Divergence]) -> Divergence:
+    """Several divergences that hold for one case, as one: the positions any of their outcomes
+    marks, the largest of their bounds elsewhere (each holds over the whole case), any of their
+    error messages. None of them UNBOUNDED (that one explains alone)."""
+    outcomes = [d.outcome for d in divergences if d.outcome is not None]
+    bounds = [d.bound for d in divergences if d.bound is not None]
+    messages = [f"(?:{d.raises})" for d in divergences if d.raises is not None]
+    return Divergence(" and ".join(d.key for d in divergences), {}, bound=max(bounds, default=None),
+                      outcome=c.either(*outcomes) if outcomes else None, raises="|".join(messages) or None)
+
+
 def _differing(row: dict) -> int:
     """How many positions of a row held NaN or Inf on one side only (or of another kind)."""
     found = re.search(r"(\d+) position\(s\) differ", str(row.get("nonfinite") or ""))
@@ -220,13 +231,14 @@ KNOWN_DIVERGENCES: list[Divergence] = [
       TORCH, outcome=NAN_INF),
     D("torch-cross-entropy-ignored-row-nan", {("cross_entropy",): c.ignored_row_nonfinite}, TORCH,
       outcome=NAN_FINITE),
-    D("tf-cross-entropy-nonfinite-logits", {("cross_entropy",): c.holds("logits")}, TENSORFLOW, outcome=NAN_INF),
+    D("tf-cross-entropy-nonfinite-logits", {("cross_entropy",): c.holds("logits")}, TENSORFLOW, outcome=NAN_NOT_NAN),
     D("tf-softmax-cross-entropy-unnormalized-targets", {("cross_entropy",): c.targets_off_the_simplex}, TENSORFLOW,
-      bound=1.1),
+      outcome=c.missing_target_mass),
     D("tf-weighted-bce-kink-at-zero", {("binary_cross_entropy_with_logits",): c.pos_weight_at_zero_logit},
       TENSORFLOW, outcome=c.at_zero_logits),
     D("keras-loss-empty-batch", {("mse", "l1", "huber", "binary_cross_entropy_with_logits", "cross_entropy"):
-                                 c.empty_reduced_loss}, TENSORFLOW, outcome=c.empty_where_scalar),
+                                 c.empty_reduced_loss}, TENSORFLOW,
+      outcome=c.either(c.empty_where_scalar, c.zero_where_nan)),
     # ---- convolution and pooling
     D("tf-conv-nonfinite-spreads", {("conv1d", "conv2d", "conv_transpose2d"): c.NONFINITE_X}, TENSORFLOW,
       outcome=NAN_NOT_NAN),
@@ -235,7 +247,7 @@ KNOWN_DIVERGENCES: list[Divergence] = [
     D("tf-conv-float32-empty-batch-shape", {("conv1d", "conv2d", "conv_transpose2d"): c.empty_batch_changes_shape},
       TENSORFLOW, F32, outcome=c.empty_in_another_shape, raises=r"Incompatible shapes: \[0,"),
     D("tf-max-pool-skips-nan", {("max_pool2d",): c.NONFINITE_X}, TENSORFLOW,
-      outcome=c.either(c.finite_where_nan, c.lowest_where_minus_inf)),
+      outcome=c.either(c.finite_where_nan, c.lowest_where_minus_inf, c.in_a_window_holding_nan)),
     # ---- normalization
     D("tf-batch-norm-inference-folded-scale", {("batch_norm_inference",): c.NONFINITE_X}, TENSORFLOW,
       outcome=NAN_INF),

@@ -11,7 +11,8 @@ import pytest
 from gradparity.reference import GRAD, OUT, Case, Oracle
 from gradparity.reports import conditions as c
 from gradparity.reports.compare import check
-from gradparity.reports.divergences import KNOWN_DIVERGENCES, UNBOUNDED, Divergence, divergence_notes, undeclared
+from gradparity.reports.divergences import (KNOWN_DIVERGENCES, UNBOUNDED, Divergence, divergence_notes, together,
+                                           undeclared)
 
 ALWAYS = {("relu",): c.always}
 
@@ -91,6 +92,15 @@ def test_an_error_is_explained_only_by_the_message_it_declares():
     assert div.explains({"status": "error", "detail": "torch: RuntimeError: Cannot pack empty tensors."})
     assert not div.explains({"status": "error", "detail": "torch: RuntimeError: CUDA out of memory"})
     assert not Divergence("k", ALWAYS, bound=1.0).explains({"status": "error", "detail": "anything"})
+
+
+def test_two_divergences_of_one_case_explain_a_row_together_and_no_further():
+    a, b = Divergence("a", ALWAYS, outcome=c.zero_where_nan), Divergence("b", ALWAYS, outcome=c.nan_where_finite)
+    row = {"status": "fail", "atol": 1e-10, "scale": 2.0}
+    exact, got = np.array([np.nan, 1.0, 2.0]), np.array([0.0, np.nan, 2.0])
+    assert not a.explains(row, exact, got) and not b.explains(row, exact, got)
+    assert together([a, b]).explains(row, exact, got)
+    assert not together([a, b]).explains(row, exact, got + [0.0, 0.0, 0.5])
 
 
 def softplus_case():
