@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import traceback
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..adapters.base import NotApplicable
 from ..reference import COT, FLOW, GRAD, LAYERS, OUT, Case, Oracle, evaluate, reached_edges, with_flow
 from ..reference import precise
 from .rows import COLUMNS
-from .divergences import KNOWN_DIVERGENCES, known_divergences
+from .divergences import KNOWN_DIVERGENCES, known_divergences, together
 from .localize import localize
 from .tolerances import EPS, PRECISION, Tolerance, at_step, tolerance_for
 
@@ -310,8 +311,14 @@ def _text(values: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
+_TRACED = re.compile(r"^\s*File \".*\n(?:\s{8,}.*\n)?|\x1b\[[0-9;]*m", re.MULTILINE)
+
+
 def _failure(e: BaseException) -> str:
-    return traceback.format_exception_only(type(e), e)[-1].strip()[:500]
+    """The exception in at most 500 characters. A traced function's error (tf.function, XLA) quotes
+    the user code it passed through before the message itself: those frames are left out, or the
+    cut would leave nothing but them (and a divergence's ``raises`` nothing to match)."""
+    return _TRACED.sub("", traceback.format_exception_only(type(e), e)[-1]).strip()[:500]
 
 
 def _tolerance(case: Case, reference, candidate) -> Tolerance:
@@ -409,7 +416,7 @@ def check(case: Case, reference, candidate) -> list[dict]:
     _precision(rows, case, conv, actual, expected if isinstance(reference, Oracle) else truth.outputs)
     if isinstance(reference, Oracle):  # against another framework, both sides' layers are in question
         localize(case, rows, truth, candidate.name, actual)
-    return _known(rows, case, reference, candidate, truth)
+    return _known(rows, case, reference, candidate, truth, expected, actual)
 
 
 def with_eager_distance(rows: list[dict], case: Case, runner) -> list[dict]:
@@ -431,12 +438,18 @@ def _version(runner) -> str:
         return f"unknown ({_failure(e)})"
 
 
-def _known(rows: list[dict], case: Case, reference, candidate, truth) -> list[dict]:
+def _known(rows: list[dict], case: Case, reference, candidate, truth, expected: dict | None = None,
+           actual: dict | None = None) -> list[dict]:
     """Rows that fail in a recorded, explained way become ``known_divergence``. Every
     row of a case inside a divergence's condition names it, passing or not, so the
     report can tell a divergence that no longer shows from one not reached.
     Against another framework, a divergence of either side can explain a row (the
-    candidate's are tried first)."""
+    candidate's are tried first). ``expected`` and ``actual`` ({kind: {name: array}},
+    None where a runner gave nothing) are what each row compared: a divergence that
+    explains only some positions (its ``outcome``) is checked element by element, and
+    so is its bound on every other position. Where several hold for the case and none
+    explains a row alone, they may together (``together``): a subnormal logit and a
+    zero logit of one weighted cross-entropy each take their own positions."""
     sides = [candidate] if isinstance(reference, Oracle) else [candidate, reference]
     divs = [d for runner in sides
             for d in known_divergences(case, runner.name, truth, getattr(runner, "mode", "eager"))]
@@ -444,8 +457,13 @@ def _known(rows: list[dict], case: Case, reference, candidate, truth) -> list[di
         return rows
     for r in rows:
         r["divergence"] = divs[0].key
-        div = next((d for d in divs if d.explains(r)), None) if r["status"] in ("fail", "error") else None
+        arrays = [(outputs or {}).get(r["kind"], {}).get(r["name"]) for outputs in (expected, actual)]
+        failed = r["status"] in ("fail", "error")
+        div = next((d for d in divs if d.explains(r, *arrays, case)), None) if failed else None
         if div is not None:
             r.update(status="known_divergence", divergence=div.key,
                      detail=f"[known divergence {div.key}] {r['detail']}".strip())
+        elif failed and len(divs) > 1 and together(divs).explains(r, *arrays, case):
+            r.update(status="known_divergence",
+                     detail=f"[known divergences {' and '.join(d.key for d in divs)}, together] {r['detail']}".strip())
     return rows

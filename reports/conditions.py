@@ -1,4 +1,5 @@
-"""The conditions of known divergences: where, over a case's data, a framework is known to differ.
+"""The conditions of known divergences: where, over a case's data, a framework is known to differ;
+and their outcomes: what the framework returns there, position by position.
 
 Each condition is a named predicate ``(case, evaluation) -> bool``: the case, and
 the oracle's answer for it (``reference.Evaluation``: its outputs and the forward
@@ -6,6 +7,14 @@ pass's residuals), so a condition that needs a layer's intermediate values reads
 them from the answer the check already has instead of running the layer again.
 ``divergences.py`` says which layers, frameworks and dtypes each condition
 speaks for; ``divergences.toml`` says what happens there and what was measured.
+
+Each outcome is a named function ``(exact, got, case, row) -> bool array`` over one
+compared tensor (the oracle's answer, the framework's, the case and the row that
+compared them): the positions that hold what the divergence explains, "NaN where
+the exact value is finite". Its docstring's first line says it in words (the
+report shows it). Most read the two values alone; an outcome that marks finite
+values by where they are rather than by what they are (the elements a kink
+reaches) says so with ``finite = True``, and the canary leaves its cases alone.
 """
 
 from __future__ import annotations
@@ -16,6 +25,127 @@ from ..reference.activations import SELU_ALPHA, SELU_SCALE
 from ..reference.attention import mha_row_without_keys
 from ..reference.models import exact_kinks
 from .tolerances import DEFAULT, EPS, at_step, tolerance_for
+
+
+# ---- outcomes: what a framework returns inside a divergence, position by position
+
+def nan_where_finite(exact, got, *_):
+    """NaN where the exact value is finite"""
+    return np.isnan(got) & np.isfinite(exact)
+
+
+def nan_where_inf(exact, got, *_):
+    """NaN where the exact value is +-Inf"""
+    return np.isnan(got) & np.isinf(exact)
+
+
+def nan_where_not_nan(exact, got, *_):
+    """NaN where the exact value is finite or +-Inf"""
+    return np.isnan(got) & ~np.isnan(exact)
+
+
+def inf_where_finite(exact, got, *_):
+    """+-Inf where the exact value is finite"""
+    return np.isinf(got) & np.isfinite(exact)
+
+
+def nonfinite_where_finite(exact, got, *_):
+    """NaN or +-Inf where the exact value is finite"""
+    return ~np.isfinite(got) & np.isfinite(exact)
+
+
+def zero_where_nan(exact, got, *_):
+    """0 where the exact value is NaN"""
+    return (got == 0) & np.isnan(exact)
+
+
+def finite_where_nan(exact, got, *_):
+    """a finite value where the exact value is NaN"""
+    return np.isfinite(got) & np.isnan(exact)
+
+
+def nonfinite_where_other(exact, got, *_):
+    """NaN or +-Inf where the exact value is another value (finite, or the other non-finite one)"""
+    same = (np.isnan(exact) & np.isnan(got)) | (np.isinf(exact) & (exact == got))
+    return ~np.isfinite(got) & ~same
+
+
+def lowest_where_minus_inf(exact, got, *_):
+    """the lowest finite float where the exact value is -Inf"""
+    return np.isneginf(exact) & np.isfinite(got) & (got <= -np.finfo(np.float32).max)
+
+
+def unclipped(exact, got, case, row):
+    """the tensor unclipped where the exact value is clipped to 0"""
+    given = case.arrays.get(row["name"])
+    if given is None or np.shape(given) != np.shape(exact):
+        return np.zeros(np.shape(exact), dtype=bool)
+    return (exact == 0) & (np.abs(got - given.astype(np.float64)) <= row["atol"])
+
+
+def either(*outcomes):
+    """An outcome: the positions any of ``outcomes`` marks."""
+    def outcome(exact, got, *rest):
+        marked = np.zeros(np.shape(exact), dtype=bool)
+        for o in outcomes:
+            marked = marked | o(exact, got, *rest)
+        return marked
+
+    outcome.__name__ = " | ".join(o.__name__ for o in outcomes)
+    outcome.__doc__ = " or ".join(o.__doc__.strip().splitlines()[0] for o in outcomes)
+    outcome.finite = any(getattr(o, "finite", False) for o in outcomes)
+    return outcome
+
+
+def empty_where_scalar(exact, got, *_):
+    """an empty tensor, shape (0,), where the exact value is a scalar"""
+    return np.bool_(exact.ndim == 0 and got.shape == (0,))
+
+
+def empty_in_another_shape(exact, got, *_):
+    """an empty tensor of another shape where the exact value is empty"""
+    return np.bool_(exact.size == 0 and got.size == 0)
+
+
+def in_a_window_holding_nan(exact, got, case, row):
+    """the gradient of a cell in a max-pool window holding NaN (sent to another of its cells)"""
+    from ..reference.conv import pad_spatial, windows
+    from ..reference.pooling import pool_pads
+
+    a = case.attrs
+    x = case.arrays["x"].astype(np.float64)
+    if row["kind"] != "grad" or np.shape(exact) != x.shape or x.size == 0:
+        return np.zeros(np.shape(exact), dtype=bool)
+    xb = x if a.get("batched", True) else x[np.newaxis]
+    kernel, stride = (a["kernel_h"], a["kernel_w"]), (a["stride_h"], a["stride_w"])
+    dilation = (a["dilation_h"], a["dilation_w"])
+    pads, _ = pool_pads(xb, kernel, stride, dilation, a["padding"], a["pad_h"], a["pad_w"], a["ceil_mode"])
+    held = np.isnan(windows(pad_spatial(xb, pads, value=-np.inf), kernel, stride, dilation)).any(axis=(-2, -1))
+    marked = np.zeros(pad_spatial(xb, pads).shape, dtype=bool)
+    rows, cols = (stride[0] * np.arange(held.shape[2]), stride[1] * np.arange(held.shape[3]))
+    for i, j in np.ndindex(*kernel):  # every cell of every window that holds a NaN
+        marked[:, :, (i * dilation[0] + rows)[:, None], (j * dilation[1] + cols)[None, :]] |= held
+    (top, _), (left, _) = pads
+    marked = marked[:, :, top:top + xb.shape[2], left:left + xb.shape[3]]
+    return marked if a.get("batched", True) else marked[0]
+
+
+in_a_window_holding_nan.finite = True
+
+
+def missing_target_mass(exact, got, case, row):
+    """the logits' gradient off by at most |1 - sum t| softmax(z) times the cotangent and weight (softmax(z) - t)"""
+    a = case.arrays
+    if row["name"] != "logits" or "probs" not in a or np.shape(exact) != a["logits"].shape:
+        return np.zeros(np.shape(exact), dtype=bool)
+    z = a["logits"].astype(np.float64)
+    with np.errstate(all="ignore"):
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p = p / p.sum(axis=1, keepdims=True)
+    mass = np.abs(1.0 - a["probs"].astype(np.float64).sum(axis=1, keepdims=True))
+    g = max(float(np.abs(v).max(initial=0.0)) for v in case.cotangents.values())
+    w = float(np.abs(a["weight"]).max(initial=0.0)) if "weight" in a else 1.0
+    return np.abs(got - exact) <= mass * p * g * w * (1 + 1e-6) + row["atol"]
 
 
 def always(case, ev) -> bool:
@@ -69,6 +199,25 @@ def subnormal_logits_with_pos_weight(case, ev) -> bool:
     return "pos_weight" in case.arrays and bool(np.any(_subnormal(case.arrays["logits"])))
 
 
+FLUSHED = {"l1": ("pred", "target"), "binary_cross_entropy_with_logits": ("logits",)}  # else x
+
+
+def at_flushed_inputs(exact, got, case, row):
+    """any value at the elements of a subnormal input (and of a max-pool window's 0 it ties with)"""
+    a = case.arrays
+    inputs = [a[n] for n in FLUSHED.get(case.layer, ("x",))]
+    if case.layer == "l1":
+        inputs.append(a["pred"] - a["target"])  # the difference, flushed where it is subnormal
+    marked = np.zeros(np.shape(exact), dtype=bool)
+    for v in inputs:
+        if v.shape == marked.shape:
+            marked |= _subnormal(v) | ((v == 0) if case.layer == "max_pool2d" else False)
+    return marked
+
+
+at_flushed_inputs.finite = True
+
+
 # ---- activations
 
 def exp_minus_one_loses(case, ev) -> bool:
@@ -107,6 +256,20 @@ def softplus_threshold_shows(case, ev) -> bool:
     return gap > tolerance_for("softplus", "tensorflow", case.dtype).rtol
 
 
+def on_the_softplus_curve(exact, got, case, row):
+    """the curve, log(1 + e^(beta x)) / beta (gradient g sigmoid(beta x)), where the exact value is the line"""
+    beta, x = case.attrs["beta"], case.arrays["x"].astype(np.float64)
+    with np.errstate(all="ignore"):
+        z = beta * x
+        if row["kind"] == "out":
+            curve = np.logaddexp(0.0, z) / beta
+        else:
+            curve = case.cotangents["y"].astype(np.float64) / (1.0 + np.exp(-z))
+        # the framework rounds beta x, the curve and the quotient in the case dtype: a few eps of each
+        close = np.abs(got - curve) <= row["atol"] + 8 * EPS[case.dtype] * (1.0 + np.abs(z)) * np.abs(curve)
+    return (z > case.attrs["threshold"]) & close
+
+
 def softplus_overflows_below_threshold(case, ev) -> bool:
     """float32 exp(beta x) overflows (beta x > log(max)) where beta x is still at or below the threshold."""
     bx = case.attrs["beta"] * _x(case).astype(np.float64)
@@ -121,27 +284,76 @@ def elu_nan_with_alpha(case, ev) -> bool:
     return case.attrs["alpha"] != 1.0 and NAN_X(case, ev)
 
 
+def alpha_g_at_nan(exact, got, case, row):
+    """alpha g (the gradient) where x is NaN"""
+    if row["kind"] != "grad":
+        return np.zeros(np.shape(exact), dtype=bool)
+    alpha_g = case.attrs["alpha"] * case.cotangents["y"].astype(np.float64)
+    return np.isnan(case.arrays["x"]) & (np.abs(got - alpha_g) <= row["atol"] + 4 * EPS[case.dtype] * np.abs(alpha_g))
+
+
 # ---- the residual block
+
+def _residual_subnormal(case):
+    """(N, H): where x W1 + b1 of a residual block is subnormal in the case's dtype."""
+    a = case.arrays
+    h = a["x"].astype(np.float64) @ a["W1"].astype(np.float64) + a["b1"]
+    return (h != 0) & (np.abs(h) < np.finfo(case.dtype).tiny)
+
 
 def subnormal_pre_activation(case, ev) -> bool:
     """x W1 + b1 of a residual block is subnormal somewhere in the case's dtype."""
-    a = case.arrays
-    h = a["x"].astype(np.float64) @ a["W1"].astype(np.float64) + a["b1"]
-    return bool(np.any((h != 0) & (np.abs(h) < np.finfo(case.dtype).tiny)))
+    return bool(np.any(_residual_subnormal(case)))
 
 
-def residual_relu_near_kink(case, ev) -> bool:
-    """A residual block whose pre-activation h = x W1 + b1 lies, somewhere, where the
-    rounding of its I + 1 terms in the case dtype decides ReLU's side: |h| within
-    (I + 1) eps sum|terms| of 0 with some term nonzero (an exact 0 of cancelling terms
-    included), or under (I + 1) tiny, where a product flushed or rounded in the
-    subnormal range moves it."""
+def _residual_near_kink(case):
+    """(N, H): where the pre-activation h = x W1 + b1 lies where the rounding of its I + 1
+    terms in the case dtype decides ReLU's side: |h| within (I + 1) eps sum|terms| of 0
+    with some term nonzero (an exact 0 of cancelling terms included), or under (I + 1)
+    tiny, where a product flushed or rounded in the subnormal range moves it."""
     a = {k: v.astype(np.float64) for k, v in case.arrays.items()}
     h = a["x"] @ a["W1"] + a["b1"]
     size = np.abs(a["x"]) @ np.abs(a["W1"]) + np.abs(a["b1"])
     terms = a["W1"].shape[0] + 1
     near = (np.abs(h) <= terms * EPS[case.dtype] * size) | (np.abs(h) < terms * np.finfo(case.dtype).tiny)
-    return bool(np.any((size > 0) & near))
+    return (size > 0) & near
+
+
+def residual_relu_near_kink(case, ev) -> bool:
+    """A residual block whose pre-activation h = x W1 + b1 lies, somewhere, where rounding
+    decides ReLU's side (``_residual_near_kink``)."""
+    return bool(np.any(_residual_near_kink(case)))
+
+
+def _kink_reach(units):
+    """An outcome: a residual block's elements that the ReLU units ``units(case)`` (N, H)
+    reach, each off by at most what passing or blocking those units moves it: the
+    cotangent arriving at a unit, c = g W2^T, in gb1, gW1 (x^T c) and gx (c W1^T); the
+    unit's output, within rounding of 0, in y and gW2."""
+    def reach(exact, got, case, row):
+        a = {k: v.astype(np.float64) for k, v in case.arrays.items()}
+        at = units(case).astype(np.float64)
+        g = case.cotangents["y"].astype(np.float64)
+        c = np.abs(g @ a["W2"].T) * at  # (N, H): what flipping each unit moves
+        h = np.abs(a["x"] @ a["W1"] + a["b1"]) * at  # (N, H): the unit's output, either side
+        moved = {"b1": c.sum(axis=0), "W1": np.abs(a["x"]).T @ c, "x": c @ np.abs(a["W1"]).T,
+                 "W2": h.T @ np.abs(g), "y": h @ np.abs(a["W2"])}.get(row["name"])
+        if moved is None or moved.shape != np.shape(exact):
+            return np.zeros(np.shape(exact), dtype=bool)
+        return (moved > 0) & (np.abs(got - exact) <= moved + row["atol"])
+
+    reach.finite = True
+    return reach
+
+
+kink_reach = _kink_reach(_residual_near_kink)
+kink_reach.__name__ = "kink_reach"
+kink_reach.__doc__ = ("the elements a ReLU unit within rounding of its kink reaches, off by at most what passing or "
+                      "blocking it moves them")
+flushed_unit_reach = _kink_reach(_residual_subnormal)
+flushed_unit_reach.__name__ = "flushed_unit_reach"
+flushed_unit_reach.__doc__ = ("the elements a ReLU unit with a subnormal pre-activation (flushed to 0) reaches, off "
+                              "by at most what blocking it moves them")
 
 
 # ---- losses
@@ -164,6 +376,18 @@ def targets_off_the_simplex(case, ev) -> bool:
 
 def pos_weight_at_zero_logit(case, ev) -> bool:
     return "pos_weight" in case.arrays and bool(np.any(case.arrays["logits"] == 0))
+
+
+def at_zero_logits(exact, got, case, row):
+    """the logits' gradient where the logit is exactly 0, short of at most (1 + (pw - 1) t) / 2 times its weight"""
+    a = case.arrays
+    if row["name"] != "logits" or np.shape(exact) != a["logits"].shape:
+        return np.zeros(np.shape(exact), dtype=bool)
+    weight = a["weight"] if "weight" in a else 1.0
+    scale = 1.0 / a["logits"].size if case.attrs["reduction"] == "mean" else 1.0
+    g = case.cotangents.get("loss", np.ones(()))
+    missing = np.abs((1 + (a["pos_weight"] - 1) * a["targets"]) / 2 * weight * scale * g)
+    return (a["logits"] == 0) & (np.abs(got - exact) <= missing * (1 + 1e-6) + row["atol"])
 
 
 def empty_reduced_loss(case, ev) -> bool:

@@ -142,8 +142,10 @@ def localize(case, rows: list[dict], truth, framework: str, actual: dict) -> lis
     cases = {s.name: (c, e) for s, c, e in step_cases(case, residuals, truth.outputs[COT])}
     keys = []
     for _, step, gap in found:
+        # A finite gap within what the divergence explains at finite positions, or NaN and Inf
+        # placed otherwise (an infinite gap) where it declares an outcome for them.
         known = [d for d in known_divergences(*cases[step.name][:1], framework, cases[step.name][1])
-                 if d.bound is None or gap <= d.bound]
+                 if gap <= d.finite_reach or (np.isinf(gap) and d.outcome is not None)]
         if not known:
             return rows  # a step diverges for a reason nobody recorded, or further than recorded: rows fail
         keys.append((known[0].key, step.name))

@@ -8,6 +8,7 @@ import pytest
 from gradparity.adapters.base import NotApplicable
 from gradparity.reference import GRAD, OUT, Case, Oracle
 from gradparity.reports.compare import check, tensor_errors
+from gradparity.reports.conditions import zero_where_nan
 from gradparity.reports.divergences import Divergence
 from gradparity.reports.tolerances import DEFAULT, EPS
 
@@ -81,14 +82,14 @@ def test_what_each_side_returned_and_what_was_flushed_are_said():
     assert m["flushed"] == "1 of 2" and m["ok"]  # invisible to the tolerance, said in its own column
 
 
-def test_a_positions_divergence_explains_only_where_non_finite_values_land():
-    div = Divergence("k", {("relu",): lambda case, ev: True}, positions=True)
-    moved_nan = tensor_errors(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), 0.0, "float64", 1e-10)
-    also_off = tensor_errors(np.array([np.nan, 1.0]), np.array([0.0, 1.1]), 0.0, "float64", 1e-10)
+def test_an_outcome_divergence_explains_only_where_non_finite_values_land():
+    div = Divergence("k", {("relu",): lambda case, ev: True}, outcome=zero_where_nan)
+    exact = np.array([np.nan, 1.0])
+    for got, explained in [([0.0, 1.0], True), ([0.0, 1.1], False)]:  # a finite position off too: still a failure
+        row = {**tensor_errors(exact, np.array(got), 0.0, "float64", 1e-10), "status": "fail"}
+        assert div.explains(row, exact, np.array(got)) is explained
     finite_off = tensor_errors(np.array([2.0, 1.0]), np.array([2.0, 1.1]), 0.0, "float64", 1e-10)
-    assert div.explains({**moved_nan, "status": "fail"})
-    assert not div.explains({**also_off, "status": "fail"})  # a finite position off too: still a failure
-    assert not div.explains({**finite_off, "status": "fail"})
+    assert not div.explains({**finite_off, "status": "fail"}, np.array([2.0, 1.0]), np.array([2.0, 1.1]))
 
 
 def test_shape_mismatch_fails_with_both_shapes():

@@ -58,7 +58,8 @@ def test_every_divergence_has_its_prose_and_all_prose_is_used():
     assert sorted(set(keys) - set(prose)) == [], "divergences without a reason in divergences.toml"
     assert sorted(set(prose) - set(keys)) == [], "prose in divergences.toml that no divergence uses"
     for key in keys:
-        assert set(prose[key]) == {"reason", "measured"} and all(v.strip() for v in prose[key].values()), key
+        assert {"reason", "measured"} <= set(prose[key]) <= {"reason", "measured", "why_unbounded"}, key
+        assert all(v.strip() for v in prose[key].values()), key
 
 
 def test_every_builtin_layer_names_its_family():
@@ -85,7 +86,8 @@ def test_either_sides_divergence_explains_a_row_of_two_frameworks(monkeypatch):
     case = Case("relu", "float64", {}, {"x": np.ones((2,))}, {"y": np.ones((2,))})
     monkeypatch.setattr(divergences, "KNOWN_DIVERGENCES", [
         divergences.Divergence("the-candidates-bounded-one", {("relu",): lambda c, ev: True}, ("cand",), bound=1e-12),
-        divergences.Divergence("the-references-unbounded-one", {("relu",): lambda c, ev: True}, ("ref",))])
+        divergences.Divergence("the-references-unbounded-one", {("relu",): lambda c, ev: True}, ("ref",),
+                               bound=divergences.UNBOUNDED)])
     rows = {r["name"]: r for r in check(case, Fixed("ref", 1.0), Fixed("cand", 2.0))}
     assert rows["y"]["status"] == "known_divergence"
     assert rows["y"]["divergence"] == "the-references-unbounded-one"
