@@ -42,6 +42,16 @@ def suite(report_dir: Path, *extra, cwd: Path, k=SMALL, check=True):
                       cwd=cwd, check=check)
 
 
+def pytest_without_xdist(report_dir: Path, k: str, *, cwd: Path):
+    """The installed suite run by pytest itself, one process, from ``cwd`` (never the repository)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q",
+                           "--pyargs", "gradparity.tests.test_gradients", "-k", k, "--report-dir", str(report_dir)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
 def keys(df: pd.DataFrame) -> set:
     return set(map(tuple, df[KEY].values))
 
@@ -78,12 +88,7 @@ def test_the_command_runs_from_any_directory_into_an_existing_report_dir(tmp_pat
 
 @needs_framework
 def test_pytest_without_xdist_works(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q",
-                           "--pyargs", "gradparity.tests.test_gradients", "-k", f"relu-{FRAMEWORK}-float32",
-                           "--report-dir", str(tmp_path / "D")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pytest_without_xdist(tmp_path / "D", f"relu-{FRAMEWORK}-float32", cwd=tmp_path)
     assert len(read_rows(tmp_path / "D")) > 0
 
 
@@ -351,12 +356,7 @@ def test_the_terminal_says_which_group_failed_and_how_to_replay_it(tmp_path):
 
 @needs_framework
 def test_pytest_and_gradparity_run_check_the_same_cases(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-q",
-                           "--pyargs", "gradparity.tests.test_gradients", "-k", f"dense and {FRAMEWORK}",
-                           "--report-dir", str(tmp_path / "P")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pytest_without_xdist(tmp_path / "P", f"dense and {FRAMEWORK}", cwd=tmp_path)
     gradparity("run", "-k", "dense", "--frameworks", FRAMEWORK, "--report-dir", str(tmp_path / "G"), cwd=tmp_path)
     by_pytest, by_command = read_rows(tmp_path / "P"), read_rows(tmp_path / "G")
     assert len(by_pytest) > 0

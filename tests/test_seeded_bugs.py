@@ -6,7 +6,6 @@ catch every one of them."""
 import numpy as np
 import pytest
 
-from gradparity.adapters import ADAPTERS
 from gradparity.reference import GRAD, LAYERS, Oracle
 from gradparity.reports.compare import check
 from gradparity.tests.plan import plan
@@ -29,21 +28,13 @@ class AtEdge:
         return {**got, GRAD: {n: (np.asarray(g) * SLIP).astype(g.dtype) for n, g in got[GRAD].items()}}
 
 
-def _runner(framework):
-    runner = ADAPTERS[framework]
-    ok, why = runner.available()
-    if not ok:
-        pytest.skip(why)
-    return runner
-
-
 @pytest.mark.parametrize("layer, framework, edge", [
     ("conv2d", "tensorflow", "batch_1"),
     ("max_pool2d", "tensorflow", "stride_over_kernel"),
     ("conv2d", "torch", "depthwise"),
     ("batch_norm", "torch", "batch_1_spatial")])
-def test_broken_on_purpose_a_bug_at_one_edge_is_caught_by_the_planned_cases(layer, framework, edge):
-    runner = _runner(framework)
+def test_broken_on_purpose_a_bug_at_one_edge_is_caught_by_the_planned_cases(layer, framework, edge, runner_for):
+    runner = runner_for(framework)
     (at,) = [e for e in LAYERS[layer].edges if e.name == edge]
     planned = plan(layer, framework, "float32", active_profile().plan_for("eager"), runner)
     broken = AtEdge(runner, at)
@@ -52,10 +43,10 @@ def test_broken_on_purpose_a_bug_at_one_edge_is_caught_by_the_planned_cases(laye
     assert caught, f"no planned {layer} case of {framework} reaches {edge}, or none flags a gradient off by {SLIP}"
 
 
-def test_broken_on_purpose_a_hook_on_the_accumulated_gradient_is_seen(monkeypatch):
+def test_broken_on_purpose_a_hook_on_the_accumulated_gradient_is_seen(monkeypatch, runner_for):
     """A hook after AccumulateGrad changes only what ``.grad`` holds, as it would in a user's
     training loop; ``torch.autograd.grad`` would never run it."""
-    runner = _runner("torch")
+    runner = runner_for("torch")
     original = runner.builders.build["dense"]
 
     def slip(leaf):
