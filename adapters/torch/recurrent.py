@@ -6,6 +6,9 @@ weight_ih_l0 (G H, I) and weight_hh_l0 (G H, H), in torch's own gate order
 they are. The modules take and return states with a leading num_layers axis.
 """
 
+import dataclasses
+import warnings
+
 from ...reference import Convention
 from ...reference.recurrent import param_names
 from ..base import Built, param, same
@@ -38,6 +41,17 @@ def _recurrent_sizes(t, gates, suffix=""):
                 num_layers=1, bias=True, batch_first=True, dropout=0.0, bidirectional=False)
 
 
+def _quiet_projection(built: Built) -> Built:
+    """The module's forward without torch's notice that oneDNN has no LSTM projection (it falls
+    back to its own kernel, the one checked here): a projection is drawn on purpose, not news."""
+    def apply(t):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
+            return built.apply(t)
+
+    return dataclasses.replace(built, apply=apply)
+
+
 def _projection(case):
     """nn.LSTM takes a projection smaller than its hidden size only."""
     proj, hidden = case.attrs.get("proj_size", 0), case.arrays["c0"].shape[-1]
@@ -53,7 +67,8 @@ def rnn(t, a, dtype):
 
 @builder("lstm", refuses=_projection)
 def lstm(t, a, dtype):
-    return _recurrent(nn().LSTM(**_recurrent_sizes(t, 4), proj_size=a["proj_size"], dtype=dtype), t, ("h0", "c0"))
+    return _quiet_projection(_recurrent(nn().LSTM(**_recurrent_sizes(t, 4), proj_size=a["proj_size"], dtype=dtype),
+                                        t, ("h0", "c0")))
 
 
 def _reset_before(case):
@@ -109,7 +124,8 @@ def _rnn(t, a, dtype, layers=None, directions=None):
 
 
 def _lstm(t, a, dtype, layers=None, directions=None):
-    return _deep(nn().LSTM, t, a, 4, layers, directions, ("h0", "c0"), proj_size=a["proj_size"], dtype=dtype)
+    return _quiet_projection(_deep(nn().LSTM, t, a, 4, layers, directions, ("h0", "c0"), proj_size=a["proj_size"],
+                                   dtype=dtype))
 
 
 def _gru(t, a, dtype, layers=None, directions=None):
@@ -177,7 +193,7 @@ def masked_rnn(t, a, dtype):
 
 @builder("masked_lstm", convention=MASKED, refuses=_masked_lstm_refusals)
 def masked_lstm(t, a, dtype):
-    return _packed(nn().LSTM, 4, t, a, dtype, ("h0", "c0"), proj_size=a["proj_size"])
+    return _quiet_projection(_packed(nn().LSTM, 4, t, a, dtype, ("h0", "c0"), proj_size=a["proj_size"]))
 
 
 @builder("masked_gru", convention=MASKED, refuses=_repeated_output)
