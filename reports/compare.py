@@ -312,13 +312,16 @@ def _text(values: dict) -> str:
 
 
 _TRACED = re.compile(r"^\s*File \".*\n(?:\s{8,}.*\n)?|\x1b\[[0-9;]*m", re.MULTILINE)
+_TRACED_CALL = re.compile(r"\(\*\(.*?\), \*\*\{.*?\}\)", re.DOTALL)  # dynamo's call_function <fn>(*(args), **{kwargs})
 
 
 def _failure(e: BaseException) -> str:
-    """The exception in at most 500 characters. A traced function's error (tf.function, XLA) quotes
-    the user code it passed through before the message itself: those frames are left out, or the
-    cut would leave nothing but them (and a divergence's ``raises`` nothing to match)."""
-    return _TRACED.sub("", traceback.format_exception_only(type(e), e)[-1]).strip()[:500]
+    """The exception in at most 500 characters. A traced function's error quotes what it passed
+    through before the message itself: tf.function and XLA the user code's frames, torch.compile
+    the call's fake-tensor arguments. Those are left out, or the cut would leave nothing but them
+    (and a divergence's ``raises`` nothing to match)."""
+    message = traceback.format_exception_only(type(e), e)[-1]
+    return _TRACED_CALL.sub("(...)", _TRACED.sub("", message)).strip()[:500]
 
 
 def _tolerance(case: Case, reference, candidate) -> Tolerance:

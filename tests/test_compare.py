@@ -7,7 +7,7 @@ import pytest
 
 from gradparity.adapters.base import NotApplicable
 from gradparity.reference import GRAD, OUT, Case, Oracle
-from gradparity.reports.compare import check, tensor_errors
+from gradparity.reports.compare import _failure, check, tensor_errors
 from gradparity.reports.conditions import zero_where_nan
 from gradparity.reports.divergences import Divergence
 from gradparity.reports.tolerances import DEFAULT, EPS
@@ -305,3 +305,16 @@ def test_strict_precision_reaches_pytest_and_fails_lost_checks_in_the_recorder(t
     strict = Recorder(None, "main", tmp_path, tmp_path, strict_precision=True).add([dict(r) for r in lost], case)
     assert {r["name"]: r["status"] for r in strict} == {"y": "pass", "x": "fail"}
     assert "gradparity replay" in next(r["reproduce"] for r in strict if r["name"] == "x")
+
+
+def test_an_error_row_keeps_the_message_a_traced_call_quotes_last():
+    """torch.compile quotes the fake-tensor arguments of the call that failed, TensorFlow's graphs
+    the user code's frames, both before the framework's own message: the row keeps the message."""
+    fake = ", ".join(["FakeTensor(..., size=(1, 4), requires_grad=True)"] * 20)
+    dynamo = RuntimeError("RuntimeError when making fake tensor call\n  Explanation: call_function <function "
+                          f"batch_norm at 0x7f>(*({fake}, True, 0.1), **{{}}): got ValueError('Expected more "
+                          "than 1 value per channel when training')\n  Hint: " + "x" * 600)
+    frames = "".join(f'  File "/site/keras/layer{i}.py", line {i}, in call\n            y = f(x)\n' for i in range(20))
+    traced = ValueError(f"Exception encountered:\n{frames}Biases must be 1D: [0,8]")
+    assert "Expected more than 1 value per channel when training" in _failure(dynamo)
+    assert "Biases must be 1D: [0,8]" in _failure(traced) and len(_failure(dynamo)) <= 500
