@@ -155,6 +155,17 @@ class Builders:
 
         return add
 
+    def stacks(self, stack: dict, *, lstm_refuses: Callable | None = None) -> None:
+        """Register the deep recurrent layers from one stack builder per cell kind ({"rnn": fn,
+        "lstm": fn, "gru": fn}, each ``fn(tensors, attrs, dtype, layers=None, directions=None)``,
+        None for the case's own num_layers and bidirectional): ``stacked_<kind>`` as the case
+        says, ``bidirectional_<kind>`` one layer in both directions."""
+        for kind, fn in stack.items():
+            refuses = lstm_refuses if kind == "lstm" else None
+            self(f"stacked_{kind}", refuses=refuses)(fn)
+            self(f"bidirectional_{kind}", refuses=refuses)(
+                lambda t, a, dtype, fn=fn: fn(t, a, dtype, 1, 2))
+
     def not_expressible(self, layer: str, reason: str) -> None:
         """Declare that no configuration of ``layer`` can be expressed in this framework."""
         self._claim(layer)

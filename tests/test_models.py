@@ -6,6 +6,8 @@ found at that layer, in that direction, in every model and framework; a known
 divergence of a layer inside a model must be carried to the model's rows.
 """
 
+import ast
+
 import numpy as np
 import pytest
 
@@ -37,6 +39,10 @@ def _case(name, dtype="float64", **attrs):
     return fixed_case(name, dtype, SIZES[name], {**ATTRS.get(name, {}), **attrs}, seed=3)
 
 
+def _size(row) -> int:
+    return int(np.prod(ast.literal_eval(row["shape"])))
+
+
 def _runner(framework):
     runner = ADAPTERS[framework]
     ok, why = runner.available()
@@ -59,8 +65,10 @@ def test_a_model_agrees_with_the_oracle_and_names_no_divergence(name, framework)
     assert {r["status"] for r in rows} == {"pass"}, [(r["kind"], r["name"], r["detail"]) for r in rows
                                                      if r["status"] != "pass"]
     assert {r["first_divergence"] for r in rows} == {""}
-    assert all(r["norm"] > 0 and np.isclose(r["norm"], r["reference_norm"], rtol=1e-3) for r in rows
-               if r["kind"] == COT)  # the gradient's health, on both sides
+    # The gradient's health on both sides: two norms differ by at most the norm of the difference,
+    # which the passing row holds under sqrt(size) x atol.
+    assert all(r["norm"] > 0 and abs(r["norm"] - r["reference_norm"]) <= np.sqrt(_size(r)) * r["atol"]
+               for r in rows if r["kind"] == COT)
     kinds = {r["kind"] for r in rows}
     assert {OUT, COT, GRAD} <= kinds  # every layer's output and the cotangent arriving there, compared
 

@@ -184,12 +184,7 @@ def _gru_stack(t, a, dtype, layers=None, directions=None):
     return _stack(_keras_gru, _two_biases(t), _GRU_ORDER, t, a, dtype, ("h0",), layers, directions)
 
 
-builder("stacked_rnn")(_rnn_stack)
-builder("stacked_lstm", refuses=_projection)(_lstm_stack)
-builder("stacked_gru")(_gru_stack)
-builder("bidirectional_rnn")(lambda t, a, dtype: _rnn_stack(t, a, dtype, 1, 2))
-builder("bidirectional_lstm", refuses=_projection)(lambda t, a, dtype: _lstm_stack(t, a, dtype, 1, 2))
-builder("bidirectional_gru")(lambda t, a, dtype: _gru_stack(t, a, dtype, 1, 2))
+builder.stacks({"rnn": _rnn_stack, "lstm": _lstm_stack, "gru": _gru_stack}, lstm_refuses=_projection)
 
 
 # Variable-length sequences as Keras users give them: a boolean mask (N, T) passed as

@@ -132,12 +132,7 @@ def _gru(t, a, dtype, layers=None, directions=None):
     return _deep(nn().GRU, t, a, 3, layers, directions, dtype=dtype)
 
 
-builder("stacked_rnn")(_rnn)
-builder("stacked_lstm", refuses=_projection)(_lstm)
-builder("stacked_gru")(_gru)
-builder("bidirectional_rnn")(lambda t, a, dtype: _rnn(t, a, dtype, 1, 2))
-builder("bidirectional_lstm", refuses=_projection)(lambda t, a, dtype: _lstm(t, a, dtype, 1, 2))
-builder("bidirectional_gru")(lambda t, a, dtype: _gru(t, a, dtype, 1, 2))
+builder.stacks({"rnn": _rnn, "lstm": _lstm, "gru": _gru}, lstm_refuses=_projection)
 
 
 # ---- variable-length sequences
